@@ -1,0 +1,286 @@
+"""Command line: ``storagecarbon profile | record | report | compare | plan | calibrate | devices | env``.
+
+Every user error is a one-line message on stderr and a non-zero exit; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import StoragecarbonError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="What LLM serving with KV-cache and weight offloading costs the planet: embodied and "
+                       "operational gCO2e per storage tier, measured where the hardware is present, modeled "
+                       "(and labelled so) where it is not.")
+devices_app = typer.Typer(no_args_is_help=True, help="The sourced device database (device_db/).")
+scenario_app = typer.Typer(no_args_is_help=True, help="Scenario files.")
+app.add_typer(devices_app, name="devices")
+app.add_typer(scenario_app, name="scenario")
+
+out = Console()
+err = Console(stderr=True)
+
+LOOPBACK_ENV = {"VLLM_HOST_IP": "127.0.0.1", "DO_NOT_TRACK": "1", "VLLM_NO_USAGE_STATS": "1",
+                "LMCACHE_TRACK_USAGE": "false"}
+
+
+def _db(db_dir: Optional[Path]):
+    from .devicedb import DeviceDB
+
+    return DeviceDB.load(db_dir)
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+DbOpt = typer.Option(None, "--db", help="device_db directory (default: the one shipped with storagecarbon)")
+
+
+# ------------------------------------------------------------------------------------ profile
+@app.command()
+def profile(
+    scenario: Path = typer.Argument(..., help="scenario YAML"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="report directory (default reports/<scenario>)"),
+    as_json: bool = typer.Option(False, "--json", help="print report.json to stdout instead of the terminal report"),
+    mode: str = typer.Option("auto", "--mode", help="auto: measure when the scenario's hardware is here, else model; "
+                                                   "or force 'modeled' / 'measured'"),
+    region: Optional[str] = typer.Option(None, "--region", help="override the scenario's grid region"),
+    draws: Optional[int] = typer.Option(None, "--draws", help="Monte Carlo draws (default: scenario, 2000)"),
+    html: Optional[Path] = typer.Option(None, "--html", "-o", help="also write a self-contained HTML report"),
+    db_dir: Optional[Path] = DbOpt,
+) -> None:
+    """Run (or model) a scenario and attribute its carbon per tier, phase, request and 1k tokens."""
+    from .pipeline import profile as run_profile
+
+    if mode not in ("auto", "modeled", "measured"):
+        raise StoragecarbonError(f"--mode: {mode!r} is not one of auto, modeled, measured")
+    db = _db(db_dir)
+    if as_json:
+        res = run_profile(scenario, db=db, out_dir=out_dir, mode=mode, region=region, draws=draws)
+    else:
+        with err.status("profiling…") as st:
+            res = run_profile(scenario, db=db, out_dir=out_dir, mode=mode, region=region, draws=draws,
+                              progress=lambda s: st.update(s))
+    if html is not None:
+        from .report.html import write_html
+
+        write_html(html, profile=res.report, trace_path=res.trace_path)
+    if as_json:
+        _print_json(res.report)
+        return
+    from .report.terminal import render
+
+    render(res.report, out)
+    out.print(f"[dim]{res.mode_reason}; files in {res.out_dir}/ (report.json, trace.arrows, intervals.parquet, "
+              f"device_phase.parquet){'; html ' + str(html) if html else ''}[/]")
+
+
+# ------------------------------------------------------------------------------------- report
+@app.command()
+def report(
+    trace: Path = typer.Argument(..., help="a trace file (trace.arrows) written by profile or record"),
+    region: Optional[str] = typer.Option(None, "--region", help="re-attribute with this grid region"),
+    gco2e_per_kwh: Optional[float] = typer.Option(None, "--gco2e-per-kwh", help="re-attribute with this intensity"),
+    scenario: Optional[Path] = typer.Option(None, "--scenario", help="take carbon settings from this scenario"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="write report files here"),
+    as_json: bool = typer.Option(False, "--json", help="print the report JSON"),
+    draws: Optional[int] = typer.Option(None, "--draws"),
+    html: Optional[Path] = typer.Option(None, "--html", "-o", help="also write a self-contained HTML report"),
+    db_dir: Optional[Path] = DbOpt,
+) -> None:
+    """Re-attribute a saved trace (e.g. with another grid region) and print the report."""
+    from .pipeline import attribute_trace
+    from .scenario import load_scenario
+
+    db = _db(db_dir)
+    carbon = load_scenario(scenario, db).carbon if scenario else None
+    name = scenario.stem if scenario else trace.parent.name or trace.stem
+    res = attribute_trace(trace, db, carbon, scenario=name, region=region, draws=draws, out_dir=out_dir,
+                          gco2e_per_kwh=gco2e_per_kwh)
+    if html is not None:
+        from .report.html import write_html
+
+        write_html(html, profile=res.report, trace_path=trace)
+    if as_json:
+        _print_json(res.report)
+    else:
+        from .report.terminal import render
+
+        render(res.report, out)
+
+
+# ------------------------------------------------------------------------------------- record
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def record(
+    ctx: typer.Context,
+    scenario: Optional[Path] = typer.Option(None, "--scenario", help="scenario whose hardware maps tiers to devices"),
+    out_file: Path = typer.Option(Path("reports/record/trace.arrows"), "--out", help="trace file to write"),
+    hz: float = typer.Option(10.0, "--hz", help="sampling rate"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="kill the command's process group after this many s"),
+    db_dir: Optional[Path] = DbOpt,
+) -> None:
+    """Record any command: [bold]storagecarbon record -- vllm serve …[/]. Then `storagecarbon report TRACE`."""
+    from .recorder import record_command
+    from .scenario import load_scenario
+
+    argv = list(ctx.args)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise StoragecarbonError("record: give the command after --, e.g. storagecarbon record -- python serve.py")
+    scn = load_scenario(scenario, _db(db_dir)) if scenario else None
+    rc = record_command(argv, out_file, scenario=scn, hz=hz, timeout_s=timeout, env=dict(LOOPBACK_ENV))
+    err.print(f"trace written to {out_file} (command exit code {rc}); next: storagecarbon report {out_file}")
+    raise typer.Exit(rc)
+
+
+# ------------------------------------------------------------------------------------ devices
+@devices_app.command("list")
+def devices_list(kind: Optional[str] = typer.Option(None, "--kind", help="gpu | dram | ssd | hdd | host | cpu"),
+                 as_json: bool = typer.Option(False, "--json"), db_dir: Optional[Path] = DbOpt) -> None:
+    """List device records with their embodied range and source."""
+    from rich.table import Table
+
+    db = _db(db_dir)
+    devs = db.of_kind(kind)
+    if kind is not None and not devs:
+        raise StoragecarbonError(f"--kind: no devices of kind {kind!r} (kinds: gpu, dram, ssd, hdd, host, cpu)")
+    if as_json:
+        _print_json([d.model_dump(mode="json") for d in devs])
+        return
+    t = Table(title=f"{len(devs)} devices")
+    for c in ("key", "kind", "capacity GB", "embodied kgCO2e (low/best/high)", "per", "source"):
+        t.add_column(c, overflow="fold")
+    for d in devs:
+        e = d.embodied_kgco2e
+        rng = "missing" if e is None else "/".join("—" if v is None else f"{v:g}" for v in (e.low, e.best, e.high))
+        t.add_row(d.key, d.kind, "—" if d.capacity_gb is None else f"{d.capacity_gb:g}", rng,
+                  e.per if e else "", (e.source[:80] + "…") if e and len(e.source) > 80 else (e.source if e else ""))
+    out.print(t)
+
+
+@devices_app.command("show")
+def devices_show(key: str = typer.Argument(..., help="device key or exact vendor alias"),
+                 as_json: bool = typer.Option(False, "--json"), db_dir: Optional[Path] = DbOpt) -> None:
+    """Show one device record with every figure and its source."""
+    import yaml
+
+    d = _db(db_dir).get(key)
+    if as_json:
+        _print_json(d.model_dump(mode="json", exclude_none=True))
+    else:
+        out.print(yaml.safe_dump(d.model_dump(mode="json", exclude_none=True), sort_keys=False, width=110))
+
+
+@devices_app.command("check")
+def devices_check(db_dir: Optional[Path] = DbOpt) -> None:
+    """Validate every device_db file; an error names the file, the record and the field."""
+    db = _db(db_dir)
+    missing = [d.key for d in db.devices.values() if d.embodied_kgco2e is None]
+    out.print(f"device_db OK: {len(db.devices)} devices, {len(db.regions)} grid regions, {len(db.pue)} PUE presets")
+    if missing:
+        out.print(f"[yellow]no embodied figure (missing, not zero):[/] {', '.join(missing)}")
+
+
+@devices_app.command("regions")
+def devices_regions(as_json: bool = typer.Option(False, "--json"), db_dir: Optional[Path] = DbOpt) -> None:
+    """List grid regions (gCO2e/kWh, year, source) and PUE presets."""
+    db = _db(db_dir)
+    if as_json:
+        _print_json({"regions": [r.model_dump(mode="json") for r in db.regions.values()],
+                     "pue": [p.model_dump(mode="json") for p in db.pue.values()]})
+        return
+    from rich.table import Table
+
+    t = Table(title="grid regions")
+    for c in ("key", "name", "year", "gCO2e/kWh (low/best/high)", "source"):
+        t.add_column(c, overflow="fold")
+    for r in db.regions.values():
+        f = r.gco2e_per_kwh
+        t.add_row(r.key, r.name, str(r.year), "/".join("—" if v is None else f"{v:g}" for v in (f.low, f.best, f.high)),
+                  f.source)
+    out.print(t)
+
+
+# ----------------------------------------------------------------------------------- scenario
+@scenario_app.command("check")
+def scenario_check(files: list[Path] = typer.Argument(..., help="scenario YAML files"),
+                   db_dir: Optional[Path] = DbOpt) -> None:
+    """Validate scenario files (errors read FILE:LINE: field: problem)."""
+    from .scenario import load_scenario
+
+    db = _db(db_dir)
+    for f in files:
+        s = load_scenario(f, db)
+        out.print(f"{f}: OK ({s.model.dims().name}, {s.workload.num_requests()} requests, engine {s.engine.kind})")
+
+
+# ---------------------------------------------------------------------------------------- env
+@app.command()
+def env(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Which sensors and engines are available on this machine, and why not."""
+    from .environment import probe_all
+
+    info = probe_all()
+    if as_json:
+        _print_json(info)
+        return
+    from rich.table import Table
+
+    t = Table(title="sensors and engines on this machine")
+    t.add_column("name")
+    t.add_column("available")
+    t.add_column("why / detail", overflow="fold")
+    for section in ("sensors", "engines"):
+        for name, st in info[section].items():
+            t.add_row(f"{section[:-1]} {name}", "[green]yes[/]" if st["available"] else "[red]no[/]", st["reason"])
+    out.print(t)
+
+
+def _register_optional() -> None:
+    """Commands implemented in their own modules (compare, plan, calibrate)."""
+    for mod in ("storagecarbon.planner_cli", "storagecarbon.calibrate"):
+        try:
+            m = __import__(mod, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:
+                continue
+            raise
+        m.register(app)
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> int:
+    for k, v in LOOPBACK_ENV.items():
+        os.environ.setdefault(k, v)
+    try:
+        app(args=argv, prog_name="storagecarbon", standalone_mode=False)
+    except StoragecarbonError as exc:
+        err.print(f"[red]storagecarbon: error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except __import__("click").ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

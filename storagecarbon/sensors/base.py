@@ -1,0 +1,156 @@
+"""The sensor protocol and the small helpers every sensor shares.
+
+A sensor reads one source (NVML, ``/proc/diskstats``, ``/proc/<pid>/io``, RAPL sysfs, LMCache tap
+files, a Prometheus endpoint, a recorded trace) and answers raw values in the trace's metric
+vocabulary (:data:`storagecarbon.trace.CUMULATIVE_METRICS` / :data:`~storagecarbon.trace.GAUGE_METRICS`),
+already converted to the unit in the metric's name (J, B, s, W, B/s).
+
+* ``probe()`` says whether the sensor can read on this machine, and if not, why. A sensor that is
+  not available contributes **no** channels: the trace header records ``{"available": False,
+  "reason": ...}`` and downstream stages treat the quantity as missing, never as zero.
+* ``channels()`` lists ``(device_id, metric, sensor_name)`` triples (only meaningful once probed
+  available).
+* ``read()`` returns ``(device_id, metric, value)`` rows. Counters are cumulative and monotonic
+  where the sensor can make them so (wraps are unfolded here, see :class:`MonotonicCounter`); a
+  row may be left out when there is no reading yet (absent is not zero). ``read()`` may raise:
+  the recorder records the failure and keeps sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from ..trace import CUMULATIVE_METRICS, GAUGE_METRICS, DeviceEntry
+
+Row = tuple[str, str, float]            # (device_id, metric, value)
+ChannelSpec = tuple[str, str, str]      # (device_id, metric, sensor_name)
+
+WORKLOAD_DEVICE = "workload"            # pseudo-device of the token/request counters
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether a sensor can read here; ``reason`` says why not (or what it found)."""
+
+    available: bool
+    reason: str = ""
+
+    def as_header(self) -> dict[str, Any]:
+        return {"available": self.available, "reason": self.reason}
+
+
+@runtime_checkable
+class Sensor(Protocol):
+    name: str
+
+    def probe(self) -> Probe: ...
+
+    def channels(self) -> list[ChannelSpec]: ...
+
+    def devices(self) -> list[DeviceEntry]: ...
+
+    def read(self) -> list[Row]: ...
+
+    def close(self) -> None: ...
+
+
+class SensorBase:
+    """Defaults for the optional parts of the protocol (no devices, nothing to close, no summary)."""
+
+    name = "sensor"
+
+    def devices(self) -> list[DeviceEntry]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """Extra figures for the trace footer (totals the metric vocabulary has no channel for)."""
+        return {}
+
+
+def check_metric(metric: str) -> str:
+    if metric not in CUMULATIVE_METRICS and metric not in GAUGE_METRICS:
+        raise ValueError(f"unknown metric {metric!r} (see storagecarbon.trace metric vocabulary)")
+    return metric
+
+
+class MonotonicCounter:
+    """Unfolds a raw hardware/kernel counter into a monotonic total.
+
+    ``width_bits`` is the counter's width (32 for ``unsigned int`` kernel fields such as the
+    ``io_ticks`` column of ``/proc/diskstats``, or ``unsigned long`` fields on 32-bit kernels;
+    64 otherwise). When the raw value goes down:
+
+    * if the counter is narrower than 64 bits and the last raw value was in the upper half of its
+      range, it is a **wrap**: add ``(raw - last) mod 2**width`` (one wrap per sample interval at
+      most; at 10 Hz a 32-bit sector counter would need 2 TiB/s to wrap twice);
+    * otherwise it is a **reset** (device re-attached, driver reloaded, stats cleared): the raw
+      value counts from zero again, so add ``raw``.
+
+    ``wrap_range`` overrides the modulus for counters that wrap at a published maximum (RAPL's
+    ``max_energy_range_uj``): then every decrease is a wrap, adding ``raw + wrap_range - last``.
+
+    The first value sets the origin: ``value`` is the raw first value plus the unfolded increments,
+    so that the exposed counter equals the raw counter until the first wrap.
+    """
+
+    def __init__(self, width_bits: int = 64, wrap_range: float | None = None):
+        self.width_bits = width_bits
+        self.wrap_range = wrap_range
+        self.last_raw: float | None = None
+        self.value: float = 0.0
+        self.wraps = 0
+        self.resets = 0
+
+    def update(self, raw: float) -> float:
+        if self.last_raw is None:
+            self.value = float(raw)
+        elif raw >= self.last_raw:
+            self.value += raw - self.last_raw
+        elif self.wrap_range is not None:
+            self.value += raw + self.wrap_range - self.last_raw
+            self.wraps += 1
+        elif self.width_bits < 64 and self.last_raw >= 2 ** (self.width_bits - 1):
+            self.value += (raw - self.last_raw) % (2 ** self.width_bits)
+            self.wraps += 1
+        else:
+            self.value += raw
+            self.resets += 1
+        self.last_raw = float(raw)
+        return self.value
+
+
+class KeepLast:
+    """Per-key cumulative totals that never go backwards when sources come and go.
+
+    Used for per-process and per-file counters: a source that disappears keeps its last value in
+    the total; a source whose counter goes down (restarted with the same key) folds its old value
+    into a base and counts from zero again.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[Any, float] = {}
+        self._base: dict[Any, float] = {}
+
+    def update(self, key: Any, value: float) -> None:
+        last = self._last.get(key)
+        if last is not None and value < last:
+            self._base[key] = self._base.get(key, 0.0) + last
+        self._last[key] = float(value)
+
+    def forget(self, key: Any) -> None:
+        """Drop a key without keeping its value (it was absorbed into another key's counter)."""
+        self._base.pop(key, None)
+        self._last.pop(key, None)
+
+    def keys(self) -> list[Any]:
+        return list(self._last)
+
+    def total(self) -> float:
+        return float(sum(self._last.values()) + sum(self._base.values()))
+
+    def __len__(self) -> int:
+        return len(self._last)
