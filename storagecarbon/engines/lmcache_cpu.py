@@ -51,6 +51,8 @@ from typing import Any
 
 ENV_ENABLE = "STORAGECARBON_LMCACHE_CPU"
 ENV_TAP_DIR = "STORAGECARBON_TAP_DIR"
+# Test-only negative control: overwrite every KV chunk LMCache loads with noise.
+ENV_CORRUPT = "STORAGECARBON_LMCACHE_CPU_CORRUPT_LOADS"
 TAP_SCHEMA_KEYS = (
     "cpu_bytes_written", "cpu_bytes_read", "disk_bytes_written", "disk_bytes_read",
     "remote_bytes_written", "remote_bytes_read", "bytes_d2h", "bytes_h2d",
@@ -377,10 +379,13 @@ def _make_connector_class():
             n = end - s0
             src = memory_obj.tensor
             (kidx, vidx) = self._index(slots)
+            corrupt = os.environ.get(ENV_CORRUPT) == "1"
             for layer, cache in enumerate(self.kvcaches):
                 flat = self._flat(cache)
                 k = src[0, layer, skip:skip + n].reshape(n, self.num_kv_heads, self.head_size)
                 v = src[1, layer, skip:skip + n].reshape(n, self.num_kv_heads, self.head_size)
+                if corrupt:  # negative control: loaded KV replaced by noise
+                    k, v = torch.randn_like(k, dtype=torch.float32), torch.randn_like(v, dtype=torch.float32)
                 flat.index_put_(kidx, k.to(flat.dtype))
                 flat.index_put_(vidx, v.to(flat.dtype))
             COUNTERS.add("bytes_h2d", 2 * self.num_layers * n * self.hidden_dim_size

@@ -51,14 +51,15 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
     console.print(Panel(Text("\n".join(sub) or "figures from sensors on this machine (see Provenance)"), title=title,
                         title_align="left"))
 
-    t = Table(title="Per tier (gCO2e: P50 [P5–P95])", show_lines=False)
-    for col in ("tier", "devices", "read", "written", "app written", "mean occupancy", "busy s", "embodied",
-                "operational", "energy basis"):
+    t = Table(title="Per tier — gCO2e P50 [P5–P95]", show_lines=False)
+    for col in ("tier", "devices", "read", "written", "occupancy", "embodied", "operational"):
         t.add_column(col, overflow="fold")
     for row in report["tiers"]:
-        t.add_row(row["tier"], "\n".join(row["devices"]), fmt_bytes(row["bytes_read"]), fmt_bytes(row["bytes_written"]),
-                  fmt_bytes(row["app_bytes_written"]), fmt_bytes(row["mean_resident_bytes"]), f"{row['busy_s']:.3g}",
-                  band(row["embodied_gco2e"]), band(row["operational_gco2e"]), "\n".join(row["energy_basis"]))
+        written = fmt_bytes(row["bytes_written"])
+        if row["app_bytes_written"] and row["app_bytes_written"] != row["bytes_written"]:
+            written += f"\n(app {fmt_bytes(row['app_bytes_written'])})"
+        t.add_row(row["tier"], "\n".join(row["devices"]), fmt_bytes(row["bytes_read"]), written,
+                  fmt_bytes(row["mean_resident_bytes"]), band(row["embodied_gco2e"]), band(row["operational_gco2e"]))
     console.print(t)
 
     s = Table(title="Summary", show_header=True)

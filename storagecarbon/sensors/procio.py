@@ -138,32 +138,31 @@ class ProcTree:
         if now - self._snap_t <= self.max_age_s:
             return self._snap
         allp = self._read_all()
-        keep = {p for p, st in allp.items() if self.session is not None and st.session == self.session}
         children: dict[int, list[int]] = {}
         for p, st in allp.items():
             children.setdefault(st.ppid, []).append(p)
-        stack = [self.root_pid] if self.root_pid in allp else []
+        stack = [p for p, st in allp.items() if self.session is not None and st.session == self.session]
+        if self.root_pid in allp:
+            stack.append(self.root_pid)
+        keep: set[int] = set()
         while stack:
             p = stack.pop()
-            if p in keep and p != self.root_pid and p not in allp:
+            if p in keep:
                 continue
             keep.add(p)
-            stack.extend(c for c in children.get(p, ()) if c not in keep)
-        # order top-down: depth within the member forest
+            stack.extend(children.get(p, ()))
+        # order top-down: depth within the member forest (parents before children)
         depth: dict[int, int] = {}
-
-        def d(p: int) -> int:
-            seen = []
+        for p in keep:
+            chain = []
             q = p
-            while q in keep and q not in depth and q not in seen:
-                seen.append(q)
+            while q in keep and q not in depth and q not in chain:
+                chain.append(q)
                 q = allp[q].ppid
-            base = depth.get(q, -1) if q in keep else -1
-            for i, s in enumerate(reversed(seen)):
+            base = depth.get(q, -1)
+            for i, s in enumerate(reversed(chain)):
                 depth[s] = base + 1 + i
-            return depth[p]
-
-        ordered = sorted((allp[p] for p in keep), key=lambda st: (d(st.pid), st.pid))
+        ordered = sorted((allp[p] for p in keep), key=lambda st: (depth[st.pid], st.pid))
         self._snap, self._snap_t = ordered, now
         self.max_members = max(self.max_members, len(ordered))
         return ordered

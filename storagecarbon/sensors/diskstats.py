@@ -1,0 +1,151 @@
+"""Device-level IO of block devices, from ``/proc/diskstats``.
+
+Fields used (Documentation/admin-guide/iostats.rst): reads completed, sectors read, writes
+completed, sectors written, and ``io_ticks`` (ms the device had IO in flight). Sectors are always
+512 B in this file, whatever the device's logical block size. Channels per mapped device:
+``bytes_read``, ``bytes_written`` (cumulative B) and ``busy_s`` (cumulative s of io_ticks), summed
+over the block devices that back it (several for md/dm stripes).
+
+Wrap handling (the choice, documented): this sensor exposes monotonic counters. ``io_ticks`` is
+printed through ``jiffies_to_msecs()`` (an ``unsigned int``), so it wraps at 2**32 ms (49.7 days of
+busy time) even on 64-bit kernels; every field is an ``unsigned long`` (32 bits) on 32-bit kernels.
+A decrease of a 32-bit field whose last value was in the upper half of its range is unfolded as a
+wrap (``+ (raw - last) mod 2**32``); any other decrease is a reset (device re-attached) and counts
+from zero again. See :class:`~storagecarbon.sensors.base.MonotonicCounter`.
+
+Page cache caveat: small buffered writes reach the device late (writeback) or are merged with
+other tenants' IO; the per-process counters (:mod:`.procio`) and LMCache taps
+(:mod:`.lmcache_tap`) carry the run's own bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .base import ChannelSpec, MonotonicCounter, Probe, Row, SensorBase
+
+SECTOR_BYTES = 512
+# Width of "unsigned long" fields of the running kernel; assume the userland word size.
+LONG_BITS = 8 * struct.calcsize("P")
+
+
+@dataclass(frozen=True)
+class DiskStat:
+    """One ``/proc/diskstats`` line (raw counters, as the kernel prints them)."""
+
+    major: int
+    minor: int
+    name: str
+    reads_completed: int
+    sectors_read: int
+    writes_completed: int
+    sectors_written: int
+    io_ticks_ms: int
+    ios_in_progress: int = 0
+
+    @property
+    def bytes_read(self) -> int:
+        return self.sectors_read * SECTOR_BYTES
+
+    @property
+    def bytes_written(self) -> int:
+        return self.sectors_written * SECTOR_BYTES
+
+
+def parse_diskstats(text: str) -> dict[str, DiskStat]:
+    """``/proc/diskstats`` text -> ``{device name: DiskStat}``; malformed lines are skipped.
+
+    Accepts the 14-field (pre-4.18), 18-field (discards) and 20-field (flushes) layouts.
+    """
+    out: dict[str, DiskStat] = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) < 14:
+            continue
+        try:
+            out[f[2]] = DiskStat(
+                major=int(f[0]), minor=int(f[1]), name=f[2],
+                reads_completed=int(f[3]), sectors_read=int(f[5]),
+                writes_completed=int(f[7]), sectors_written=int(f[9]),
+                ios_in_progress=int(f[11]), io_ticks_ms=int(f[12]),
+            )
+        except ValueError:
+            continue
+    return out
+
+
+class DiskstatsSensor(SensorBase):
+    """``bytes_read``/``bytes_written``/``busy_s`` for devices mapped to block device names.
+
+    ``devices``: device id -> block device names (whole disks, as in ``/proc/diskstats``), from
+    :func:`storagecarbon.tiermap.map_tiers`. ``busy_s`` of a device backed by several disks is the
+    sum of their busy times (unit-seconds, as the power model expects).
+    """
+
+    name = "diskstats"
+
+    def __init__(self, devices: dict[str, list[str] | tuple[str, ...] | str], *,
+                 path: str | Path = "/proc/diskstats", long_bits: int = LONG_BITS):
+        self.map = {d: ([b] if isinstance(b, str) else list(b)) for d, b in devices.items()}
+        self.path = Path(path)
+        self.long_bits = long_bits
+        self._ctr: dict[tuple[str, str], MonotonicCounter] = {}
+        self._missing: set[str] = set()
+
+    def probe(self) -> Probe:
+        if not self.map:
+            return Probe(False, "no block device is mapped to a storage tier")
+        try:
+            stats = parse_diskstats(self.path.read_text())
+        except OSError as exc:
+            return Probe(False, f"{self.path} is not readable ({exc.strerror or exc})")
+        absent = sorted({b for bs in self.map.values() for b in bs} - set(stats))
+        if absent:
+            return Probe(False, f"block device(s) {', '.join(absent)} not in {self.path}")
+        return Probe(True, "; ".join(f"{d} = {'+'.join(b)}" for d, b in self.map.items()))
+
+    def channels(self) -> list[ChannelSpec]:
+        out: list[ChannelSpec] = []
+        for d in self.map:
+            out += [(d, "bytes_read", self.name), (d, "bytes_written", self.name), (d, "busy_s", self.name)]
+        return out
+
+    def _unfold(self, block: str, field: str, raw: int, bits: int) -> float:
+        c = self._ctr.get((block, field))
+        if c is None:
+            c = self._ctr[(block, field)] = MonotonicCounter(width_bits=bits)
+        return c.update(raw)
+
+    def rows_from_text(self, text: str) -> list[Row]:
+        """Rows for one snapshot of ``/proc/diskstats`` (advances the wrap state)."""
+        stats = parse_diskstats(text)
+        rows: list[Row] = []
+        for dev, blocks in self.map.items():
+            br = bw = busy = 0.0
+            seen = False
+            for b in blocks:
+                st = stats.get(b)
+                if st is None:
+                    self._missing.add(b)
+                    continue
+                seen = True
+                br += self._unfold(b, "sectors_read", st.sectors_read, self.long_bits) * SECTOR_BYTES
+                bw += self._unfold(b, "sectors_written", st.sectors_written, self.long_bits) * SECTOR_BYTES
+                busy += self._unfold(b, "io_ticks_ms", st.io_ticks_ms, 32) / 1000.0
+            if seen:
+                rows += [(dev, "bytes_read", br), (dev, "bytes_written", bw), (dev, "busy_s", busy)]
+        return rows
+
+    def read(self) -> list[Row]:
+        return self.rows_from_text(self.path.read_text())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "blocks": self.map,
+            "wraps": sum(c.wraps for c in self._ctr.values()),
+            "resets": sum(c.resets for c in self._ctr.values()),
+            "missing_blocks": sorted(self._missing),
+        }
