@@ -129,10 +129,11 @@ class TapCounters:
         d = os.environ.get(ENV_TAP_DIR)
         return os.path.join(d, f"lmcache-{os.getpid()}.json") if d else None
 
-    def flush(self) -> str | None:
-        """Write the snapshot now (if a tap dir is configured); return the path."""
+    def flush(self, force: bool = False) -> str | None:
+        """Write the snapshot now (if a tap dir is configured and this process recorded
+        anything, or ``force``); return the path written."""
         path = self.tap_path()
-        if path is None:
+        if path is None or not (force or self._thread is not None):
             return None
         with self._lock:
             self._dirty = False
@@ -180,8 +181,8 @@ def snapshot() -> dict[str, Any]:
     return COUNTERS.snapshot()
 
 
-def flush() -> str | None:
-    return COUNTERS.flush()
+def flush(force: bool = False) -> str | None:
+    return COUNTERS.flush(force)
 
 
 # --------------------------------------------------------------------------------------

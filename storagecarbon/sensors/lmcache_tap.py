@@ -1,0 +1,155 @@
+"""Per-tier KV bytes from the project's LMCache CPU connector taps.
+
+LMCache 0.5.6 has no byte counters for its local disk backend (only usage gauges), so the
+project's connector keeps its own and writes them, per process, to
+``$STORAGECARBON_TAP_DIR/lmcache-<pid>.json``::
+
+    {"pid": 123, "time_unix": 1.7e9, "chunk_size": 64, "disk_path": "/abs/dir/",
+     "counters": {"cpu_bytes_written", "cpu_bytes_read", "disk_bytes_written", "disk_bytes_read",
+                  "remote_bytes_written", "remote_bytes_read", "bytes_d2h", "bytes_h2d",
+                  "stored_tokens", "hit_tokens"}}
+
+This sensor sums the counters over all pids (a pid whose file vanishes keeps its last values; a
+counter that goes down is a restart and counts from zero again) and emits:
+
+* ``app_bytes_written``/``app_bytes_read`` on the disk-tier device (``disk_bytes_*``), the DRAM
+  device (``cpu_bytes_*``) and, when given, a remote device (``remote_bytes_*``);
+* ``resident_bytes`` of the disk-tier device: the total size (``st_size``) of the files under the
+  LMCache disk directory, i.e. what ``du --apparent-size`` would say. Rescanned at most every
+  ``du_interval_s`` (the directory may hold many chunk files); the gauge holds in between.
+
+No tap file yet means no reading yet (no rows), never zeros. GPU<->host transfer bytes and token
+counts have no channel in the metric vocabulary; they go to the footer summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .base import ChannelSpec, KeepLast, Probe, Row, SensorBase
+
+COUNTERS = ("cpu_bytes_written", "cpu_bytes_read", "disk_bytes_written", "disk_bytes_read",
+            "remote_bytes_written", "remote_bytes_read", "bytes_d2h", "bytes_h2d",
+            "stored_tokens", "hit_tokens")
+TAP_ENV = "STORAGECARBON_TAP_DIR"
+
+
+def dir_size_bytes(path: str | Path) -> int:
+    """Sum of ``st_size`` of regular files under ``path`` (recursive, symlinks not followed)."""
+    total = 0
+    stack = [str(path)]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                        elif e.is_file(follow_symlinks=False):
+                            total += e.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue  # removed while scanning (eviction)
+        except OSError:
+            continue
+    return total
+
+
+def parse_tap(text: str) -> dict[str, Any]:
+    """One tap file's JSON -> dict with ``pid``, ``counters`` (missing counters absent), ``disk_path``."""
+    d = json.loads(text)
+    if not isinstance(d, dict) or not isinstance(d.get("counters"), dict):
+        raise ValueError("tap file has no 'counters' mapping")
+    counters = {k: float(v) for k, v in d["counters"].items() if k in COUNTERS and v is not None}
+    return {"pid": d.get("pid"), "time_unix": d.get("time_unix"), "counters": counters,
+            "disk_path": d.get("disk_path"), "chunk_size": d.get("chunk_size")}
+
+
+class LMCacheTapSensor(SensorBase):
+    name = "lmcache_tap"
+
+    def __init__(self, tap_dir: str | Path | None = None, *, disk_device: str | None = "ssd0",
+                 dram_device: str | None = "dram", remote_device: str | None = None,
+                 disk_path: str | Path | None = None, du_interval_s: float = 1.0):
+        tap_dir = tap_dir if tap_dir is not None else os.environ.get(TAP_ENV)
+        self.tap_dir = Path(tap_dir) if tap_dir else None
+        self.disk_device = disk_device
+        self.dram_device = dram_device
+        self.remote_device = remote_device
+        self.disk_path = Path(disk_path) if disk_path else None
+        self.du_interval_s = du_interval_s
+        self._acc = {c: KeepLast() for c in COUNTERS}
+        self._seen_files: set[str] = set()
+        self._bad_reads = 0
+        self._du_t = -1e9
+        self._du = None
+        self.chunk_size = None
+
+    def probe(self) -> Probe:
+        if self.tap_dir is None:
+            return Probe(False, f"no tap directory (set {TAP_ENV} or pass tap_dir)")
+        try:
+            self.tap_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return Probe(False, f"tap directory {self.tap_dir} cannot be created ({exc.strerror or exc})")
+        return Probe(True, f"tap files {self.tap_dir}/lmcache-<pid>.json")
+
+    def channels(self) -> list[ChannelSpec]:
+        out: list[ChannelSpec] = []
+        for dev in (self.disk_device, self.dram_device, self.remote_device):
+            if dev:
+                out += [(dev, "app_bytes_written", self.name), (dev, "app_bytes_read", self.name)]
+        if self.disk_device:
+            out.append((self.disk_device, "resident_bytes", self.name))
+        return out
+
+    def _disk_usage(self) -> float | None:
+        if self.disk_path is None or not self.disk_path.is_dir():
+            return None
+        now = time.monotonic()
+        if self._du is None or now - self._du_t >= self.du_interval_s:
+            self._du = float(dir_size_bytes(self.disk_path))
+            self._du_t = now
+        return self._du
+
+    def read(self) -> list[Row]:
+        assert self.tap_dir is not None
+        for p in self.tap_dir.glob("lmcache-*.json"):
+            try:
+                tap = parse_tap(p.read_text())
+            except (OSError, ValueError):  # being rewritten or removed: keep last values
+                self._bad_reads += 1
+                continue
+            self._seen_files.add(p.name)
+            for k, v in tap["counters"].items():
+                self._acc[k].update(p.name, v)
+            if self.disk_path is None and tap.get("disk_path"):
+                dp = str(tap["disk_path"])
+                self.disk_path = Path(dp[len("file://"):] if dp.startswith("file://") else dp)
+            self.chunk_size = tap.get("chunk_size") or self.chunk_size
+        rows: list[Row] = []
+        if self._seen_files:
+            tot = {c: self._acc[c].total() for c in COUNTERS}
+            for dev, pre in ((self.disk_device, "disk"), (self.dram_device, "cpu"), (self.remote_device, "remote")):
+                if dev:
+                    rows += [(dev, "app_bytes_written", tot[f"{pre}_bytes_written"]),
+                             (dev, "app_bytes_read", tot[f"{pre}_bytes_read"])]
+        if self.disk_device:
+            du = self._disk_usage()
+            if du is not None:
+                rows.append((self.disk_device, "resident_bytes", du))
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tap_files": sorted(self._seen_files),
+            "totals": {c: self._acc[c].total() for c in COUNTERS} if self._seen_files else None,
+            "disk_path": str(self.disk_path) if self.disk_path else None,
+            "disk_resident_bytes_last": self._du,
+            "chunk_size": self.chunk_size,
+            "unreadable_reads": self._bad_reads,
+        }

@@ -1,0 +1,171 @@
+"""NVIDIA GPUs through NVML. The only module of storagecarbon that imports ``pynvml``.
+
+Per GPU ``gpu<i>`` (NVML index order):
+
+* ``energy_j``: ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the driver loaded, 64-bit;
+  Volta and newer) -> J, cumulative;
+* ``power_w``: ``nvmlDeviceGetPowerUsage`` (mW) -> W, gauge;
+* ``resident_bytes``: ``nvmlDeviceGetMemoryInfo(...).used`` (B) -> HBM occupancy, gauge;
+* ``utilization``: ``nvmlDeviceGetUtilizationRates(...).gpu`` (%) -> 0..1, gauge;
+* ``pcie_tx_bps`` / ``pcie_rx_bps``: ``nvmlDeviceGetPcieThroughput`` (KB/s) -> B/s, gauges.
+  Each such call samples the link for about 20 ms, so only one GPU is asked per ``read()``
+  (round robin, ``pcie=False`` to skip): with 8 GPUs at 10 Hz each GPU's PCIe gauge updates every
+  0.8 s (a gauge holds until its next sample) and a tick stays ~40 ms.
+
+Every metric is tried once per GPU at ``probe()``; a call the GPU does not support leaves that
+channel out (an old GPU without the energy counter still gets ``power_w``, which attribution
+integrates). Not available when ``import pynvml`` fails or ``nvmlInit`` fails; the reason says
+which. NVML errors become plain ``RuntimeError``\\ s with the NVML message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..trace import DeviceEntry
+from .base import ChannelSpec, Probe, Row, SensorBase
+
+KB = 1000.0  # NVML documents PCIe throughput in KB/s
+
+
+def _text(x: Any) -> str:
+    return x.decode("utf-8", "replace") if isinstance(x, (bytes, bytearray)) else str(x)
+
+
+class NvmlSensor(SensorBase):
+    name = "nvml"
+
+    def __init__(self, *, pcie: bool = True, indices: list[int] | None = None, id_prefix: str = "gpu"):
+        self.pcie = pcie
+        self.indices = indices
+        self.id_prefix = id_prefix
+        self._nv: Any = None
+        self._handles: list[tuple[str, Any]] = []
+        self._names: dict[str, str] = {}
+        self._mem_total: dict[str, float] = {}
+        self._metrics: dict[str, list[str]] = {}
+        self._rr = 0
+        self._inited = False
+        self.driver = ""
+        self.partial_errors = 0
+        self.first_partial_error = ""
+
+    # ------------------------------------------------------------------ probing
+    def probe(self) -> Probe:
+        try:
+            import pynvml  # the one import of pynvml in storagecarbon
+        except Exception as exc:  # noqa: BLE001 - ImportError or a broken install
+            return Probe(False, f"pynvml cannot be imported ({type(exc).__name__}: {exc})")
+        self._nv = pynvml
+        try:
+            pynvml.nvmlInit()
+        except Exception as exc:  # noqa: BLE001 - pynvml.NVMLError and friends
+            return Probe(False, f"nvmlInit failed ({_text(exc) or type(exc).__name__}): no NVIDIA driver or GPU")
+        self._inited = True
+        try:
+            self.driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        except Exception:  # noqa: BLE001
+            self.driver = ""
+        try:
+            n = int(pynvml.nvmlDeviceGetCount())
+        except Exception as exc:  # noqa: BLE001
+            return Probe(False, f"nvmlDeviceGetCount failed ({exc})")
+        idx = list(range(n)) if self.indices is None else [i for i in self.indices if 0 <= i < n]
+        if not idx:
+            return Probe(False, "NVML sees no GPU" if n == 0 else f"none of GPUs {self.indices} exist ({n} present)")
+        self._handles = []
+        for i in idx:
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            did = f"{self.id_prefix}{i}"
+            self._handles.append((did, h))
+            self._names[did] = _text(pynvml.nvmlDeviceGetName(h)).strip()
+            self._metrics[did] = [m for m in ("energy_j", "power_w", "resident_bytes", "utilization")
+                                  if self._try(lambda: self._read_metric(m, h))]
+            try:
+                self._mem_total[did] = float(pynvml.nvmlDeviceGetMemoryInfo(h).total)
+            except Exception:  # noqa: BLE001
+                pass
+            if self.pcie and self._try(lambda: self._pcie(h)):
+                self._metrics[did] += ["pcie_tx_bps", "pcie_rx_bps"]
+        names = ", ".join(sorted(set(self._names.values())))
+        drv = f"; driver {self.driver}" if self.driver else ""
+        return Probe(True, f"{len(self._handles)} GPU(s): {names}{drv}")
+
+    @staticmethod
+    def _try(fn: Any) -> bool:
+        try:
+            fn()
+            return True
+        except Exception:  # noqa: BLE001 - NVMLError_NotSupported etc.
+            return False
+
+    def _read_metric(self, metric: str, h: Any) -> float:
+        nv = self._nv
+        if metric == "energy_j":
+            return float(nv.nvmlDeviceGetTotalEnergyConsumption(h)) / 1000.0
+        if metric == "power_w":
+            return float(nv.nvmlDeviceGetPowerUsage(h)) / 1000.0
+        if metric == "resident_bytes":
+            return float(nv.nvmlDeviceGetMemoryInfo(h).used)
+        if metric == "utilization":
+            return float(nv.nvmlDeviceGetUtilizationRates(h).gpu) / 100.0
+        raise KeyError(metric)
+
+    def _pcie(self, h: Any) -> tuple[float, float]:
+        nv = self._nv
+        tx = float(nv.nvmlDeviceGetPcieThroughput(h, nv.NVML_PCIE_UTIL_TX_BYTES)) * KB
+        rx = float(nv.nvmlDeviceGetPcieThroughput(h, nv.NVML_PCIE_UTIL_RX_BYTES)) * KB
+        return tx, rx
+
+    # ------------------------------------------------------------------ protocol
+    def channels(self) -> list[ChannelSpec]:
+        return [(did, m, self.name) for did, _ in self._handles for m in self._metrics.get(did, [])]
+
+    def devices(self) -> list[DeviceEntry]:
+        """One entry per GPU; ``db_key`` is left to the tier map (device_db aliases)."""
+        return [DeviceEntry(id=did, tier="hbm", db_key=None, name=self._names[did],
+                            capacity_bytes=self._mem_total.get(did)) for did, _ in self._handles]
+
+    def gpu_names(self) -> dict[str, str]:
+        return dict(self._names)
+
+    def read(self) -> list[Row]:
+        rows: list[Row] = []
+        errors: list[str] = []
+        for did, h in self._handles:
+            for m in self._metrics[did]:
+                if m.startswith("pcie_"):
+                    continue
+                try:
+                    rows.append((did, m, self._read_metric(m, h)))
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(f"{did} {m}: {_text(exc) or type(exc).__name__}")
+        pcie_gpus = [(did, h) for did, h in self._handles if "pcie_tx_bps" in self._metrics[did]]
+        if pcie_gpus:
+            did, h = pcie_gpus[self._rr % len(pcie_gpus)]
+            self._rr += 1
+            try:
+                tx, rx = self._pcie(h)
+                rows += [(did, "pcie_tx_bps", tx), (did, "pcie_rx_bps", rx)]
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{did} pcie: {_text(exc) or type(exc).__name__}")
+        if errors:
+            if not rows:
+                raise RuntimeError("NVML: " + "; ".join(errors))
+            self.partial_errors += len(errors)
+            self.first_partial_error = self.first_partial_error or errors[0]
+        return rows
+
+    def close(self) -> None:
+        if self._inited:
+            try:
+                self._nv.nvmlShutdown()
+            except Exception:  # noqa: BLE001
+                pass
+            self._inited = False
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"driver": self.driver, "gpus": self._names}
+        if self.partial_errors:
+            out["partial_errors"] = {"count": self.partial_errors, "first": self.first_partial_error}
+        return out

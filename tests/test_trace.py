@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from storagecarbon.errors import TraceError
+from storagecarbon.trace import (HEADER_KEY, SCHEMA, DeviceEntry, TraceHeader, TraceWriter, make_channels, read_header,
+                                 read_trace)
+
+
+def _header():
+    ch = make_channels([("ssd0", "bytes_written", "t"), ("ssd0", "resident_bytes", "t"), ("gpu0", "energy_j", "t")])
+    return TraceHeader(source="measured", devices=[DeviceEntry("ssd0", "ssd", "virtio-disk-standin", capacity_bytes=1e9),
+                                                   DeviceEntry("gpu0", "hbm", "h100-sxm5-80gb")], channels=ch)
+
+
+def test_round_trip_samples_markers_footer(tmp_path):
+    # GIVEN a trace with samples, markers and a footer
+    p = tmp_path / "t.arrows"
+    with TraceWriter(p, _header()) as w:
+        w.marker(0.0, "phase_start", "prefill")
+        for i in range(10):
+            w.sample(i * 0.1, 0, i * 100.0)
+            w.sample(i * 0.1, 2, i * 5.0)
+        w.marker(1.0, "phase_end", "prefill")
+        w.close({"requests": 3})
+    # WHEN it is read back  THEN everything is there and it is complete
+    t = read_trace(p)
+    assert not t.truncated
+    assert t.summary == {"requests": 3}
+    assert t.header.devices[0].db_key == "virtio-disk-standin"
+    ts, vs = t.series("ssd0", "bytes_written")
+    assert list(vs) == [i * 100.0 for i in range(10)]
+    assert [(m[1], m[2]) for m in t.markers] == [("phase_start", "prefill"), ("phase_end", "prefill")]
+
+
+def test_cut_short_trace_is_readable_and_marked_truncated(tmp_path):
+    p = tmp_path / "t.arrows"
+    w = TraceWriter(p, _header(), flush_s=0.0)
+    for i in range(50):
+        w.sample(float(i), 0, float(i))
+    w.flush()
+    size_ok = p.stat().st_size
+    w.sample(51.0, 0, 51.0)
+    w.flush()
+    # simulate a kill in the middle of writing the last batch: chop its tail
+    data = p.read_bytes()
+    p.write_bytes(data[: size_ok + (len(data) - size_ok) // 2])
+    t = read_trace(p)
+    assert t.truncated
+    assert len(t.t_s) == 50
+
+
+def test_other_format_version_refused(tmp_path):
+    p = tmp_path / "v2.arrows"
+    hdr = json.loads(_header().to_json())
+    hdr["format_version"] = 99
+    with open(p, "wb") as f:
+        with pa.ipc.new_stream(f, SCHEMA.with_metadata({HEADER_KEY: json.dumps(hdr).encode()})):
+            pass
+    with pytest.raises(TraceError, match="format version 99 is incompatible"):
+        read_header(p)
+
+
+def test_not_a_trace(tmp_path):
+    p = tmp_path / "x.arrows"
+    p.write_text("hello")
+    with pytest.raises(TraceError, match="not a storagecarbon trace"):
+        read_trace(p)
+
+
+def test_unknown_metric_rejected():
+    with pytest.raises(ValueError):
+        make_channels([("d", "bytes_writen", "x")])
+
+
+def test_vectorised_samples(tmp_path):
+    p = tmp_path / "v.arrows"
+    with TraceWriter(p, _header()) as w:
+        w.samples(np.arange(5.0), np.zeros(5, dtype=np.int32), np.arange(5.0) * 2)
+    t = read_trace(p)
+    assert t.value.tolist() == [0, 2, 4, 6, 8] and not t.truncated
