@@ -152,8 +152,11 @@ def block_info(path: str | Path, *, sys_root: str | Path = "/sys", mounts_text: 
                 block = cand
                 how = f"mount {m.mount_point} on {m.source}"
     if block is None:
+        existing = Path(os.path.realpath(str(path)))
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
         try:
-            st = os.stat(path)
+            st = os.stat(existing)
             blk = sysfs.by_devnum(os.major(st.st_dev), os.minor(st.st_dev))
         except OSError:
             blk = None
@@ -222,17 +225,15 @@ def _resolve(db: Any, key: str | None) -> str | None:
 
 
 def _disk_tier_paths(scenario: Any) -> dict[str, str | None]:
+    """Disk tier -> directory: the tier's own ``path``, else LMCache's ``local_disk`` path for the
+    ssd tier (or the hdd tier when there is no ssd tier)."""
     tiers = scenario.hardware.tiers()
-    out: dict[str, str | None] = {}
     kv_disk = scenario.placement.kv.local_disk
     kv_path = kv_disk.path if kv_disk is not None and kv_disk.enabled else None
     disk_tiers = [t for t in ("ssd", "hdd") if t in tiers]
-    for t in disk_tiers:
-        p = tiers[t].path
-        if p is None and kv_path is not None and (t == "ssd" or len(disk_tiers) == 1):
-            p = kv_path
-            kv_path = None if t == "ssd" or len(disk_tiers) == 1 else kv_path
-        out[t] = p
+    out: dict[str, str | None] = {t: tiers[t].path for t in disk_tiers}
+    if kv_path is not None and disk_tiers and out[disk_tiers[0]] is None:
+        out[disk_tiers[0]] = kv_path
     return out
 
 
