@@ -323,7 +323,8 @@ def map_tiers(scenario: Any = None, *, db: Any = None, gpus: list[DeviceEntry] |
                     notes.append(f"{did}: scenario says {hw.device!r} but {info.disks[0]} is {info.model!r} ({model_key}); using the measured disk")
                 entry = replace(entry, db_key=model_key, name=name, count=n_disks, capacity_bytes=info.size_bytes)
             elif info.virtual:
-                entry = replace(entry, name=name, stand_in=s_key is not None, note=STAND_IN_VIRTUAL)
+                entry = replace(entry, name=name, stand_in=s_key is not None,
+                                note=STAND_IN_VIRTUAL if s_key else "virtual disk: no device_db record")
             else:
                 entry = replace(entry, name=name, stand_in=s_key is not None,
                                 note=f"disk model {info.model!r} is not a device_db alias"
