@@ -239,13 +239,15 @@ def _disk_tier_paths(scenario: Any) -> dict[str, str | None]:
 
 def map_tiers(scenario: Any = None, *, db: Any = None, gpus: list[DeviceEntry] | None = None,
               disk_paths: dict[str, str | Path] | None = None, sys_root: str | Path = "/sys",
-              mounts_text: str | None = None, memory_bytes: float | None = None) -> TierMap:
+              mounts_text: str | None = None, memory_bytes: float | None = None,
+              base_dir: str | Path | None = None) -> TierMap:
     """Build the device list of a measured run.
 
     ``scenario``: a :class:`storagecarbon.scenario.Scenario` (optional); ``db``: a loaded
     :class:`~storagecarbon.devicedb.DeviceDB` (``None``: keys are taken as given, unverified);
     ``gpus``: entries from :meth:`NvmlSensor.devices`; ``disk_paths``: tier (``ssd``/``hdd``, or
-    ``auto`` to pick by the disk's rotational flag) -> directory, overriding the scenario's paths.
+    ``auto`` to pick by the disk's rotational flag) -> directory, overriding the scenario's paths;
+    ``base_dir``: what relative paths are relative to (the command's working directory).
     """
     tiers = scenario.hardware.tiers() if scenario is not None else {}
     notes: list[str] = []
@@ -255,8 +257,9 @@ def map_tiers(scenario: Any = None, *, db: Any = None, gpus: list[DeviceEntry] |
 
     # host and dram
     h = tiers.get("host")
-    devices.append(DeviceEntry(id="host", tier="host", db_key=_resolve(db, h.device) if h else None,
-                               name=_cpu_name(), count=h.count if h else 1))
+    cpu = _cpu_name()
+    h_key = _resolve(db, h.device) if h else (_resolve(db, cpu) if db is not None else None)
+    devices.append(DeviceEntry(id="host", tier="host", db_key=h_key, name=cpu, count=h.count if h else 1))
     dr = tiers.get("dram")
     devices.append(DeviceEntry(id="dram", tier="dram", db_key=_resolve(db, dr.device) if dr else None,
                                name="host DRAM", count=dr.count if dr else 1,
@@ -287,6 +290,8 @@ def map_tiers(scenario: Any = None, *, db: Any = None, gpus: list[DeviceEntry] |
     want: dict[str, str | None] = _disk_tier_paths(scenario) if scenario is not None else {}
     for t, p in (disk_paths or {}).items():
         want[t] = str(p)
+    if base_dir is not None:
+        want = {t: (str(Path(base_dir) / p) if p is not None and not os.path.isabs(p) else p) for t, p in want.items()}
     tm = TierMap(devices=devices, notes=notes)
     mapped_blocks: dict[str, str] = {}
     for t, p in want.items():
@@ -346,7 +351,8 @@ def map_tiers(scenario: Any = None, *, db: Any = None, gpus: list[DeviceEntry] |
     if scenario is not None:
         kv_disk = scenario.placement.kv.local_disk
         if kv_disk is not None and kv_disk.enabled and kv_disk.path:
+            kv_p = kv_disk.path if base_dir is None else str(Path(base_dir) / kv_disk.path)
             for did, p in tm.disk_paths.items():
-                if os.path.realpath(kv_disk.path).startswith(os.path.realpath(p)):
+                if os.path.realpath(kv_p).startswith(os.path.realpath(p)):
                     tm.primary_disk = did
     return tm

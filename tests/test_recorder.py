@@ -1,0 +1,292 @@
+"""Recorder and record_command: real child processes, markers, timeouts, signals, crash safety."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from storagecarbon.recorder import Recorder, emit_marker, record_command
+from storagecarbon.sensors import ProcIOSensor, ProcTree, ReplaySensor
+from storagecarbon.sensors.base import Probe, SensorBase
+from storagecarbon.trace import DeviceEntry, read_trace
+from storagecarbon.usage import aggregate
+
+PY = sys.executable
+
+
+def _alive(pid: int) -> bool:
+    """Running (not a zombie, not gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_record_command_writer_child(tmp_path):
+    # GIVEN a child that writes 5 MB with fsync inside a phase it marks itself
+    script = tmp_path / "w.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, time
+        from storagecarbon.recorder import emit_marker
+        time.sleep(0.3)
+        emit_marker("phase_start", "write")
+        with open({str(tmp_path / 'out.bin')!r}, "wb") as f:
+            for _ in range(5):
+                f.write(os.urandom(1_000_000)); time.sleep(0.1)
+            f.flush(); os.fsync(f.fileno())
+        emit_marker("phase_end", "write")
+        time.sleep(0.3)
+    """))
+    out = tmp_path / "t.arrows"
+    # WHEN it is recorded at 10 Hz
+    t0 = time.monotonic()
+    rc = record_command([PY, str(script)], out, hz=10, cwd=tmp_path)
+    wall = time.monotonic() - t0
+    assert rc == 0
+    t = read_trace(out)
+    # THEN the trace is complete, measured, and the child's bytes are on the mapped disk device
+    assert not t.truncated and t.source == "measured"
+    disk = next(d for d in t.header.devices if d.tier in ("ssd", "hdd"))
+    _, written = t.series(disk.id, "app_bytes_written")
+    assert written[-1] - written[0] >= 5_000_000
+    assert t.series("host", "cpu_time_s")[1][-1] > 0
+    assert t.series("dram", "resident_bytes")[1].max() > 5e6
+    # the child's markers are there with their own timestamps, in order, inside the run
+    ev = [(e, n) for _, e, n in t.markers]
+    assert ("phase_start", "write") in ev and ("phase_end", "write") in ev
+    ts = {(e, n): tt for tt, e, n in t.markers}
+    assert 0.2 < ts[("phase_start", "write")] < ts[("phase_end", "write")] < wall
+    # ~10 Hz: tick count in a loose range around duration x 10
+    stats = t.summary["recorder"]
+    assert 0.5 * wall * 10 <= stats["ticks"] <= 1.5 * wall * 10 + 2
+    assert stats["sample_cpu_s_mean"] > 0 and stats["sample_cpu_s_max"] >= stats["sample_cpu_s_mean"]
+    assert t.summary["exit_code"] == 0 and t.summary["timed_out"] is False
+    assert t.header.sensors["procio"]["available"] and t.header.sensors["memory"]["available"]
+    assert "nvml" in t.header.sensors and "rapl" in t.header.sensors  # with reasons when unavailable
+    # AND usage aggregates it, with the write phase holding the bytes
+    u = aggregate(out)
+    assert "write" in u.phases and not u.truncated
+    i = u.devices.index(disk.id)
+    assert u.by_phase["app_bytes_written"][i].sum() >= 5_000_000
+    assert u.by_phase["app_bytes_written"][i][u.phases.index("write")] >= 4_000_000
+
+
+def test_record_command_timeout_kills_the_whole_group(tmp_path):
+    # GIVEN a command that starts a grandchild ignoring SIGTERM, then sleeps
+    pids = tmp_path / "pids.json"
+    script = tmp_path / "hang.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os, subprocess, sys, time
+        g = subprocess.Popen([sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+        open({str(pids)!r}, "w").write(json.dumps([os.getpid(), g.pid]))
+        time.sleep(60)
+    """))
+    out = tmp_path / "t.arrows"
+    t0 = time.monotonic()
+    rc = record_command([PY, str(script)], out, hz=10, timeout_s=1.0, grace_s=0.5)
+    # THEN exit code 124, fast, and nobody of the group is left running
+    assert rc == 124
+    assert time.monotonic() - t0 < 8
+    for pid in json.loads(pids.read_text()):
+        assert not _alive(pid), f"pid {pid} survived"
+    t = read_trace(out)
+    assert not t.truncated and t.summary["timed_out"] is True and t.summary["exit_code"] == 124
+    assert any(e == "command_timeout" for _, e, _ in t.markers)
+
+
+def test_record_command_exit_codes(tmp_path):
+    assert record_command([PY, "-c", "import sys; sys.exit(3)"], tmp_path / "a.arrows", hz=20) == 3
+    assert record_command([PY, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                          tmp_path / "b.arrows", hz=20) == 128 + 9
+    rc = record_command(["/nonexistent/command-xyz"], tmp_path / "c.arrows", hz=20)
+    assert rc == 127
+    t = read_trace(tmp_path / "c.arrows")  # the trace is closed even when the command cannot start
+    assert not t.truncated and "cannot start" in t.summary["error"]
+
+
+def test_record_command_forwards_sigterm_to_the_group(tmp_path):
+    # GIVEN record_command running in its own process, recording a child that reports SIGTERM
+    got = tmp_path / "got"
+    child = tmp_path / "child.py"
+    child.write_text(textwrap.dedent(f"""
+        import signal, sys, time
+        def h(s, f):
+            open({str(got)!r}, "w").write(str(s)); sys.exit(7)
+        signal.signal(signal.SIGTERM, h)
+        print("ready", flush=True)
+        time.sleep(30)
+    """))
+    driver = (f"import sys; from storagecarbon.recorder import record_command; "
+              f"sys.exit(record_command([{PY!r}, {str(child)!r}], {str(tmp_path / 't.arrows')!r}, hz=10))")
+    p = subprocess.Popen([PY, "-c", driver], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        # WHEN the recorder gets SIGTERM
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=15)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    # THEN the child got it, exited 7, and the recorder closed the trace and returned 7
+    assert got.read_text() == str(int(signal.SIGTERM))
+    assert rc == 7
+    t = read_trace(tmp_path / "t.arrows")
+    assert not t.truncated and t.summary["forwarded_signal"] == int(signal.SIGTERM)
+
+
+CRASH = """
+import sys, time
+from storagecarbon.recorder import Recorder
+from storagecarbon.sensors import MemorySensor, ProcIOSensor, ProcTree
+from storagecarbon.trace import DeviceEntry
+import os
+tree = ProcTree(os.getpid())
+devs = [DeviceEntry("host", "host", None), DeviceEntry("dram", "dram", None), DeviceEntry("ssd0", "ssd", None)]
+rec = Recorder(sys.argv[1], {"devices": devs}, [ProcIOSensor(tree, disk_device="ssd0"), MemorySensor(tree)],
+               hz=10, markers_file=sys.argv[2])
+rec.start()
+print("started", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_kill_9_loses_at_most_the_last_second(tmp_path):
+    # GIVEN a recorder in a subprocess, with a marker written by another process
+    out, markers = tmp_path / "crash.arrows", tmp_path / "m.jsonl"
+    markers.touch()
+    p = subprocess.Popen([PY, "-c", CRASH, str(out), str(markers)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "started"
+        t_start = time.monotonic()
+        emit_marker("phase_start", "steady", path=markers)
+        time.sleep(2.5 - (time.monotonic() - t_start))
+        # WHEN it is killed with SIGKILL after ~2.5 s
+        p.kill()
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+    # THEN the trace reads back, truncated, with >= 1 s of samples and the marker
+    t = read_trace(out)
+    assert t.truncated
+    assert len(t.t_s) > 0 and t.t_s.max() - t.t_s.min() >= 1.0
+    assert ("phase_start", "steady") in [(e, n) for _, e, n in t.markers]
+    u = aggregate(out)
+    assert u.truncated and u.samples == len(t.t_s) and u.duration_s >= 1.0
+    assert u.by_phase["resident_byte_s"][u.devices.index("dram")].sum() > 0
+
+
+class _Boom(SensorBase):
+    name = "boom"
+
+    def __init__(self):
+        self.calls = 0
+
+    def probe(self):
+        return Probe(True, "explodes on read")
+
+    def channels(self):
+        return [("host", "power_w", self.name)]
+
+    def read(self):
+        self.calls += 1
+        raise OSError("device went away")
+
+
+class _Slow(SensorBase):
+    name = "slow"
+
+    def probe(self):
+        return Probe(True, "")
+
+    def channels(self):
+        return [("host", "utilization", self.name)]
+
+    def read(self):
+        time.sleep(0.25)
+        return [("host", "utilization", 0.5)]
+
+
+def test_failing_sensor_is_recorded_once_and_sampling_goes_on(tmp_path):
+    boom = _Boom()
+    rep = ReplaySensor([(0.0, "host", "cpu_time_s", 1.0)])
+    p = tmp_path / "t.arrows"
+    with Recorder(p, {"devices": [DeviceEntry("host", "host", None)]}, [boom, rep], hz=20, fsync=False) as rec:
+        time.sleep(0.3)
+    t = read_trace(p)
+    err = t.summary["recorder"]["sensor_errors"]["boom"]
+    assert err["count"] == boom.calls >= 3 and "device went away" in err["first"]
+    assert len(t.series("host", "cpu_time_s")[0]) >= 3          # the other sensor kept sampling
+    assert len(t.series("host", "power_w")[0]) == 0             # no made-up zeros
+    assert rec.stats()["ticks"] >= 3
+
+
+def test_late_ticks_are_skipped_not_burst(tmp_path):
+    # GIVEN a sensor that takes 0.25 s per read at 10 Hz
+    p = tmp_path / "t.arrows"
+    with Recorder(p, {"devices": [DeviceEntry("host", "host", None)]}, [_Slow()], hz=10, fsync=False):
+        time.sleep(1.2)
+    t = read_trace(p)
+    st = t.summary["recorder"]
+    # THEN ticks follow the sensor (~4/s, not 10/s in bursts) and the missed deadlines are counted
+    assert 3 <= st["ticks"] <= 8
+    assert st["overruns"] >= 4
+    ts = t.series("host", "utilization")[0]
+    assert (ts[1:] - ts[:-1]).min() > 0.2
+
+
+def test_duplicate_channels_first_sensor_wins(tmp_path):
+    a = ReplaySensor([(0.0, "ssd0", "app_bytes_written", 10.0)])
+    b = ReplaySensor([(0.0, "ssd0", "app_bytes_written", 99.0)])
+    b.name = "replay2"
+    p = tmp_path / "t.arrows"
+    with Recorder(p, {"devices": [DeviceEntry("ssd0", "ssd", None)]}, [a, b], hz=20, fsync=False):
+        time.sleep(0.1)
+    t = read_trace(p)
+    assert [c.sensor for c in t.header.channels] == ["replay"]
+    assert set(t.series("ssd0", "app_bytes_written")[1]) == {10.0}
+    assert "kept from replay" in t.header.sensors["replay2"]["dropped_channels"][0]
+
+
+def test_live_replay_of_two_gpus_through_the_recorder(tmp_path):
+    # GIVEN 1 s of two GPUs' energy counters replayed at x5 through a 50 Hz recorder
+    rows = [(k * 0.05, f"gpu{g}", "energy_j", 1000.0 * g + 10.0 * k * (g + 1)) for g in range(2) for k in range(21)]
+    s = ReplaySensor(rows, speed=5.0)
+    p = tmp_path / "t.arrows"
+    with Recorder(p, {}, [s], hz=50, fsync=False):
+        while not s.finished:
+            time.sleep(0.02)
+        time.sleep(0.05)
+    u = aggregate(p)
+    # THEN each GPU's energy is its counter's rise over the recording (first to last value)
+    assert [d for d in u.devices] == ["gpu0", "gpu1"]
+    for i in range(2):
+        assert u.by_phase["energy_j"][i].sum() == pytest.approx(200.0 * (i + 1))
+
+
+def test_recorder_markers_in_process_and_from_file(tmp_path):
+    m = tmp_path / "m.jsonl"
+    p = tmp_path / "t.arrows"
+    tree = ProcTree(os.getpid())
+    with Recorder(p, {"devices": [DeviceEntry("host", "host", None)]}, [ProcIOSensor(tree)], hz=20,
+                  markers_file=m, fsync=False) as rec:
+        rec.marker("phase_start", "a")
+        with open(m, "a") as fh:  # a partial line is held until it is complete
+            fh.write('{"t_unix": %f, "event": "request_end", "label": "17"}\n{"t_unix": ' % time.time())
+        time.sleep(0.15)
+        with open(m, "a") as fh:
+            fh.write('%f, "event": "phase_end", "label": "a:b"}\nnot json\n' % time.time())
+        time.sleep(0.15)
+    t = read_trace(p)
+    assert [(e, n) for _, e, n in t.markers] == [("phase_start", "a"), ("request_end", "17"), ("phase_end", "a:b")]
+    assert t.summary["recorder"]["bad_marker_lines"] == 1
+    assert emit_marker("x", path=str(tmp_path / "other.jsonl")) and (tmp_path / "other.jsonl").read_text().count("\n") == 1
