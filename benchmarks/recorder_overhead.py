@@ -15,8 +15,9 @@ recorder's own cost from the trace footer: ticks, overruns, mean and max CPU sec
 The recorder samples the process tree of *this* process (the engine worker is its child, in its
 own session), so its per-process counters cover the engine; the LMCache taps are read from the
 run's ``taps`` folder. Without ``--spec`` a default spec is written: the project's tiny Llama
-(built offline into the work dir), 16 requests sharing a 1536-token prefix, 16 new tokens each,
-2 passes, LMCache CPU + disk tiers.
+(built offline into the work dir), 16 requests sharing a 1536-token prefix,
+128 new tokens each, 2 passes, LMCache CPU + disk tiers. The child's phase and request markers reach
+the trace through ``$STORAGECARBON_MARKERS`` (set here; the engine inherits the environment).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from storagecarbon.recorder import Recorder
+from storagecarbon.recorder import MARKERS_ENV, Recorder
 from storagecarbon.sensors import (DiskstatsSensor, LMCacheTapSensor, MemorySensor, NvmlSensor, ProcIOSensor,
                                    ProcTree, RaplSensor)
 from storagecarbon.tiermap import map_tiers
@@ -46,7 +47,7 @@ def default_spec(workdir: Path) -> dict[str, Any]:
         "lmcache": {"chunk_size": 64, "local_cpu": True, "max_local_cpu_size_gb": 1.0,
                     "local_disk_path": str(workdir / "lmcache-disk"), "max_local_disk_size_gb": 2.0},
         "generator": {"num_requests": 16, "shared_prefix_tokens": 1536, "suffix_tokens": 36, "seed": 0},
-        "max_tokens": 16, "passes": 2, "max_model_len": 2048, "block_size": 128,
+        "max_tokens": 128, "passes": 2, "max_model_len": 2048, "block_size": 128,
     }
 
 
@@ -84,13 +85,17 @@ def run_once(spec: dict[str, Any], workdir: Path, *, hz: float | None, trace: Pa
         NvmlSensor(),
         RaplSensor(),
     ]
+    markers = workdir / "markers.jsonl"
+    markers.touch()
     t0 = time.monotonic()
     rec = Recorder(trace, {"devices": tm.devices, "notes": tm.notes + ["recorder_overhead benchmark"]},
-                   sensors, hz=hz)
+                   sensors, hz=hz, markers_file=markers)
+    os.environ[MARKERS_ENV] = str(markers)
     rec.start()
     try:
         res = run_vllm_workload(spec, workdir)
     finally:
+        os.environ.pop(MARKERS_ENV, None)
         stats = rec.stop({"benchmark": "recorder_overhead"})
     return {"tokens_per_s": tokens_per_s(res), "wall_s": time.monotonic() - t0, "recorder": stats,
             "trace": str(trace)}

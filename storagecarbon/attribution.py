@@ -166,9 +166,14 @@ def attribute(usage: Usage, db: DeviceDB, inputs: CarbonInputs) -> Attribution:
             b.energy = "measured: integrated power"
             b.power_source = "measured"
         else:
-            idle = Triple.of(rec.idle_w, scale=e.count)
-            active = Triple.of(rec.active_w, scale=e.count)
+            share = float(getattr(e, "share", 1.0) or 1.0)
+            idle = Triple.of(rec.idle_w, scale=e.count * share)
+            active = Triple.of(rec.active_w, scale=e.count * share)
             busy = q["busy_s"][i]  # unit-seconds of activity, summed over the units
+            if rec.kind in UNIT_KINDS and not usage.has.get((e.id, "busy_s")) and usage.has.get((e.id, "cpu_time_s")):
+                # host: CPU time of the served process tree over the CPUs this run holds
+                cpus = float((usage.header.host or {}).get("cpu_count") or 1)
+                busy = np.minimum(q["cpu_time_s"][i] / cpus, T) * e.count
             if idle is None and active is None:
                 b.energy = "missing: no idle/active power in device_db"
                 b.warnings.append(f"{e.id}: no power figures in device_db ({rec.key}); operational energy missing")
@@ -181,7 +186,9 @@ def attribute(usage: Usage, db: DeviceDB, inputs: CarbonInputs) -> Attribution:
                 ib = idle.best if idle else 0.0
                 ab = max(active.best if active else ib, ib)
                 op_best_j[i] = ib * T + (ab - ib) * per_unit_busy
-                b.energy = "modeled: idle + (active - idle) x busy share, device_db power"
+                b.energy = ("modeled: idle + (active - idle) x busy share, device_db power"
+                            + (" (busy = process-tree CPU time)" if rec.kind in UNIT_KINDS and usage.has.get((e.id, "cpu_time_s"))
+                               and not usage.has.get((e.id, "busy_s")) else ""))
                 b.power_source = "; ".join(s for s in ((idle.source if idle else ""), (active.source if active else "")) if s)
                 if idle is None:
                     b.warnings.append(f"{e.id}: idle power missing in device_db; idle energy not counted")
@@ -200,8 +207,10 @@ def attribute(usage: Usage, db: DeviceDB, inputs: CarbonInputs) -> Attribution:
         te_d = sample(te_t, n, rng) * 1000.0  # g per unit
         life_d = sample(life, n, rng) * SECONDS_PER_YEAR
         if rec.kind in UNIT_KINDS:
-            units_s = e.count * T  # unit-seconds held
-            b.occupancy = f"whole units: {e.count} x run time"
+            share = float(getattr(e, "share", 1.0) or 1.0)
+            units_s = e.count * share * T  # unit-seconds held
+            b.occupancy = f"whole units: {e.count} x run time" if share == 1.0 else \
+                f"{e.count} unit(s) x share {share:.4g} x run time"
         else:
             cap = e.capacity_bytes or rec.capacity_bytes
             if usage.has.get((e.id, "resident_byte_s")) and cap:

@@ -221,7 +221,8 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     for tier in ("host", "dram", "ssd", "hdd"):
         if tier in hw:
             d = db.get(hw[tier].device)
-            devices.append(DeviceEntry(tier, d.tier, d.key, d.name, hw[tier].count, d.capacity_bytes))
+            devices.append(DeviceEntry(tier, d.tier, d.key, d.name, hw[tier].count, d.capacity_bytes,
+                                       share=hw[tier].share))
             ms = ["busy_s"] if tier == "host" else ["busy_s", "bytes_read", "bytes_written", "resident_bytes"]
             specs += [(tier, m, "model") for m in ms]
     specs += [("workload", m, "model") for m in ("prompt_tokens", "generated_tokens", "requests_done")]

@@ -541,6 +541,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
         pgid = proc.pid
         tree.attach(proc.pid, session=proc.pid)
         rec.marker("command_start", str(proc.pid))
+        rec.sample_now()  # baseline of the fresh process tree (its counters start near zero)
 
         if threading.current_thread() is threading.main_thread():
             def _forward(signum: int, _frame: Any) -> None:

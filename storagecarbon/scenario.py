@@ -26,6 +26,7 @@ class TierHardware(_Strict):
     device: str = Field(min_length=1, description="device_db key or exact alias")
     count: int = Field(default=1, ge=1, le=100_000)
     path: str | None = Field(default=None, description="mount point or directory on this tier (measured runs)")
+    share: float = Field(default=1.0, gt=0, le=1, description="SCI resource share of each unit held (e.g. 2/128 threads)")
 
 
 class Hardware(_Strict):
@@ -80,7 +81,7 @@ PRESETS: dict[str, ModelDims] = {
     "opt-30b": ModelDims(name="opt-30b", layers=48, hidden_size=7168, num_heads=56, num_kv_heads=56,
                          head_dim=128, intermediate_size=28672, vocab_size=50272, params=30.0e9),
     "tiny-llama": ModelDims(name="tiny-llama", layers=2, hidden_size=128, num_heads=4, num_kv_heads=2,
-                            head_dim=32, intermediate_size=256, vocab_size=512),
+                            head_dim=32, intermediate_size=256, vocab_size=1024),
 }
 
 

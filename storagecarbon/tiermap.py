@@ -259,7 +259,8 @@ def map_tiers(scenario: Any = None, *, db: Any = None, gpus: list[DeviceEntry] |
     h = tiers.get("host")
     cpu = _cpu_name()
     h_key = _resolve(db, h.device) if h else (_resolve(db, cpu) if db is not None else None)
-    devices.append(DeviceEntry(id="host", tier="host", db_key=h_key, name=cpu, count=h.count if h else 1))
+    devices.append(DeviceEntry(id="host", tier="host", db_key=h_key, name=cpu, count=h.count if h else 1,
+                               share=h.share if h else 1.0))
     dr = tiers.get("dram")
     devices.append(DeviceEntry(id="dram", tier="dram", db_key=_resolve(db, dr.device) if dr else None,
                                name="host DRAM", count=dr.count if dr else 1,

@@ -83,6 +83,7 @@ class DeviceEntry:
     capacity_bytes: float | None = None  # of one unit
     reserved_bytes: float | None = None  # held for the run when no resident_bytes channel exists
     stand_in: bool = False       # db_key is a stand-in (virtual disk, unknown hardware)
+    share: float = 1.0           # SCI resource share of each unit (e.g. 2 of 128 threads of a CPU)
     note: str = ""
 
 
@@ -141,7 +142,7 @@ class TraceHeader:
             )
         return cls(
             source=d["source"],
-            devices=[DeviceEntry(**x) for x in d["devices"]],
+            devices=[DeviceEntry(**{k: v for k, v in x.items() if k in _DEVICE_FIELDS}) for x in d["devices"]],
             channels=[Channel(**c) for c in d["channels"]],
             t0_unix=d["t0_unix"],
             sensors=d.get("sensors", {}),
@@ -162,6 +163,9 @@ class TraceHeader:
             if d.id == device_id:
                 return d
         raise KeyError(device_id)
+
+
+_DEVICE_FIELDS = set(DeviceEntry.__dataclass_fields__)
 
 
 def make_channels(specs: list[tuple[str, str, str]]) -> list[Channel]:
@@ -405,10 +409,11 @@ def host_inventory() -> dict[str, Any]:
 
 
 def finalize(path: str | Path, *, markers: list[tuple[float, str, str]] = (), summary: dict[str, Any] | None = None,
-             notes: list[str] = ()) -> None:
+             notes: list[str] = (), windows: tuple[str, ...] = ()) -> None:
     """Rewrite a closed trace with extra markers, notes and summary fields (atomic replace).
 
-    Used after an engine run, when facts known only at the end (token counts, per-request
+    ``windows``: phase names whose markers become ``window_start``/``window_end`` (kept for
+    the record, no longer phases). Used after an engine run, when facts known only at the end (token counts, per-request
     latency, phases derived from them) join the recorded samples. A truncated trace is left
     as it is: what was recorded is never put at risk.
     """
@@ -422,6 +427,9 @@ def finalize(path: str | Path, *, markers: list[tuple[float, str, str]] = (), su
     with TraceWriter(tmp, header, fsync=True) as w:
         w.samples(t.t_s, t.channel, t.value)
         for m in sorted(list(t.markers) + list(markers), key=lambda m: m[0]):
-            w.marker(m[0], m[1], m[2])
+            ev = m[1]
+            if m[2] in windows and ev in ("phase_start", "phase_end"):
+                ev = ev.replace("phase", "window")
+            w.marker(m[0], ev, m[2])
         w.close({**t.summary, **(summary or {})})
     os.replace(tmp, path)

@@ -75,7 +75,7 @@ def test_record_command_writer_child(tmp_path):
     assert "write" in u.phases and not u.truncated
     i = u.devices.index(disk.id)
     assert u.by_phase["app_bytes_written"][i].sum() >= 5_000_000
-    assert u.by_phase["app_bytes_written"][i][u.phases.index("write")] >= 4_000_000
+    assert u.by_phase["app_bytes_written"][i][u.phases.index("write")] >= 3_000_000  # most, not all: intervals take the phase at their start
 
 
 def test_record_command_timeout_kills_the_whole_group(tmp_path):
@@ -290,3 +290,43 @@ def test_recorder_markers_in_process_and_from_file(tmp_path):
     assert [(e, n) for _, e, n in t.markers] == [("phase_start", "a"), ("request_end", "17"), ("phase_end", "a:b")]
     assert t.summary["recorder"]["bad_marker_lines"] == 1
     assert emit_marker("x", path=str(tmp_path / "other.jsonl")) and (tmp_path / "other.jsonl").read_text().count("\n") == 1
+
+
+def test_record_command_with_the_cpu_lmcache_scenario(tmp_path, root):
+    # GIVEN the measured CPU scenario (as the dict pipeline.py passes) and a child that plays
+    # LMCache: it writes a tap file and two KV chunk files into the relative local_disk path
+    from storagecarbon.scenario import load_scenario
+
+    scn = load_scenario(root / "scenarios" / "tiny_cpu_lmcache.yaml").model_dump(mode="json")
+    child = tmp_path / "lmc.py"
+    child.write_text(textwrap.dedent("""
+        import json, os, time
+        d = os.path.abspath("lmcache-disk"); os.makedirs(d, exist_ok=True)
+        for i in range(2):
+            open(os.path.join(d, f"chunk{i}.pt"), "wb").write(b"k" * 393216)
+        tap = {"pid": os.getpid(), "time_unix": time.time(), "disk_path": d, "chunk_size": 64,
+               "counters": {"cpu_bytes_written": 786432, "cpu_bytes_read": 786432, "disk_bytes_written": 786432,
+                            "disk_bytes_read": 0, "remote_bytes_written": 0, "remote_bytes_read": 0,
+                            "bytes_d2h": 786432, "bytes_h2d": 786432, "stored_tokens": 1536, "hit_tokens": 1536}}
+        p = os.path.join(os.environ["STORAGECARBON_TAP_DIR"], f"lmcache-{os.getpid()}.json")
+        open(p + ".tmp", "w").write(json.dumps(tap)); os.replace(p + ".tmp", p)
+        time.sleep(1.5)
+    """))
+    out = tmp_path / "t.arrows"
+    assert record_command([PY, str(child)], out, scenario=scn, hz=10, cwd=tmp_path) == 0
+    t = read_trace(out)
+    # THEN the disk tier is the scenario's stand-in record on the virtual disk
+    ssd = t.header.device("ssd0")
+    assert ssd.db_key == "virtio-disk-standin" and ssd.stand_in and "stand-in" in ssd.note
+    assert t.header.device("dram").db_key == "ddr4-rdimm-per-gb" and t.header.device("dram").count == 24
+    assert t.header.scenario["name"] == "tiny_cpu_lmcache"
+    # the LMCache taps own the tiers' app bytes; the process counters yield them
+    owners = {(c.device, c.metric): c.sensor for c in t.header.channels}
+    assert owners[("ssd0", "app_bytes_written")] == "lmcache_tap"
+    assert owners[("dram", "app_bytes_read")] == "lmcache_tap"
+    assert owners[("ssd0", "resident_bytes")] == "lmcache_tap"
+    assert owners[("dram", "resident_bytes")] == "memory"
+    assert t.series("ssd0", "app_bytes_written")[1][-1] == 786432
+    assert t.series("ssd0", "resident_bytes")[1][-1] == 786432  # du of the LMCache disk dir
+    u = aggregate(out)
+    assert u.has[("ssd0", "resident_byte_s")] and u.by_phase["resident_byte_s"][u.devices.index("ssd0")].sum() > 0

@@ -295,7 +295,7 @@ def test_nvml_two_fake_gpus_units_and_channels(monkeypatch):
     # GIVEN a fake pynvml with 2 GPUs, GPU 1 without an energy counter
     fake = _fake_pynvml(2, energy_unsupported=(1,))
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    s = NvmlSensor()
+    s = NvmlSensor(pcie_interval_s=0.0)
     pr = s.probe()
     assert pr.available and "2 GPU(s)" in pr.reason and "NVIDIA H100 80GB HBM3" in pr.reason
     ch = s.channels()
@@ -318,6 +318,12 @@ def test_nvml_two_fake_gpus_units_and_channels(monkeypatch):
     assert ("gpu1", "pcie_tx_bps") in r2
     s.close()
     assert fake.state["shutdown"] == 1
+    # PCIe (a blocking ~20 ms call) is asked at most once per pcie_interval_s
+    s2 = NvmlSensor(pcie_interval_s=60.0)
+    s2.probe()
+    n0 = len(fake.state["pcie_calls"])
+    pcie_rows = [sum(m.startswith("pcie_") for _, m, _ in s2.read()) for _ in range(5)]
+    assert pcie_rows == [2, 0, 0, 0, 0] and len(fake.state["pcie_calls"]) - n0 == 2
 
 
 def test_nvml_unavailable_reasons(monkeypatch):

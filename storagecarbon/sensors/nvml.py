@@ -8,9 +8,10 @@ Per GPU ``gpu<i>`` (NVML index order):
 * ``resident_bytes``: ``nvmlDeviceGetMemoryInfo(...).used`` (B) -> HBM occupancy, gauge;
 * ``utilization``: ``nvmlDeviceGetUtilizationRates(...).gpu`` (%) -> 0..1, gauge;
 * ``pcie_tx_bps`` / ``pcie_rx_bps``: ``nvmlDeviceGetPcieThroughput`` (KB/s) -> B/s, gauges.
-  Each such call samples the link for about 20 ms, so only one GPU is asked per ``read()``
-  (round robin, ``pcie=False`` to skip): with 8 GPUs at 10 Hz each GPU's PCIe gauge updates every
-  0.8 s (a gauge holds until its next sample) and a tick stays ~40 ms.
+  Each such call samples the link for about 20 ms (it blocks), so at most one GPU is asked per
+  ``read()`` and at most once per ``pcie_interval_s`` (round robin; ``pcie=False`` to skip): with
+  the default 1 s and 8 GPUs each GPU's PCIe gauge updates every 8 s (a gauge holds until its next
+  sample), and only one tick a second pays the ~40 ms.
 
 Every metric is tried once per GPU at ``probe()``; a call the GPU does not support leaves that
 channel out (an old GPU without the energy counter still gets ``power_w``, which attribution
@@ -20,6 +21,7 @@ which. NVML errors become plain ``RuntimeError``\\ s with the NVML message.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..trace import DeviceEntry
@@ -35,8 +37,11 @@ def _text(x: Any) -> str:
 class NvmlSensor(SensorBase):
     name = "nvml"
 
-    def __init__(self, *, pcie: bool = True, indices: list[int] | None = None, id_prefix: str = "gpu"):
+    def __init__(self, *, pcie: bool = True, pcie_interval_s: float = 1.0, indices: list[int] | None = None,
+                 id_prefix: str = "gpu"):
         self.pcie = pcie
+        self.pcie_interval_s = pcie_interval_s
+        self._pcie_t = -1e9
         self.indices = indices
         self.id_prefix = id_prefix
         self._nv: Any = None
@@ -141,7 +146,9 @@ class NvmlSensor(SensorBase):
                 except Exception as exc:  # noqa: BLE001
                     errors.append(f"{did} {m}: {_text(exc) or type(exc).__name__}")
         pcie_gpus = [(did, h) for did, h in self._handles if "pcie_tx_bps" in self._metrics[did]]
-        if pcie_gpus:
+        now = time.monotonic()
+        if pcie_gpus and now - self._pcie_t >= self.pcie_interval_s:
+            self._pcie_t = now
             did, h = pcie_gpus[self._rr % len(pcie_gpus)]
             self._rr += 1
             try:
