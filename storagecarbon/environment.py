@@ -7,17 +7,31 @@ from typing import Any
 
 def probe_all() -> dict[str, Any]:
     sensors: dict[str, dict[str, Any]] = {}
-    try:
-        from .sensors import all_sensor_classes
-    except ImportError as exc:  # pragma: no cover - only while the package is incomplete
-        sensors["all"] = {"available": False, "reason": f"sensor package not importable: {exc}"}
-    else:
-        for name, cls in all_sensor_classes().items():
-            try:
-                p = cls.probe_static() if hasattr(cls, "probe_static") else cls().probe()
-                sensors[name] = {"available": bool(p.available), "reason": p.reason}
-            except Exception as exc:  # a probe must never crash `env`
-                sensors[name] = {"available": False, "reason": f"probe failed: {exc.__class__.__name__}: {exc}"}
+    import os
+
+    from .sensors import DiskstatsSensor, LMCacheTapSensor, MemorySensor, NvmlSensor, ProcIOSensor, ProcTree, RaplSensor
+    from .tiermap import block_info
+
+    tree = ProcTree(os.getpid())
+    here = block_info(os.getcwd())
+    blocks = {"disk": [here.block]} if getattr(here, "block", None) else {}
+    candidates = {
+        "nvml": lambda: NvmlSensor(),
+        "diskstats": lambda: DiskstatsSensor(blocks),
+        "procio": lambda: ProcIOSensor(tree, disk_device="disk"),
+        "memory": lambda: MemorySensor(tree),
+        "rapl": lambda: RaplSensor(),
+        "lmcache_tap": lambda: LMCacheTapSensor(os.environ.get("STORAGECARBON_TAP_DIR") or "/tmp/storagecarbon-env-tap"),
+    }
+    for name, make in candidates.items():
+        try:
+            p = make().probe()
+            sensors[name] = {"available": bool(p.available), "reason": p.reason}
+        except Exception as exc:  # a probe must never crash `env`
+            sensors[name] = {"available": False, "reason": f"probe failed: {exc.__class__.__name__}: {exc}"}
+    sensors["tier map"] = {"available": bool(blocks), "reason": f"{os.getcwd()} is on {here.block or '?'}"
+                           f" ({getattr(here, 'model', None) or 'no vendor model string'}"
+                           f"{', virtual disk' if getattr(here, 'virtual', False) else ''})"}
     engines: dict[str, dict[str, Any]] = {}
     from .engines.vllm_cpu import engine_available
 

@@ -210,6 +210,8 @@ class KeyDraws:
     tbw_b: np.ndarray | None    # rated endurance, bytes (flash only)
     missing: list[str]
     sources: dict[str, str]
+    no_idle: bool = False
+    no_power: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,10 +233,12 @@ class GridSpec:
 class World:
     """Shared Monte Carlo draws: device figures by device_db key, grid and PUE by draw index."""
 
-    def __init__(self, db: DeviceDB, draws: int, seed: int = 0) -> None:
+    def __init__(self, db: DeviceDB, draws: int, seed: int = 0,
+                 idle_overrides: dict[str, Triple] | None = None) -> None:
         if draws < 1:
             raise StoragecarbonError("draws must be >= 1")
         self.db, self.draws, self.seed = db, int(draws), int(seed)
+        self.idle_overrides = {db.get(k).key: v for k, v in (idle_overrides or {}).items()}
         self._keys: dict[str, KeyDraws] = {}
         g = _stream(seed, "grid")
         self.u_grid = g.random(self.draws)          # one grid state per draw, shared by every region
@@ -256,7 +260,7 @@ class World:
             return kd
         u = _stream(self.seed, f"device:{rec.key}").random((5, n))
         missing, sources = [], {}
-        idle = Triple.of(rec.idle_w)
+        idle = self.idle_overrides.get(rec.key) or Triple.of(rec.idle_w)
         act = Triple.of(rec.active_w)
         if idle is None and act is None:
             missing.append(f"{rec.key}: no idle/active power in device_db; operational energy missing")
@@ -277,7 +281,8 @@ class World:
         tbw_d = None
         if rec.kind == "ssd" and rec.endurance_tbw is not None:
             tbw_d = logtri_ppf(Triple.of(rec.endurance_tbw), u[4]) * 1e12  # type: ignore[arg-type]
-        kd = KeyDraws(rec.key, rec.kind, idle_d, act_d - idle_d, te_d, life_d, tbw_d, missing, sources)
+        kd = KeyDraws(rec.key, rec.kind, idle_d, act_d - idle_d, te_d, life_d, tbw_d, missing, sources,
+                      no_idle=idle is None, no_power=idle is None and act is None)
         self._keys[key] = kd
         return kd
 
@@ -709,9 +714,33 @@ class SeriesSpec(_Strict):
         return v
 
 
+class PowerRange(_Strict):
+    low: float | None = Field(default=None, ge=0)
+    best: float | None = Field(default=None, ge=0)
+    high: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PowerRange":
+        vals = [v for v in (self.low, self.best, self.high) if v is not None]
+        if not vals:
+            raise ValueError("give at least one of low, best, high")
+        if vals != sorted(vals):
+            raise ValueError("values must satisfy low <= best <= high")
+        return self
+
+    def triple(self, source: str) -> Triple:
+        lo, hi = self.low, self.high
+        c = self.best if self.best is not None else (
+            math.sqrt(lo * hi) if lo and hi else (lo if lo is not None else hi))
+        return Triple(lo if lo is not None else c, c, hi if hi is not None else c, source)  # type: ignore[arg-type]
+
+
 class DeviceOverride(_Strict):
+    """A sourced figure the device_db lacks (or a documented proxy), for this sweep only."""
+
     bf16_tflops: float | None = Field(default=None, gt=0)
     read_gbps: float | None = Field(default=None, gt=0)
+    idle_w: PowerRange | None = None
     source: str = Field(min_length=3)
 
 
@@ -996,6 +1025,7 @@ class PerfResult:
 
     feasible: np.ndarray
     reason: list[str]
+    reason_code: list[str]
     duration_s: np.ndarray
     ttft_p90_ms: np.ndarray
     ttft_mean_ms: np.ndarray
@@ -1067,18 +1097,21 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     chunk = scn.placement.kv.chunk_size
     cb = chunk * kvb
     reasons = [""] * H
+    codes = [""] * H
 
-    def flag(mask: np.ndarray, why: Callable[[int], str]) -> None:
+    def flag(mask: np.ndarray, why: Callable[[int], str], code: str = "") -> None:
         for i in np.flatnonzero(mask):
             if not reasons[i]:
                 reasons[i] = why(int(i))
+                codes[i] = code or reasons[i]
 
     n = cfg.n_gpu
     gpu_bw = _figure_array(cfg.gpu, db, "read_gbps", ov)
     gpu_tf = _figure_array(cfg.gpu, db, "bf16_tflops", ov)
     gpu_cap = _capacity(cfg.gpu, db)
-    flag(np.isnan(gpu_tf), lambda i: f"{cfg.gpu[i]}: no dense bf16 TFLOP/s in device_db (give device_overrides with a sourced figure)")
-    flag(np.isnan(gpu_bw), lambda i: f"{cfg.gpu[i]}: no HBM bandwidth in device_db")
+    flag(np.isnan(gpu_tf), lambda i: f"{cfg.gpu[i]}: no dense bf16 TFLOP/s in device_db (give device_overrides with a sourced figure)",
+         "GPU has no compute figure in device_db")
+    flag(np.isnan(gpu_bw), lambda i: f"{cfg.gpu[i]}: no HBM bandwidth in device_db", "GPU has no HBM bandwidth in device_db")
     hbm_bw = np.nan_to_num(gpu_bw) * 1e9 * n * k.hbm_efficiency
     tp = np.where(n > 1, k.tp_efficiency, 1.0)
     F = np.nan_to_num(gpu_tf) * 1e12 * n * k.compute_efficiency * tp
@@ -1089,11 +1122,13 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     hbm_gb = scn.placement.kv.hbm_gb
     kv_hbm = np.full(H, hbm_gb * 1e9) if hbm_gb else hbm_cap * cfg.util - w_hbm
     flag(kv_hbm <= 0, lambda i: f"weights in HBM ({w_hbm[i] / 1e9:.0f} GB) leave no room for KV cache in "
-                                f"{int(n[i])} x {gpu_cap[i] / 1e9:g} GB at utilisation {cfg.util[i]:g}")
+                                f"{int(n[i])} x {gpu_cap[i] / 1e9:g} GB at utilisation {cfg.util[i]:g}",
+         "weights in HBM leave no room for KV cache")
     kv_tokens = np.floor(np.maximum(kv_hbm, 0) / kvb)
     need_one = float(np.mean(ws.p + ws.o))
     flag((kv_tokens < need_one) & (kv_hbm > 0),
-         lambda i: f"KV space in HBM ({kv_tokens[i]:.0f} tokens) is below one average request ({need_one:.0f} tokens)")
+         lambda i: f"KV space in HBM ({kv_tokens[i]:.0f} tokens) is below one average request ({need_one:.0f} tokens)",
+         "KV space in HBM below one request")
 
     # tiers present
     has_dram = np.array([d is not None for d in cfg.dram])
@@ -1110,17 +1145,19 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     disk_on_ssd = has_ssd
     disk_kv_b = cfg.disk_gb * 1e9
     flag(has_dram & (w_dram + cfg.cpu_gb * 1e9 > dram_cap),
-         lambda i: f"DRAM holds {dram_cap[i] / 1e9:.0f} GB < weights {w_dram[i] / 1e9:.0f} GB + KV CPU tier {cfg.cpu_gb[i]:g} GB")
+         lambda i: f"DRAM holds {dram_cap[i] / 1e9:.0f} GB < weights {w_dram[i] / 1e9:.0f} GB + KV CPU tier {cfg.cpu_gb[i]:g} GB",
+         "DRAM too small for offloaded weights + KV CPU tier")
     flag(has_ssd & (w_ssd + np.where(disk_on_ssd, disk_kv_b, 0) > ssd_cap),
-         lambda i: f"SSD holds {ssd_cap[i] / 1e9:.0f} GB < weights + KV disk tier")
+         lambda i: f"SSD holds {ssd_cap[i] / 1e9:.0f} GB < weights + KV disk tier", "SSD too small")
     flag(has_hdd & (w_hdd + np.where(~disk_on_ssd, disk_kv_b, 0) > hdd_cap),
-         lambda i: f"HDD holds {hdd_cap[i] / 1e9:.0f} GB < weights + KV disk tier")
+         lambda i: f"HDD holds {hdd_cap[i] / 1e9:.0f} GB < weights + KV disk tier", "HDD too small")
 
     def drive(keys: list[str | None], count: np.ndarray, used: np.ndarray, tier: str) -> tuple[np.ndarray, np.ndarray]:
         r = _figure_array(keys, db, "read_gbps", ov)
         w = _figure_array(keys, db, "write_gbps", ov)
         w = np.where(np.isnan(w), r, w)
-        flag(used & np.isnan(r), lambda i: f"{keys[i]}: no read bandwidth in device_db ({tier} is used for weights or KV)")
+        flag(used & np.isnan(r), lambda i: f"{keys[i]}: no read bandwidth in device_db ({tier} is used for weights or KV)",
+             f"{tier} has no read bandwidth in device_db")
         return np.nan_to_num(r) * 1e9 * count * k.disk_efficiency, np.nan_to_num(w) * 1e9 * count * k.disk_efficiency
 
     ssd_used = (w_ssd > 0) | ((cfg.disk_gb > 0) & has_ssd)
@@ -1394,7 +1431,7 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     bad = ~feasible
     for arr_ in (duration, ttft_p90, tpot_p90):
         arr_[bad] = np.nan
-    return PerfResult(feasible=feasible, reason=reasons, duration_s=duration, ttft_p90_ms=ttft_p90 * 1e3,
+    return PerfResult(feasible=feasible, reason=reasons, reason_code=codes, duration_s=duration, ttft_p90_ms=ttft_p90 * 1e3,
                       ttft_mean_ms=ttft_mean * 1e3, tpot_p90_ms=tpot_p90 * 1e3, tpot_mean_ms=tpot_mean * 1e3,
                       saturated=sat, batch=B, busy=busy, units_s=units, flash_written_b=written,
                       kv_hit_share=hit_share, generated_tokens=float(o_all.sum()), requests=int(N))
@@ -1544,7 +1581,7 @@ def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     front = []
     best = np.inf
     for i in order:
-        if y[i] < best:
+        if y[i] < best - 1e-9 * abs(best if np.isfinite(best) else 0.0):
             front.append(i)
             best = y[i]
     return np.asarray(front, dtype=np.int64)
@@ -1586,16 +1623,28 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
         slo_ok &= perf.ttft_p90_ms <= slo.ttft_ms
     if slo.tpot_ms is not None:
         slo_ok &= perf.tpot_p90_ms <= slo.tpot_ms
-    world = World(db, sw.draws, sw.seed)
+    idle_ov = {kk: v.idle_w.triple(v.source) for kk, v in sw.device_overrides.items() if v.idle_w is not None}
+    world = World(db, sw.draws, sw.seed, idle_overrides=idle_ov)
     pue = pue_triple(db, base.carbon.pue)
     lifetimes = list(sw.lifetimes)
+    # configurations whose data is incomplete (a device without embodied figure, a GPU without
+    # idle or any power figure) are evaluated and shown but never recommended
+    why_incomplete: dict[str, str] = {}
+    for kk in set(cfg.gpu) | {x for x in cfg.dram + cfg.ssd + cfg.hdd + [cfg.host] if x}:
+        kd = world.key(kk)
+        if kd.te_g is None:
+            why_incomplete[kk] = f"{kk}: no embodied figure in device_db"
+        elif kk in cfg.gpu and kd.no_power:
+            why_incomplete[kk] = f"{kk}: no power figures in device_db"
+        elif kk in cfg.gpu and kd.no_idle:
+            why_incomplete[kk] = f"{kk}: no idle power in device_db (idle energy would be left out; give device_overrides.idle_w)"
+    incomplete_reason = [next((why_incomplete[x] for x in (cfg.gpu[h], cfg.host, cfg.dram[h], cfg.ssd[h], cfg.hdd[h])
+                               if x and x in why_incomplete), "") for h in range(len(cfg))]
+    incomplete = np.array([bool(r) for r in incomplete_reason])
+    eligible = slo_ok & ~incomplete
     progress(f"carbon: {len(cfg) * len(lifetimes) * len(grids)} configurations x {sw.draws} draws")
     rq = 100.0 * sw.robust_quantile
-    car = plan_carbon(perf, cfg, world, grids, pue, lifetimes, base.carbon.allocation, robust_q=rq, candidate=slo_ok)
-    complete_key = {kk: not (car["missing_emb"].get(kk, False)) for kk in car["missing_emb"]}
-    incomplete = np.array([not complete_key.get(cfg.gpu[h], True) or
-                           any(not complete_key.get(kk, True) for kk in (cfg.dram[h], cfg.ssd[h], cfg.hdd[h]) if kk)
-                           for h in range(len(cfg))])
+    car = plan_carbon(perf, cfg, world, grids, pue, lifetimes, base.carbon.allocation, robust_q=rq, candidate=eligible)
     progress("ranking")
     H, Lv, G = len(cfg), len(lifetimes), len(grids)
     grid_labels = [g.label.split(":", 1)[1] for g in grids]
@@ -1618,27 +1667,45 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
                 "ttft_p90_ms": _finite(perf.ttft_p90_ms[h]), "tpot_p90_ms": _finite(perf.tpot_p90_ms[h]),
                 "saturated": bool(perf.saturated[h]), "decode_batch": float(perf.batch[h]),
                 "kv_hit_share": float(perf.kv_hit_share[h]), "duration_s": _finite(perf.duration_s[h]),
-                "slo_met": bool(slo_ok[h]), "complete": not bool(incomplete[h])}
+                "slo_met": bool(slo_ok[h]), "complete": not bool(incomplete[h]),
+                "incomplete_reason": incomplete_reason[h] or None}
 
-    eligible = slo_ok & ~incomplete
     # flatten over (h, l, g)
     P50 = car["q"][..., 1]
     RQ = car["robust"]
     elig3 = np.broadcast_to(eligible[:, None, None], P50.shape)
 
+    size = cfg.n_gpu * 100 + cfg.n_dram + cfg.n_ssd + cfg.n_hdd + cfg.cpu_gb / 1e4 + cfg.disk_gb / 1e6 + cfg.max_seqs / 1e7
+    size3 = np.broadcast_to(size[:, None, None], P50.shape)
+
+    def ordered(v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Flat indices of eligible cells by value, the leanest hardware first among equal values."""
+        vv = np.where(mask & np.isfinite(v), v, np.inf).ravel()
+        rounded = np.round(vv, 12)
+        idx = np.lexsort((size3.ravel(), rounded))
+        return idx[np.isfinite(vv[idx])]
+
     def argmin3(v: np.ndarray, mask: np.ndarray) -> tuple[int, int, int] | None:
-        vv = np.where(mask & np.isfinite(v), v, np.inf)
-        if not np.isfinite(vv).any():
+        o = ordered(v, mask)
+        if len(o) == 0:
             return None
-        return tuple(int(x) for x in np.unravel_index(np.argmin(vv), vv.shape))  # type: ignore[return-value]
+        return tuple(int(x) for x in np.unravel_index(o[0], v.shape))  # type: ignore[return-value]
 
     robust = argmin3(RQ, elig3)
     median = argmin3(P50, elig3)
     # top N by the robust quantile
-    flat = np.where(elig3 & np.isfinite(RQ), RQ, np.inf).ravel()
-    n_top = int(min(top, np.isfinite(flat).sum()))
-    top_idx = np.argsort(flat, kind="stable")[:n_top]
-    top_rows = [row(*[int(x) for x in np.unravel_index(i, RQ.shape)]) for i in top_idx]
+    top_rows: list[dict[str, Any]] = []
+    last_key = None
+    for i in ordered(RQ, elig3):
+        cell = tuple(int(x) for x in np.unravel_index(i, RQ.shape))
+        key = (round(float(RQ[cell]), 12), round(float(P50[cell]), 12), cell[1], cell[2])
+        if key == last_key and top_rows:
+            top_rows[-1]["equivalent_configurations"] += 1  # same draws: a device that carries nothing
+            continue
+        if len(top_rows) >= top:
+            break
+        last_key = key
+        top_rows.append({**row(*cell), "equivalent_configurations": 0})
     # per grid: best robust choice (other axes free), clean -> dirty
     by_grid = []
     for gi in order_g:
@@ -1690,7 +1757,7 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
     reasons: dict[str, int] = {}
     for h in range(H):
         if not perf.feasible[h]:
-            key = perf.reason[h].split(" (")[0]
+            key = perf.reason_code[h]
             reasons[key] = reasons.get(key, 0) + 1
     n_cfg = H * Lv * G
     return {
@@ -1703,6 +1770,7 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
                    "feasible_hardware": int(perf.feasible.sum()), "slo_met_hardware": int(slo_ok.sum()),
                    "eligible_hardware": int(eligible.sum()), "draws": sw.draws},
         "infeasible_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "not_ranked": sorted(set(why_incomplete.values())),
         "slo": slo.model_dump(),
         "metric": "gCO2e per 1k generated tokens",
         "robust_quantile": sw.robust_quantile,

@@ -99,3 +99,28 @@ def test_devices_list_json_and_check(root):
 def test_help_is_useful(cmd):
     p = run(*cmd, "--help")
     assert p.returncode == 0 and "Usage" in p.stdout and len(p.stdout) > 200
+
+
+def test_env_json_lists_sensors_with_reasons():
+    p = run("env", "--json")
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert {"nvml", "diskstats", "procio", "memory", "rapl"} <= set(info["sensors"])
+    for st in info["sensors"].values():
+        assert isinstance(st["available"], bool) and st["reason"]
+    assert info["engines"]["model"]["available"] is True
+
+
+def test_record_any_command_then_report(tmp_path):
+    trace = tmp_path / "t.arrows"
+    blob = tmp_path / "blob"
+    code = f"import os; f=open({str(blob)!r},'wb'); f.write(os.urandom(3_000_000)); f.flush(); os.fsync(f.fileno())"
+    p = run("record", "--out", str(trace), "--", sys.executable, "-c", code)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(run("report", str(trace), "--json").stdout)
+    assert r["mode"] == "measured"
+    disk = [t for t in r["tiers"] if t["tier"] == "ssd"]
+    assert disk and disk[0]["app_bytes_written"] >= 3_000_000
+    # the command's exit code passes through
+    p = run("record", "--out", str(tmp_path / "u.arrows"), "--", sys.executable, "-c", "raise SystemExit(3)")
+    assert p.returncode == 3

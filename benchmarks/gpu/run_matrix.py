@@ -39,7 +39,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------------ independent poller
 class EnergyPoller:
-    """A plain NVML poll of every GPU's energy counter (mJ), in its own thread."""
+    """A plain NVML poll of every GPU's energy counter (mJ) and power (mW), in its own thread.
+
+    Two independent figures per window: the energy counter read by other code at other times
+    (checks the recorder's pipeline: units, channel mapping, timestamps, counter handling) and
+    the trapezoidal integral of the power readings (a second measurement method)."""
 
     def __init__(self, period_s: float = 0.02):
         import pynvml
@@ -49,6 +53,7 @@ class EnergyPoller:
         self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
         self.period_s = period_s
         self.samples: list[tuple[float, list[int]]] = []
+        self.power: list[tuple[float, list[int]]] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -58,6 +63,8 @@ class EnergyPoller:
             try:
                 e = [int(self.nv.nvmlDeviceGetTotalEnergyConsumption(h)) for h in self.handles]
                 self.samples.append((t, e))
+                p = [int(self.nv.nvmlDeviceGetPowerUsage(h)) for h in self.handles]
+                self.power.append((time.time(), p))
             except Exception:  # noqa: BLE001 - a missed poll is a gap
                 pass
             self._stop.wait(self.period_s)
@@ -80,6 +87,20 @@ class EnergyPoller:
         if t0 < ts[0] or t1 > ts[-1]:
             return None
         return float(np.interp(t1, ts, es) - np.interp(t0, ts, es))
+
+    def power_integral_j(self, gpu: int, t0: float, t1: float) -> float | None:
+        import numpy as np
+
+        if len(self.power) < 2:
+            return None
+        ts = np.array([s[0] for s in self.power])
+        ps = np.array([s[1][gpu] for s in self.power], dtype=float) / 1000.0
+        if t0 < ts[0] or t1 > ts[-1]:
+            return None
+        m = (ts > t0) & (ts < t1)
+        tt = np.concatenate([[t0], ts[m], [t1]])
+        pp = np.concatenate([[np.interp(t0, ts, ps)], ps[m], [np.interp(t1, ts, ps)]])
+        return float(np.sum((pp[1:] + pp[:-1]) / 2 * np.diff(tt)))
 
 
 def crosscheck(trace_path: Path, poller: EnergyPoller) -> dict[str, Any]:
@@ -105,6 +126,10 @@ def crosscheck(trace_path: Path, poller: EnergyPoller) -> dict[str, Any]:
         if ind_j:
             row["diff_j"] = rec_j - ind_j
             row["diff_pct"] = 100.0 * (rec_j - ind_j) / ind_j
+        pw_j = poller.power_integral_j(int(d.id[3:]), t0u, t1u)
+        row["independent_power_integral_j"] = pw_j
+        if pw_j:
+            row["power_integral_diff_pct"] = 100.0 * (rec_j - pw_j) / pw_j
         out[d.id] = row
     return out
 

@@ -336,37 +336,50 @@ def run_batch(built: BuiltModel, input_ids: Any, new_tokens: int, *, kv_offload:
 
 
 # ------------------------------------------------------------------------- workload counters
-class WorkloadCounters:
-    """In-process sensor of the loop's own counters (``workload`` device, cumulative)."""
+class CounterFileSensor:
+    """The worker's token and request counters (``workload`` device, cumulative), read from the
+    small JSON file the worker replaces atomically after every batch. No file yet: no row
+    (absent, not zero); the worker writes zeros before its first batch."""
 
     name = "workload"
+    FIELDS = ("prompt_tokens", "generated_tokens", "requests_done")
 
-    def __init__(self) -> None:
-        self.prompt_tokens = 0.0
-        self.generated_tokens = 0.0
-        self.requests_done = 0.0
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
 
     def probe(self) -> Any:
         from ..sensors.base import Probe
 
-        return Probe(True, "token and request counters of the transformers generate loop")
+        return Probe(True, f"token and request counters of the transformers worker ({self.path.name})")
 
     def channels(self) -> list[tuple[str, str, str]]:
-        return [("workload", m, self.name) for m in ("prompt_tokens", "generated_tokens", "requests_done")]
+        return [("workload", m, self.name) for m in self.FIELDS]
 
     def devices(self) -> list[Any]:
         return []
 
     def read(self) -> list[tuple[str, str, float]]:
-        return [("workload", "prompt_tokens", self.prompt_tokens),
-                ("workload", "generated_tokens", self.generated_tokens),
-                ("workload", "requests_done", self.requests_done)]
+        import json
+
+        try:
+            d = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return []
+        return [("workload", m, float(d[m])) for m in self.FIELDS if m in d]
 
     def close(self) -> None:
         pass
 
     def summary(self) -> dict[str, Any]:
         return {}
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    import json
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
 
 
 def latency_stats(x_ms: list[float] | np.ndarray) -> dict[str, float] | None:
@@ -377,7 +390,6 @@ def latency_stats(x_ms: list[float] | np.ndarray) -> dict[str, float] | None:
             "p99": float(np.percentile(x, 99))}
 
 
-# ---------------------------------------------------------------------------------- profile
 def _versions() -> dict[str, str]:
     out = {}
     for mod in ("torch", "transformers", "accelerate"):
@@ -388,11 +400,104 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _resolve_dir(p: str | None, scenario_path: Path, work_dir: Path, default: str) -> Path:
+# ------------------------------------------------------------------------------------ worker
+def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """The measured workload (runs in its own process; see :func:`profile_transformers`).
+
+    ``spec``: shape, dtype, device, offload, gpu_weight_fraction, offload_dir, disk_page_cache,
+    batch, prompt_len, new_tokens, rounds, seed, markers (marker file), counters (counter file).
+    Markers carry their own unix times; the result has unix times too.
+    """
+    from ..recorder import emit_marker
+
+    mk = spec.get("markers")
+
+    def marker(event: str, label: str = "", t: float | None = None) -> None:
+        if mk:
+            emit_marker(event, label, path=mk, t_unix=t)
+
+    counters = {"prompt_tokens": 0, "generated_tokens": 0, "requests_done": 0}
+    cpath = Path(spec["counters"]) if spec.get("counters") else None
+
+    def publish() -> None:
+        if cpath is not None:
+            _write_json_atomic(cpath, counters)
+
+    publish()
+    shape = LlamaShape(**spec["shape"])
+    device = spec["device"]
+    batch, prompt_len, new_tokens, rounds = spec["batch"], spec["prompt_len"], spec["new_tokens"], spec["rounds"]
+    seed = spec["seed"]
+    offload = spec["offload"]
+    print(f"building {shape.name} ({shape.layers} layers) with random weights, offload {offload}", flush=True)
+    marker("phase_start", "load")
+    built = build_llama(shape, dtype=spec["dtype"], device=device, offload=offload,
+                        gpu_weight_fraction=spec["gpu_weight_fraction"], offload_dir=spec.get("offload_dir"),
+                        seed=seed, max_positions=max(8192, prompt_len + new_tokens + 8),
+                        disk_page_cache=spec.get("disk_page_cache", "drop"))
+    marker("phase_end", "load")
+    timings: list[BatchTiming] = []
+    try:
+        kv_off = offload == "kv-cpu"
+        # warm-up (kernels, allocator, cuBLAS heuristics); the weight-streaming modes warm up small
+        marker("phase_start", "warmup")
+        streaming = offload in ("cpu", "disk")
+        w_ids = random_prompts(1 if streaming else batch, min(prompt_len, 16) if streaming else prompt_len,
+                               shape.vocab_size, seed + 999, device)
+        run_batch(built, w_ids, 1 if streaming else 2, kv_offload=kv_off)
+        marker("phase_end", "warmup")
+        for r in range(rounds):
+            ids = random_prompts(batch, prompt_len, shape.vocab_size, seed + r, device)
+            print(f"batch {r + 1}/{rounds}: {batch} x {prompt_len} prompt tokens -> {new_tokens} new tokens", flush=True)
+
+            def _start(t: float, r: int = r) -> None:
+                for j in range(batch):
+                    marker("request_start", str(r * batch + j), t)
+                marker("phase_start", "prefill", t)
+
+            def _first(t: float) -> None:
+                marker("phase_end", "prefill", t)
+                marker("phase_start", "decode", t)
+                counters["prompt_tokens"] += batch * prompt_len
+                counters["generated_tokens"] += batch
+                publish()
+
+            tm = run_batch(built, ids, new_tokens, kv_offload=kv_off, on_start=_start, on_first=_first)
+            marker("phase_end", "decode", tm.t_end)
+            for j in range(batch):
+                marker("request_end", str(r * batch + j), tm.t_end)
+            counters["generated_tokens"] += batch * (new_tokens - 1)
+            counters["requests_done"] += batch
+            publish()
+            timings.append(tm)
+            del ids
+        peak = None
+        if device.startswith("cuda"):
+            import torch
+
+            peak = int(torch.cuda.max_memory_allocated())
+        return {
+            "timings": [{"t_start": t.t_start, "t_first": t.t_first, "t_last": t.t_last, "t_end": t.t_end,
+                         "ttft_s": t.ttft_s, "tpot_s": t.tpot_s} for t in timings],
+            "weight_bytes": built.weight_bytes, "offloaded_layers": built.offloaded_layers,
+            "offloaded_bytes": built.offloaded_bytes, "offload_target": built.offload_target,
+            "offload_write_s": built.offload_write_s, "build_s": built.build_s, "peak_gpu_memory_bytes": peak,
+            "versions": _versions(),
+        }
+    finally:
+        built.close()
+
+
+# ---------------------------------------------------------------------------------- profile
+def _resolve_dir(p: str | None, work_dir: Path, default: str) -> Path:
     if p is None:
         return work_dir / default
     q = Path(p)
     return q if q.is_absolute() else (work_dir / q)
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parents[2])
 
 
 def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir: str | Path,
@@ -401,15 +506,27 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
                          disk_page_cache: str = "drop", seed: int | None = None) -> Path:
     """Run the scenario under the recorder; returns the trace path (``work_dir/trace.arrows``).
 
+    The generate loop runs in a child process (``python -m storagecarbon.engines.hf_transformers``)
+    and the recorder samples from this one, so that sampling never waits on the loop's GIL (and
+    the loop never waits on sampling). The child reports markers through the recorder's marker
+    file and its token counters through a small file; ``ProcTree`` follows the child for the
+    DRAM and IO channels.
+
     ``sensors``/``nvml``: injected for tests (default: :func:`storagecarbon.recorder.default_sensors`
     with a fresh :class:`~storagecarbon.sensors.nvml.NvmlSensor`). ``hz``: sampling rate (default
     the scenario's ``engine.sample_hz``, at least 10 Hz). ``device``: torch device of the run
     (default ``$STORAGECARBON_TRANSFORMERS_DEVICE`` or ``cuda``; ``cpu`` runs the loop on the CPU,
-    which tests use).
+    which tests use). Errors: :class:`EngineError` with the worker's last output lines; the trace
+    is closed either way.
     """
+    import json
+    import subprocess
+    import sys
+    import threading
+
     import psutil
 
-    from ..recorder import Recorder, default_sensors
+    from ..recorder import QUIET_ENV, Recorder, default_sensors
     from ..scenario import TransformersCfg
     from ..sensors.nvml import NvmlSensor
     from ..sensors.procio import ProcTree
@@ -417,7 +534,7 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
 
     device = device or os.environ.get(DEVICE_ENV) or "cuda"
     scenario_path = Path(scenario_path)
-    work_dir = Path(work_dir)
+    work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     tr = scn.engine.transformers or TransformersCfg()
     if tr.offload not in OFFLOAD_MODES:
@@ -431,17 +548,25 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
     rounds = max(1, math.ceil(wl.num_requests() / batch))
     shape = LlamaShape.from_scenario(scn)
     wdtype = scn.model.weight_dtype
+    if wdtype not in TORCH_DTYPES:
+        raise EngineError(f"transformers engine: weight dtype {wdtype!r} not supported (bf16, fp16, fp32)")
     if scn.model.kv_dtype != wdtype:
         progress(f"transformers engine: KV cache uses the weight dtype {wdtype} (kv_dtype {scn.model.kv_dtype} ignored)")
-    offload_dir = _resolve_dir(tr.offload_dir, scenario_path, work_dir, "offload") if tr.offload == "disk" else None
+    offload_dir = _resolve_dir(tr.offload_dir, work_dir, "offload") if tr.offload == "disk" else None
     seed = wl.seed if seed is None else seed
     hz = max(float(hz or scn.engine.sample_hz), 10.0)
 
-    # ---- sensors and devices (the recorder's defaults, with the disk that holds the run's files)
+    run_dir = Path(tempfile.mkdtemp(prefix="storagecarbon-tf-", dir=work_dir))
+    markers = run_dir / "markers.jsonl"
+    markers.touch()
+    counters_path = run_dir / "counters.json"
+    result_path = run_dir / "result.json"
+    trace = work_dir / "trace.arrows"
+
+    # ---- sensors and devices: the recorder's defaults, on the child's process tree
     notes: list[str] = []
     probed: dict[str, Any] = {}
-    trace = work_dir / "trace.arrows"
-    counters = WorkloadCounters()
+    tree = ProcTree()
     if sensors is None:
         nv = nvml if nvml is not None else NvmlSensor()
         probed["nvml"] = nv.probe()
@@ -455,118 +580,132 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
         tm = map_tiers(scn, db=db, gpus=gpus, disk_paths=paths, base_dir=str(work_dir),
                        memory_bytes=float(psutil.virtual_memory().total))
         notes += tm.notes
-        tree = ProcTree(os.getpid())
         sensors = default_sensors(tree, tm, tap_dir=None, scenario=scn, lmcache=False, nvml=nv, base_dir=work_dir)
-        devices = tm.devices
-        host_extra = {"tier_map": tm.header_dict()["tier_map"]}
+        devices: list[Any] = tm.devices
+        host_extra: dict[str, Any] = {"tier_map": tm.header_dict()["tier_map"]}
     else:
-        devices = []
-        host_extra = {}
-    sensors = list(sensors) + [counters]
+        for s in sensors:
+            if hasattr(s, "tree") and getattr(s.tree, "root_pid", 1) is None:
+                tree = s.tree
+        devices, host_extra = [], {}
+    sensors = list(sensors) + [CounterFileSensor(counters_path)]
     if tr.offload == "disk":
         notes.append("disk offload measured cold: the offload files' page cache is dropped before every forward step"
                      if disk_page_cache == "drop" else "disk offload measured warm: page cache kept")
     notes.append(f"transformers engine: random weights (normal, std {INIT_STD}), greedy decoding of exactly "
-                 f"{new_tokens} tokens per prompt, {rounds} batch(es) of {batch} after one warm-up batch")
+                 f"{new_tokens} tokens per prompt, {rounds} batch(es) of {batch} after one warm-up batch; "
+                 f"generate loop in a child process, recorder in the parent")
     header_base = {"devices": devices, "notes": notes, "scenario": scn.model_dump(mode="json"),
-                   "host": host_extra, "tool_versions": _versions()}
-    rec = Recorder(trace, header_base, sensors, hz=hz, probed=probed)
+                   "host": host_extra}
+    spec = {"shape": {k: getattr(shape, k) for k in ("layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
+                                                      "intermediate_size", "vocab_size", "name")},
+            "dtype": wdtype, "device": device, "offload": tr.offload, "gpu_weight_fraction": tr.gpu_weight_fraction,
+            "offload_dir": str(offload_dir) if offload_dir else None, "disk_page_cache": disk_page_cache,
+            "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "rounds": rounds, "seed": seed,
+            "markers": str(markers), "counters": str(counters_path), "result": str(result_path)}
+    spec_path = run_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    env = dict(os.environ)
+    env.update(QUIET_ENV)
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    env["PYTHONPATH"] = _package_root() + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+
+    rec = Recorder(trace, header_base, sensors, hz=hz, markers_file=markers, probed=probed)
     summary: dict[str, Any] = {}
-    built: BuiltModel | None = None
-    timings: list[BatchTiming] = []
-    rec.start()
+    tail: list[str] = []
+    proc: subprocess.Popen[str] | None = None
     try:
-        # ---- build
-        progress(f"building {shape.name} ({shape.layers} layers) with random weights, offload {tr.offload}")
-        rec.marker("phase_start", "load")
-        built = build_llama(shape, dtype=wdtype, device=device, offload=tr.offload,
-                            gpu_weight_fraction=tr.gpu_weight_fraction, offload_dir=offload_dir, seed=seed,
-                            max_positions=max(8192, prompt_len + new_tokens + 8), disk_page_cache=disk_page_cache)
-        rec.marker("phase_end", "load")
-        kv_off = tr.offload == "kv-cpu"
-        # ---- warm-up (kernels, allocator, cuBLAS heuristics); weight-streaming modes warm up small
-        rec.marker("phase_start", "warmup")
-        streaming = tr.offload in ("cpu", "disk")
-        w_ids = random_prompts(1 if streaming else batch, min(prompt_len, 16) if streaming else prompt_len,
-                               shape.vocab_size, seed + 999, device)
-        run_batch(built, w_ids, 2, kv_offload=kv_off)
-        rec.marker("phase_end", "warmup")
-        # ---- measured batches
-        for r in range(rounds):
-            ids = random_prompts(batch, prompt_len, shape.vocab_size, seed + r, device)
-            progress(f"batch {r + 1}/{rounds}: {batch} x {prompt_len} prompt tokens -> {new_tokens} new tokens")
+        rec.start()
+        proc = subprocess.Popen([sys.executable, "-m", "storagecarbon.engines.hf_transformers", str(spec_path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                cwd=str(work_dir), start_new_session=True)
+        tree.attach(proc.pid, session=proc.pid)
+        rec.marker("command_start", str(proc.pid))
 
-            def _start(t: float, r: int = r) -> None:
-                for j in range(batch):
-                    rec.marker("request_start", str(r * batch + j), t_unix=t)
-                rec.marker("phase_start", "prefill", t_unix=t)
+        def _pump() -> None:
+            assert proc is not None and proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip()
+                tail.append(line)
+                del tail[:-40]
+                if line and not line.lower().startswith(("warning", "some parameters are on the meta")):
+                    progress(line)
 
-            def _first(t: float) -> None:
-                rec.marker("phase_end", "prefill", t_unix=t)
-                rec.marker("phase_start", "decode", t_unix=t)
-                counters.prompt_tokens += batch * prompt_len
-
-            tm_ = run_batch(built, ids, new_tokens, kv_offload=kv_off, on_start=_start, on_first=_first)
-            rec.marker("phase_end", "decode", t_unix=tm_.t_end)
-            for j in range(batch):
-                rec.marker("request_end", str(r * batch + j), t_unix=tm_.t_end)
-            counters.generated_tokens += batch * new_tokens
-            counters.requests_done += batch
-            rec.sample_now()
-            timings.append(tm_)
-            del ids
-        peak = None
-        if device.startswith("cuda"):
-            import torch
-
-            peak = int(torch.cuda.max_memory_allocated())
-        n_req = batch * rounds
-        ttft_ms = [t.ttft_s * 1e3 for t in timings for _ in range(batch)]
-        tpot_ms = [t.tpot_s * 1e3 for t in timings for _ in range(batch)] if new_tokens > 1 else []
-        t0u = rec.t0_unix
-        summary = {
-            "requests": n_req,
-            "prompt_tokens": n_req * prompt_len,
-            "generated_tokens": n_req * new_tokens,
-            "duration_s": float(sum(t.t_end - t.t_start for t in timings)),
-            "latency": {"ttft_ms": latency_stats(ttft_ms), "tpot_ms": latency_stats(tpot_ms)},
-            "transformers": {
-                "offload": tr.offload, "batch_size": batch, "prompt_len": prompt_len, "new_tokens": new_tokens,
-                "rounds": rounds, "layers": shape.layers, "shape": shape.name,
-                "params": shape.params(), "weight_bytes": built.weight_bytes,
-                "offloaded_layers": built.offloaded_layers, "offloaded_bytes": built.offloaded_bytes,
-                "offload_target": built.offload_target, "offload_write_s": built.offload_write_s,
-                "disk_page_cache": disk_page_cache if tr.offload == "disk" else None,
-                "kv_bytes_per_token": shape.kv_bytes_per_token(DTYPE_BYTES.get(wdtype, 2)),
-                "build_s": built.build_s, "peak_gpu_memory_bytes": peak, "device": device,
-                "rounds_detail": [{"t_start_s": t.t_start - t0u, "t_first_s": t.t_first - t0u,
-                                   "t_end_s": t.t_end - t0u, "ttft_s": t.ttft_s, "tpot_s": t.tpot_s}
-                                  for t in timings],
-                "versions": _versions(),
-            },
-        }
+        pump = threading.Thread(target=_pump, daemon=True)
+        pump.start()
+        try:
+            rc = proc.wait(timeout=scn.engine.timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            raise EngineError(f"transformers worker timed out after {scn.engine.timeout_s:g} s; trace kept at {trace}")
+        pump.join(timeout=5)
+        rec.sample_now()
+        rec.marker("command_end", str(rc))
+        if rc != 0 or not result_path.exists():
+            raise EngineError(f"transformers worker exited with {rc}: " + " | ".join(tail[-8:]))
+        res = json.loads(result_path.read_text())
+        summary = _summary(res, rec.t0_unix, tr.offload, batch, prompt_len, new_tokens, rounds, shape, wdtype,
+                           device, disk_page_cache)
     except BaseException as exc:
-        summary = {"error": f"{type(exc).__name__}: {exc}"}
+        summary = {"error": f"{type(exc).__name__}: {exc}", "worker_tail": tail[-20:]}
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
         raise
     finally:
         try:
             rec.stop(summary)
         finally:
-            if built is not None:
-                built.close()
-                _free(built, device)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if offload_dir is not None and offload_dir.exists() and not any(offload_dir.iterdir()):
+                offload_dir.rmdir()
     return trace
 
 
-def _free(built: BuiltModel, device: str) -> None:
-    built.model = None
-    import gc
+def _summary(res: dict[str, Any], t0u: float, offload: str, batch: int, prompt_len: int, new_tokens: int,
+             rounds: int, shape: LlamaShape, wdtype: str, device: str, disk_page_cache: str) -> dict[str, Any]:
+    tms = res["timings"]
+    n_req = batch * rounds
+    ttft_ms = [t["ttft_s"] * 1e3 for t in tms for _ in range(batch)]
+    tpot_ms = [t["tpot_s"] * 1e3 for t in tms for _ in range(batch)] if new_tokens > 1 else []
+    return {
+        "requests": n_req,
+        "prompt_tokens": n_req * prompt_len,
+        "generated_tokens": n_req * new_tokens,
+        "duration_s": float(sum(t["t_end"] - t["t_start"] for t in tms)),
+        "latency": {"ttft_ms": latency_stats(ttft_ms), "tpot_ms": latency_stats(tpot_ms)},
+        "transformers": {
+            "offload": offload, "batch_size": batch, "prompt_len": prompt_len, "new_tokens": new_tokens,
+            "rounds": rounds, "layers": shape.layers, "shape": shape.name, "params": shape.params(),
+            "weight_bytes": res["weight_bytes"], "offloaded_layers": res["offloaded_layers"],
+            "offloaded_bytes": res["offloaded_bytes"], "offload_target": res["offload_target"],
+            "offload_write_s": res["offload_write_s"],
+            "disk_page_cache": disk_page_cache if offload == "disk" else None,
+            "kv_bytes_per_token": shape.kv_bytes_per_token(DTYPE_BYTES.get(wdtype, 2)),
+            "build_s": res["build_s"], "peak_gpu_memory_bytes": res["peak_gpu_memory_bytes"], "device": device,
+            "rounds_detail": [{"t_start_s": t["t_start"] - t0u, "t_first_s": t["t_first"] - t0u,
+                               "t_last_s": t["t_last"] - t0u, "t_end_s": t["t_end"] - t0u,
+                               "ttft_s": t["ttft_s"], "tpot_s": t["tpot_s"]} for t in tms],
+            "versions": res.get("versions", {}),
+        },
+    }
 
-    gc.collect()
-    if device.startswith("cuda"):
-        try:
-            import torch
 
-            torch.cuda.empty_cache()
-        except Exception:  # noqa: BLE001
-            pass
+def main(argv: list[str] | None = None) -> int:
+    """Worker entry point: ``python -m storagecarbon.engines.hf_transformers SPEC.json``."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m storagecarbon.engines.hf_transformers SPEC.json", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(args[0]).read_text())
+    res = run_worker(spec)
+    _write_json_atomic(Path(spec["result"]), res)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
