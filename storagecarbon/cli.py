@@ -265,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in LOOPBACK_ENV.items():
         os.environ.setdefault(k, v)
     try:
-        app(args=argv, prog_name="storagecarbon", standalone_mode=False)
+        rc = app(args=argv, prog_name="storagecarbon", standalone_mode=False)
+        if isinstance(rc, int):
+            return rc
     except StoragecarbonError as exc:
         err.print(f"[red]storagecarbon: error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
