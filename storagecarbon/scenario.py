@@ -80,6 +80,8 @@ PRESETS: dict[str, ModelDims] = {
                              head_dim=128, intermediate_size=13824, vocab_size=32000, params=13.0e9),
     "opt-30b": ModelDims(name="opt-30b", layers=48, hidden_size=7168, num_heads=56, num_kv_heads=56,
                          head_dim=128, intermediate_size=28672, vocab_size=50272, params=30.0e9),
+    "opt-175b": ModelDims(name="opt-175b", layers=96, hidden_size=12288, num_heads=96, num_kv_heads=96,
+                          head_dim=128, intermediate_size=49152, vocab_size=50272, params=175.0e9),
     "tiny-llama": ModelDims(name="tiny-llama", layers=2, hidden_size=128, num_heads=4, num_kv_heads=2,
                             head_dim=32, intermediate_size=256, vocab_size=1024),
 }
