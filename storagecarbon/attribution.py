@@ -124,6 +124,21 @@ def _lifetime(dev: DeviceBasis, rec: Device | None, inputs: CarbonInputs) -> Tri
     return Triple.of(rec.lifetime_years) if rec is not None else None
 
 
+def _occupancy_units_s(e: Any, rec: Device, usage: Usage, i: int) -> tuple[np.ndarray, str]:
+    """Unit-seconds a capacity device (DRAM, SSD, HDD) is held, per phase, and how we know."""
+    T = usage.phase_time_s
+    cap = e.capacity_bytes or rec.capacity_bytes
+    if usage.has.get((e.id, "resident_byte_s")) and cap:
+        units_s = usage.by_phase["resident_byte_s"][i] / cap
+        basis = "resident bytes / capacity (measured or modeled occupancy)"
+    elif e.reserved_bytes is not None and cap:
+        units_s = e.reserved_bytes / cap * T
+        basis = f"reserved {e.reserved_bytes / 1e9:.3g} GB / capacity"
+    else:
+        return np.full(len(T), np.nan), "missing: no occupancy reading"
+    return np.minimum(units_s, e.count * T), basis
+
+
 def attribute(usage: Usage, db: DeviceDB, inputs: CarbonInputs) -> Attribution:
     """Attribute usage to gCO2e (pure function of its arguments)."""
     rng = np.random.default_rng(inputs.seed)
@@ -165,6 +180,17 @@ def attribute(usage: Usage, db: DeviceDB, inputs: CarbonInputs) -> Attribution:
             op_j[i] = q["power_j"][i][:, None]
             b.energy = "measured: integrated power"
             b.power_source = "measured"
+        elif rec.kind in ("dram", "ssd", "hdd") and rec.idle_w is None and rec.active_w is not None:
+            # One power figure and no idle/active split (DRAM W per GB, CCF's SSD/HDD W per TB):
+            # an average draw, charged over the capacity-seconds the run holds (CCF's method)
+            held, _basis = _occupancy_units_s(e, rec, usage, i)
+            p_avg = Triple.of(rec.active_w)
+            assert p_avg is not None
+            held = np.nan_to_num(held)
+            op_j[i] = sample(p_avg, n, rng)[None, :] * held[:, None]
+            op_best_j[i] = p_avg.best * held
+            b.energy = f"modeled: average {rec.kind.upper()} power x capacity-time held (CCF per-capacity method)"
+            b.power_source = p_avg.source
         else:
             share = float(getattr(e, "share", 1.0) or 1.0)
             idle = Triple.of(rec.idle_w, scale=e.count * share)
@@ -212,18 +238,9 @@ def attribute(usage: Usage, db: DeviceDB, inputs: CarbonInputs) -> Attribution:
             b.occupancy = f"whole units: {e.count} x run time" if share == 1.0 else \
                 f"{e.count} unit(s) x share {share:.4g} x run time"
         else:
-            cap = e.capacity_bytes or rec.capacity_bytes
-            if usage.has.get((e.id, "resident_byte_s")) and cap:
-                units_s = q["resident_byte_s"][i] / cap
-                b.occupancy = "resident bytes / capacity (measured or modeled occupancy)"
-            elif e.reserved_bytes is not None and cap:
-                units_s = e.reserved_bytes / cap * T
-                b.occupancy = f"reserved {e.reserved_bytes / 1e9:.3g} GB / capacity"
-            else:
-                units_s = np.full(n_ph, np.nan)
-                b.occupancy = "missing: no occupancy reading"
+            units_s, b.occupancy = _occupancy_units_s(e, rec, usage, i)
+            if b.occupancy.startswith("missing"):
                 b.warnings.append(f"{e.id}: no occupancy (resident or reserved bytes); time-share embodied missing")
-            units_s = np.minimum(units_s, e.count * T) if np.all(np.isfinite(units_s)) else units_s
         time_share = np.nan_to_num(units_s)[:, None] / life_d[None, :] * te_d[None, :]  # [phase, draw]
         time_best = np.nan_to_num(units_s) / (life.best * SECONDS_PER_YEAR) * te_t.best * 1000
         wear = np.zeros_like(time_share)

@@ -218,12 +218,12 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     # ---- trace set-up
     devices = [DeviceEntry("gpu", "hbm", gpu.key, gpu.name, n_gpu, gpu.capacity_bytes)]
     specs = [("gpu", m, "model") for m in ("busy_s", "bytes_read", "bytes_written", "resident_bytes")]
-    for tier in ("host", "dram", "ssd", "hdd"):
+    for tier in ("host", "cpu", "dram", "ssd", "hdd"):
         if tier in hw:
             d = db.get(hw[tier].device)
             devices.append(DeviceEntry(tier, d.tier, d.key, d.name, hw[tier].count, d.capacity_bytes,
                                        share=hw[tier].share))
-            ms = ["busy_s"] if tier == "host" else ["busy_s", "bytes_read", "bytes_written", "resident_bytes"]
+            ms = ["busy_s"] if tier in ("host", "cpu") else ["busy_s", "bytes_read", "bytes_written", "resident_bytes"]
             specs += [(tier, m, "model") for m in ms]
     specs += [("workload", m, "model") for m in ("prompt_tokens", "generated_tokens", "requests_done")]
     channels = make_channels(specs)
@@ -276,6 +276,11 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
         t_off = weight_stream_s
         step = max(t_gpu, t_off) + (1 - k.overlap) * min(t_gpu, t_off) + k.step_overhead_s
         return step, max(0.0, step - t_gpu - k.step_overhead_s)
+
+    def add_host_busy(step: float) -> None:
+        for tier in ("host", "cpu"):
+            if tier in hw:
+                add(tier, "busy_s", hw[tier].count * step * k.host_busy_frac)
 
     def account_weight_stream() -> None:
         if w_dram:
@@ -370,7 +375,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             account_weight_stream()
             add("gpu", "bytes_read", w_hbm)
             add("gpu", "busy_s", n_gpu * (t_gpu * k.power_frac_prefill + io_wait * k.power_frac_io_wait))
-            add("host", "busy_s", hw["host"].count * step * k.host_busy_frac if "host" in hw else 0.0)
+            add_host_busy(step)
             t += step
             for q in admitted:
                 q["gen"] = 1
@@ -391,7 +396,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             add("gpu", "bytes_read", w_hbm + ctx * kvb)
             add("gpu", "bytes_written", B * kvb)
             add("gpu", "busy_s", n_gpu * (t_gpu * k.power_frac_decode + io_wait * k.power_frac_io_wait))
-            add("host", "busy_s", hw["host"].count * step * k.host_busy_frac if "host" in hw else 0.0)
+            add_host_busy(step)
             t += step
             add("workload", "generated_tokens", float(B))
             still = []

@@ -553,8 +553,9 @@ def compare(options: Sequence[Option], db: DeviceDB, *, draws: int = 2000, seed:
     metric = [r["per_1k"] if r["per_1k"] is not None else r["total"] for r in res]
     for i, j in itertools.combinations(range(len(options)), 2):
         d = metric[i] - metric[j]
-        p_i = float(np.mean(d < 0) + 0.5 * np.mean(d == 0))
-        pairs.append({"a": options[i].name, "b": options[j].name, "p_a_less": p_i, "p_b_less": 1.0 - p_i,
+        tie = 0.5 * float(np.mean(d == 0))
+        pairs.append({"a": options[i].name, "b": options[j].name, "p_a_less": float(np.mean(d < 0)) + tie,
+                      "p_b_less": float(np.mean(d > 0)) + tie,
                       "diff_per_1k_gco2e": bands(d),
                       "rel_diff": bands(d / np.maximum(np.abs(metric[j]), 1e-300)),
                       "diff_total_gco2e": bands(res[i]["total"] - res[j]["total"])})

@@ -32,12 +32,13 @@ class TierHardware(_Strict):
 class Hardware(_Strict):
     gpu: TierHardware | None = None
     host: TierHardware | None = None
+    cpu: TierHardware | None = Field(default=None, description="host CPUs (power and die embodied), beside the host chassis")
     dram: TierHardware | None = None
     ssd: TierHardware | None = None
     hdd: TierHardware | None = None
 
     def tiers(self) -> dict[str, TierHardware]:
-        return {k: v for k, v in (("gpu", self.gpu), ("host", self.host), ("dram", self.dram),
+        return {k: v for k, v in (("gpu", self.gpu), ("host", self.host), ("cpu", self.cpu), ("dram", self.dram),
                                    ("ssd", self.ssd), ("hdd", self.hdd)) if v is not None}
 
 
@@ -317,7 +318,7 @@ def _check_devices(scn: Scenario, doc: LocatedYaml, db: DeviceDB) -> None:
             close = difflib.get_close_matches(hw.device, list(db.devices), n=3, cutoff=0.3)
             raise ValidationError(doc.file, doc.line_of(path), f"hardware.{tier}.device",
                                   f"unknown device {hw.device!r} (closest known: {', '.join(close) or 'none'})")
-        want = {"gpu": ("gpu",), "host": ("host", "cpu"), "dram": ("dram",), "ssd": ("ssd",), "hdd": ("hdd",)}[tier]
+        want = {"gpu": ("gpu",), "host": ("host", "cpu"), "cpu": ("cpu",), "dram": ("dram",), "ssd": ("ssd",), "hdd": ("hdd",)}[tier]
         if dev.kind not in want:
             raise ValidationError(doc.file, doc.line_of(path), f"hardware.{tier}.device",
                                   f"{dev.key} is a {dev.kind}, not a {'/'.join(want)}")

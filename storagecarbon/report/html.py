@@ -171,7 +171,10 @@ def stacked_bars(groups: list[dict[str, Any]], *, title: str, ylabel: str = "gCO
                            f'<line class="band-cap" x1="{cx - 5:.1f}" x2="{cx + 5:.1f}" y1="{y1:.1f}" y2="{y1:.1f}" stroke="#222"/>'
                            f'<line class="band-cap" x1="{cx - 5:.1f}" x2="{cx + 5:.1f}" y1="{y2:.1f}" y2="{y2:.1f}" stroke="#222"/>')
             out.append("</g>")
-            if len(g["bars"]) > 1 or len(groups) == 1:
+            if len(groups) > 1:
+                lab = b.get("short", b["label"])[:4]
+                out.append(f'<text x="{cx:.1f}" y="{height - m["b"] + 14}" text-anchor="middle">{_e(lab)}</text>')
+            elif len(g["bars"]) > 1 or len(groups) == 1:
                 lab = b["label"] if len(b["label"]) <= 18 else b["label"][:17] + "…"
                 out.append(f'<text x="{cx:.1f}" y="{height - m["b"] + 14}" text-anchor="middle">{_e(lab)}</text>')
             i += 1
@@ -180,9 +183,11 @@ def stacked_bars(groups: list[dict[str, Any]], *, title: str, ylabel: str = "gCO
             out.append(f'<text x="{cx:.1f}" y="{height - m["b"] + 30}" text-anchor="middle" style="font-weight:600">{_e(g["name"])}</text>')
         i += 1
     out.append("</svg>")
+    shorts = {b["short"]: b["label"] for b in bars if "short" in b}
     legend = (f'<div class="legend"><span><i class="sw" style="background:{EMB}"></i>embodied (P50)</span>'
               f'<span><i class="sw" style="background:{OP}"></i>operational (P50)</span>'
-              f'<span>│ whisker: total P5–P95</span></div>')
+              f'<span>│ whisker: total P5–P95</span>'
+              + "".join(f"<span>{_e(k)} = {_e(v)}</span>" for k, v in shorts.items()) + "</div>")
     return "".join(out) + legend
 
 
@@ -474,7 +479,7 @@ def _compare_section(cmp: dict[str, Any]) -> str:
         for o in opts:
             row = next((r for r in o["tiers"] if r["tier"] == t), None)
             if row and row.get("present"):
-                gb.append({"label": o["name"], "emb": row["embodied_gco2e"]["p50"], "op": row["operational_gco2e"]["p50"],
+                gb.append({"label": o["name"], "short": f"#{opts.index(o) + 1}", "emb": row["embodied_gco2e"]["p50"], "op": row["operational_gco2e"]["p50"],
                            "lo": row["total_gco2e"]["p5"], "hi": row["total_gco2e"]["p95"]})
         if gb:
             groups.append({"name": t, "bars": gb})
