@@ -126,6 +126,10 @@ def record(
     out_file: Path = typer.Option(Path("reports/record/trace.arrows"), "--out", help="trace file to write"),
     hz: float = typer.Option(10.0, "--hz", help="sampling rate"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="kill the command's process group after this many s"),
+    disk_path: Optional[Path] = typer.Option(None, "--disk-path", help="a directory on the disk the run writes to "
+                                                                       "(default: the current directory)"),
+    vllm_url: Optional[str] = typer.Option(None, "--vllm-url", help="a served vLLM's metrics URL on loopback, e.g. "
+                                                                    "http://127.0.0.1:8000/metrics (token counts)"),
     db_dir: Optional[Path] = DbOpt,
 ) -> None:
     """Record any command: [bold]storagecarbon record -- vllm serve …[/]. Then `storagecarbon report TRACE`."""
@@ -138,7 +142,11 @@ def record(
     if not argv:
         raise StoragecarbonError("record: give the command after --, e.g. storagecarbon record -- python serve.py")
     scn = load_scenario(scenario, _db(db_dir)) if scenario else None
-    rc = record_command(argv, out_file, scenario=scn, hz=hz, timeout_s=timeout, env=dict(LOOPBACK_ENV))
+    rc = record_command(argv, out_file, scenario=scn, hz=hz, timeout_s=timeout, env=dict(LOOPBACK_ENV),
+                        disk_path=disk_path, vllm_url=vllm_url, db=_db(db_dir))
+    if scn is None:
+        err.print("[dim]no --scenario: host and DRAM have no device_db record, so their carbon is missing "
+                  "(pass --scenario to name the hardware)[/]")
     err.print(f"trace written to {out_file} (command exit code {rc}); next: storagecarbon report {out_file}")
     raise typer.Exit(rc)
 
