@@ -254,11 +254,15 @@ def attribute(usage: Usage, db: DeviceDB, inputs: CarbonInputs) -> Attribution:
             wear = written[:, None] / tbw_d[None, :] * per_unit_te[None, :]
             wear_best = written / (tbw.best * 1e12) * te_t.best * 1000
         elif rec.kind == "ssd" and inputs.allocation == "wear":
-            b.warnings.append(f"{e.id}: no endurance rating; wear share missing")
+            b.warnings.append(f"{e.id}: no endurance rating; charged by time share instead of wear")
         if inputs.allocation == "time":
             emb[i], emb_best[i] = time_share, time_best
         elif inputs.allocation == "wear":
-            emb[i], emb_best[i] = wear, wear_best
+            # wear applies to rated flash; every other device is still charged by time share
+            if rec.kind == "ssd" and rec.endurance_tbw is not None:
+                emb[i], emb_best[i] = wear, wear_best
+            else:
+                emb[i], emb_best[i] = time_share, time_best
         else:
             won = wear.sum(axis=0) > time_share.sum(axis=0)  # per draw, device-level choice
             emb[i] = np.where(won[None, :], wear, time_share)

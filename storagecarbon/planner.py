@@ -30,22 +30,23 @@ import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .attribution import J_PER_KWH, SECONDS_PER_YEAR, UNIT_KINDS, Triple
-from .devicedb import Device, DeviceDB
+from .devicedb import DeviceDB
 from .errors import StoragecarbonError, ValidationError
 from .perfmodel import ModelConstants, _lengths, load_constants
-from .scenario import Scenario, Slo
+from .scenario import Scenario
 from .yamlio import LocatedYaml, load_yaml, validate
 
 PLAN_VERSION = 1
 COMPARE_VERSION = 1
-SLOTS = ("gpu", "host", "dram", "ssd", "hdd")
-SLOT_TIER = {"gpu": "hbm", "host": "host", "dram": "dram", "ssd": "ssd", "hdd": "hdd"}
+SLOTS = ("gpu", "host", "cpu", "dram", "ssd", "hdd")
+SLOT_TIER = {"gpu": "hbm", "host": "host", "cpu": "host", "dram": "dram", "ssd": "ssd", "hdd": "hdd"}
+CAPACITY_KINDS = ("dram", "ssd", "hdd")
 
 
 # =========================================================================== sampling
@@ -212,6 +213,7 @@ class KeyDraws:
     sources: dict[str, str]
     no_idle: bool = False
     no_power: bool = False
+    avg_w: np.ndarray | None = None   # capacity device with one average power figure (per unit held)
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,11 @@ class World:
         missing, sources = [], {}
         idle = self.idle_overrides.get(rec.key) or Triple.of(rec.idle_w)
         act = Triple.of(rec.active_w)
-        if idle is None and act is None:
+        avg = None
+        if rec.kind in CAPACITY_KINDS and idle is None and act is not None:
+            # as attribute(): one average figure, charged over the capacity-seconds held (CCF method)
+            avg = logtri_ppf(act, u[1])
+        elif idle is None and act is None:
             missing.append(f"{rec.key}: no idle/active power in device_db; operational energy missing")
         elif idle is None:
             missing.append(f"{rec.key}: idle power missing in device_db; idle energy not counted")
@@ -281,8 +287,10 @@ class World:
         tbw_d = None
         if rec.kind == "ssd" and rec.endurance_tbw is not None:
             tbw_d = logtri_ppf(Triple.of(rec.endurance_tbw), u[4]) * 1e12  # type: ignore[arg-type]
+        if avg is not None:
+            idle_d = act_d = np.zeros(n)
         kd = KeyDraws(rec.key, rec.kind, idle_d, act_d - idle_d, te_d, life_d, tbw_d, missing, sources,
-                      no_idle=idle is None, no_power=idle is None and act is None)
+                      no_idle=idle is None and avg is None, no_power=idle is None and act is None, avg_w=avg)
         self._keys[key] = kd
         return kd
 
@@ -343,6 +351,7 @@ class DeviceUse:
     flash_written_b: float = 0.0
     measured_j: float | None = None
     life_years: float | None = None
+    share: float = 1.0             # SCI resource share of each unit (unit devices)
 
 
 def device_carbon(uses: Sequence[DeviceUse], world: World, allocation: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -359,8 +368,10 @@ def device_carbon(uses: Sequence[DeviceUse], world: World, allocation: str) -> t
         warnings.extend(f"{u.id}: {m}" for m in kd.missing)
         if u.measured_j is not None:
             opj[i] = u.measured_j
+        elif kd.avg_w is not None:
+            opj[i] = kd.avg_w * (u.units_s or 0.0)
         else:
-            opj[i] = u.count * u.duration_s * kd.idle_w + u.busy_s * kd.dyn_w
+            opj[i] = u.share * (u.count * u.duration_s * kd.idle_w + u.busy_s * kd.dyn_w)
         if kd.te_g is None:
             continue
         if u.units_s is None:
@@ -375,7 +386,8 @@ def device_carbon(uses: Sequence[DeviceUse], world: World, allocation: str) -> t
         if allocation == "time":
             emb[i] = time
         elif allocation == "wear":
-            emb[i] = wear  # as attribute(): under "wear" only flash wear is counted
+            # as attribute(): rated flash by wear, every other device by time share
+            emb[i] = wear if (kd.kind == "ssd" and kd.tbw_b is not None) else time
         else:
             emb[i] = np.where(wear > time, wear, time)
     return emb, opj, warnings
@@ -412,8 +424,13 @@ def uses_from_usage(usage: Any, db: DeviceDB, lifetime_overrides: dict[str, floa
         elif usage.has.get((e.id, "power_j")):
             measured = float(q["power_j"][i].sum())
         units: float | None
+        share = float(getattr(e, "share", 1.0) or 1.0)
+        busy = float(q["busy_s"][i].sum())
         if rec is not None and rec.kind in UNIT_KINDS:
-            units = e.count * T
+            units = e.count * share * T
+            if not usage.has.get((e.id, "busy_s")) and usage.has.get((e.id, "cpu_time_s")):
+                cpus = float((usage.header.host or {}).get("cpu_count") or 1)
+                busy = float((np.minimum(q["cpu_time_s"][i] / cpus, usage.phase_time_s) * e.count).sum())
         else:
             cap = e.capacity_bytes or (rec.capacity_bytes if rec else None)
             if usage.has.get((e.id, "resident_byte_s")) and cap:
@@ -429,8 +446,8 @@ def uses_from_usage(usage: Any, db: DeviceDB, lifetime_overrides: dict[str, floa
             if k is not None and k in lifetime_overrides:
                 life = float(lifetime_overrides[k])
                 break
-        out.append(DeviceUse(e.id, e.tier, rec.key if rec else e.db_key, e.count, T,
-                             float(q["busy_s"][i].sum()), units, written, measured, life))
+        out.append(DeviceUse(e.id, e.tier, rec.key if rec else e.db_key, e.count, T, busy, units, written, measured,
+                             life, share))
     return out
 
 
@@ -910,6 +927,10 @@ class HwConfigs:
     max_seqs: np.ndarray
     host: str | None
     n_host: int
+    host_share: float = 1.0
+    cpu: str | None = None
+    n_cpu: int = 0
+    cpu_share: float = 1.0
 
     def __len__(self) -> int:
         return len(self.gpu)
@@ -939,6 +960,7 @@ class HwConfigs:
         w = self.w_frac[i]
         return {"gpu": {"device": self.gpu[i], "count": int(self.n_gpu[i])},
                 "host": {"device": self.host, "count": self.n_host} if self.host else None,
+                "cpu": {"device": self.cpu, "count": self.n_cpu} if self.cpu else None,
                 "dram": {"device": self.dram[i], "count": int(self.n_dram[i])} if self.dram[i] else None,
                 "ssd": {"device": self.ssd[i], "count": int(self.n_ssd[i])} if self.ssd[i] else None,
                 "hdd": {"device": self.hdd[i], "count": int(self.n_hdd[i])} if self.hdd[i] else None,
@@ -950,6 +972,17 @@ class HwConfigs:
 def _tier_of(scn: Scenario, tier: str) -> tuple[str, int] | None:
     hw = scn.hardware.tiers().get(tier)
     return (hw.device, hw.count) if hw else None
+
+
+def _platform(scn: Scenario, db: DeviceDB) -> dict[str, Any]:
+    """The base scenario's host chassis and host CPUs (fixed across a sweep)."""
+    out: dict[str, Any] = {}
+    for slot in ("host", "cpu"):
+        hw = scn.hardware.tiers().get(slot)
+        out[slot] = db.get(hw.device).key if hw else None
+        out[f"n_{slot}"] = hw.count if hw else 0
+        out[f"{slot}_share"] = float(getattr(hw, "share", 1.0) or 1.0) if hw else 1.0
+    return out
 
 
 def expand_sweep(base: Scenario, sw: Sweep, db: DeviceDB) -> HwConfigs:
@@ -979,7 +1012,6 @@ def expand_sweep(base: Scenario, sw: Sweep, db: DeviceDB) -> HwConfigs:
     utils = sw.gpu_memory_utilization or [pl.gpu_memory_utilization]
     seqs = sw.max_num_seqs or [base.engine.max_num_seqs]
     combos = list(itertools.product(gpus, weights, drams, ssds, hdds, cpus, disks, utils, seqs))
-    host = _tier_of(base, "host")
     H = len(combos)
     cfg = HwConfigs(
         gpu=[c[0][0] for c in combos], n_gpu=np.array([c[0][1] for c in combos], dtype=np.float64),
@@ -989,7 +1021,7 @@ def expand_sweep(base: Scenario, sw: Sweep, db: DeviceDB) -> HwConfigs:
         hdd=[c[4][0] for c in combos], n_hdd=np.array([c[4][1] for c in combos], dtype=np.float64),
         cpu_gb=np.array([c[5] for c in combos], dtype=np.float64), disk_gb=np.array([c[6] for c in combos], dtype=np.float64),
         util=np.array([c[7] for c in combos], dtype=np.float64), max_seqs=np.array([c[8] for c in combos], dtype=np.float64),
-        host=db.get(host[0]).key if host else None, n_host=host[1] if host else 0)
+        **_platform(base, db))
     return cfg
 
 
@@ -1006,7 +1038,6 @@ def configs_from_scenarios(scns: Sequence[Scenario], db: DeviceDB) -> HwConfigs:
                      pl.kv.local_cpu.size_gb if pl.kv.local_cpu and pl.kv.local_cpu.enabled else 0.0,
                      pl.kv.local_disk.size_gb if pl.kv.local_disk and pl.kv.local_disk.enabled else 0.0,
                      pl.gpu_memory_utilization, s.engine.max_num_seqs))
-    host = _tier_of(scns[0], "host")
     H = len(rows)
     return HwConfigs(
         gpu=[r[0][0] for r in rows], n_gpu=np.array([r[0][1] for r in rows], float),
@@ -1016,7 +1047,7 @@ def configs_from_scenarios(scns: Sequence[Scenario], db: DeviceDB) -> HwConfigs:
         hdd=[r[4][0] for r in rows], n_hdd=np.array([r[4][1] for r in rows], float),
         cpu_gb=np.array([r[5] for r in rows], float), disk_gb=np.array([r[6] for r in rows], float),
         util=np.array([r[7] for r in rows], float), max_seqs=np.array([r[8] for r in rows], float),
-        host=db.get(host[0]).key if host else None, n_host=host[1] if host else 0)
+        **_platform(scns[0], db))
 
 
 # =========================================================================== analytic model
@@ -1404,6 +1435,7 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     gpu_busy = n * (n_dec * (tg_d * k.power_frac_decode + iow_d * k.power_frac_io_wait)
                     + n_pf * (tg_pf * k.power_frac_prefill + iow_pf * k.power_frac_io_wait))
     host_busy = cfg.n_host * busy_time * k.host_busy_frac
+    cpu_busy = cfg.n_cpu * busy_time * k.host_busy_frac
     dram_busy = steps * np.where(w_dram > 0, w_dram / safe(dram_bw), 0) + \
         np.where(cpu_on, (c_cpu + c_miss) * cb / safe(dram_bw), 0)
     ssd_busy = steps * np.where(w_ssd > 0, w_ssd / safe(ssd_r) * cfg.n_ssd, 0)
@@ -1422,12 +1454,13 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
 
     units = {
         "gpu": n * D,
-        "host": np.full(H, float(cfg.n_host)) * D,
+        "host": np.full(H, float(cfg.n_host) * cfg.host_share) * D,
+        "cpu": np.full(H, float(cfg.n_cpu) * cfg.cpu_share) * D,
         "dram": occ(w_dram + np.where(cpu_on, cfg.cpu_gb * 1e9, 0), cfg.dram, cfg.n_dram),
         "ssd": occ(w_ssd + np.where(disk_on_ssd, fill_mean, 0), cfg.ssd, cfg.n_ssd),
         "hdd": occ(w_hdd + np.where(~disk_on_ssd, fill_mean, 0), cfg.hdd, cfg.n_hdd),
     }
-    busy = {"gpu": gpu_busy, "host": host_busy, "dram": dram_busy, "ssd": ssd_busy, "hdd": hdd_busy}
+    busy = {"gpu": gpu_busy, "host": host_busy, "cpu": cpu_busy, "dram": dram_busy, "ssd": ssd_busy, "hdd": hdd_busy}
     written = {"ssd": np.where(disk_on_ssd, written_disk, 0.0), "hdd": np.where(~disk_on_ssd, written_disk, 0.0)}
     bad = ~feasible
     for arr_ in (duration, ttft_p90, tpot_p90):
@@ -1445,6 +1478,7 @@ class _KeyTable:
     idle: np.ndarray     # [K, D]
     dyn: np.ndarray
     wear: np.ndarray     # TE / TBW, g per byte (0 when none)
+    avg: np.ndarray      # average power per unit held (capacity devices with one figure), W
     missing_emb: np.ndarray
     missing_power: np.ndarray
 
@@ -1456,16 +1490,19 @@ def _key_table(world: World, keys: Sequence[str]) -> _KeyTable:
     idle = np.zeros((K, D))
     dyn = np.zeros((K, D))
     wear = np.zeros((K, D))
+    avg = np.zeros((K, D))
     me = np.zeros(K, dtype=bool)
     mp = np.zeros(K, dtype=bool)
     for i, key in enumerate(uniq):
         kd = world.key(key)
         idle[i], dyn[i] = kd.idle_w, kd.dyn_w
+        if kd.avg_w is not None:
+            avg[i] = kd.avg_w
         if kd.te_g is not None and kd.tbw_b is not None:
             wear[i] = kd.te_g / kd.tbw_b
         me[i] = kd.te_g is None
-        mp[i] = not np.any(kd.idle_w) and not np.any(kd.dyn_w)
-    return _KeyTable(uniq, idle, dyn, wear, me, mp)
+        mp[i] = kd.no_power
+    return _KeyTable(uniq, idle, dyn, wear, avg, me, mp)
 
 
 def _life_for(slot: str, key: str | None, variant: LifetimeVariant) -> float | None:
@@ -1484,12 +1521,15 @@ def plan_carbon(perf: PerfResult, cfg: HwConfigs, world: World, grids: Sequence[
     the share of draws in which each configuration is the lowest among ``candidate`` ones.
     """
     H, Lv, G, Dr = len(cfg), len(lifetimes), len(grids), world.draws
-    slot_keys = {"gpu": cfg.gpu, "host": [cfg.host] * H, "dram": cfg.dram, "ssd": cfg.ssd, "hdd": cfg.hdd}
+    slot_keys = {"gpu": cfg.gpu, "host": [cfg.host] * H, "cpu": [cfg.cpu] * H, "dram": cfg.dram, "ssd": cfg.ssd,
+                 "hdd": cfg.hdd}
     all_keys = [k for s in SLOTS for k in slot_keys[s] if k is not None]
     tab = _key_table(world, all_keys)
     kidx = {k: i for i, k in enumerate(tab.keys)}
     absent = len(tab.keys)
-    counts = {"gpu": cfg.n_gpu, "host": np.full(H, float(cfg.n_host)), "dram": cfg.n_dram, "ssd": cfg.n_ssd, "hdd": cfg.n_hdd}
+    counts = {"gpu": cfg.n_gpu, "host": np.full(H, float(cfg.n_host)), "cpu": np.full(H, float(cfg.n_cpu)),
+              "dram": cfg.n_dram, "ssd": cfg.n_ssd, "hdd": cfg.n_hdd}
+    shares = {"host": cfg.host_share, "cpu": cfg.cpu_share}
     idx = {s: np.array([kidx[k] if k is not None else absent for k in slot_keys[s]]) for s in SLOTS}
     # ratio table per (key, lifetime variant, slot)
     ratio_rows: list[np.ndarray] = []
@@ -1524,6 +1564,7 @@ def plan_carbon(perf: PerfResult, cfg: HwConfigs, world: World, grids: Sequence[
     best_idx = np.full((Lv, G, Dr), -1, dtype=np.int64)
     cand = perf.feasible if candidate is None else candidate & perf.feasible
     feas_idx = np.flatnonzero(perf.feasible)
+    chunk = max(8, min(chunk, int(8e6 // max(Lv * G * Dr, 1))))  # bounds memory: ~8e6 cells per array
     for a in range(0, len(feas_idx), chunk):
         hs = feas_idx[a:a + chunk]
         opj = np.zeros((len(hs), Dr))
@@ -1531,17 +1572,20 @@ def plan_carbon(perf: PerfResult, cfg: HwConfigs, world: World, grids: Sequence[
         for s in SLOTS:
             ki = idx[s][hs]
             cnt = counts[s][hs]
-            opj += (cnt * D_s[hs])[:, None] * tab.idle[ki] + perf.busy[s][hs][:, None] * tab.dyn[ki]
             units = perf.units_s[s][hs]
+            sh = shares.get(s, 1.0)
+            opj += sh * ((cnt * D_s[hs])[:, None] * tab.idle[ki] + perf.busy[s][hs][:, None] * tab.dyn[ki]) \
+                + units[:, None] * tab.avg[ki]
             time = units[:, None, None] * R[ridx[s][hs]]          # [h, L, D]
             if s in ("ssd", "hdd") and allocation in ("wear", "max"):
                 wear = (perf.flash_written_b[s][hs][:, None] * tab.wear[ki])[:, None, :]
                 if allocation == "wear":
-                    emb += np.broadcast_to(wear, time.shape)
+                    # as attribute(): rated flash by wear, other devices by time share
+                    rated = np.broadcast_to((np.asarray(tab.wear[ki]) > 0).reshape(len(ki), -1).any(axis=1)[:, None, None],
+                                            time.shape)
+                    emb += np.where(rated, np.broadcast_to(wear, time.shape), time)
                 else:
                     emb += np.maximum(time, wear)
-            elif allocation == "wear":
-                pass  # as attribute(): only flash wear counts under "wear"
             else:
                 emb += time
         op = opj[:, None, :] * cif[None, :, :]                       # [h, G, D]
@@ -1631,7 +1675,7 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
     # configurations whose data is incomplete (a device without embodied figure, a GPU without
     # idle or any power figure) are evaluated and shown but never recommended
     why_incomplete: dict[str, str] = {}
-    for kk in set(cfg.gpu) | {x for x in cfg.dram + cfg.ssd + cfg.hdd + [cfg.host] if x}:
+    for kk in set(cfg.gpu) | {x for x in cfg.dram + cfg.ssd + cfg.hdd + [cfg.host, cfg.cpu] if x}:
         kd = world.key(kk)
         if kd.te_g is None:
             why_incomplete[kk] = f"{kk}: no embodied figure in device_db"
@@ -1639,7 +1683,7 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
             why_incomplete[kk] = f"{kk}: no power figures in device_db"
         elif kk in cfg.gpu and kd.no_idle:
             why_incomplete[kk] = f"{kk}: no idle power in device_db (idle energy would be left out; give device_overrides.idle_w)"
-    incomplete_reason = [next((why_incomplete[x] for x in (cfg.gpu[h], cfg.host, cfg.dram[h], cfg.ssd[h], cfg.hdd[h])
+    incomplete_reason = [next((why_incomplete[x] for x in (cfg.gpu[h], cfg.host, cfg.cpu, cfg.dram[h], cfg.ssd[h], cfg.hdd[h])
                                if x and x in why_incomplete), "") for h in range(len(cfg))]
     incomplete = np.array([bool(r) for r in incomplete_reason])
     eligible = slo_ok & ~incomplete
@@ -1746,8 +1790,8 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
     scatter = {"grid": dg, "lifetime": lifetimes[0].name,
                "id": [cid(int(h), 0, gsel) for h in fe], "label": [cfg.label(int(h)) for h in fe],
                "gpu": [cfg.gpu[int(h)] for h in fe],
-               "tpot_p90_ms": [round(float(perf.tpot_p90_ms[h]), 3) for h in fe],
-               "ttft_p90_ms": [round(float(perf.ttft_p90_ms[h]), 3) for h in fe],
+               "tpot_p90_ms": [float(perf.tpot_p90_ms[h]) for h in fe],
+               "ttft_p90_ms": [float(perf.ttft_p90_ms[h]) for h in fe],
                "p50": [float(P50[h, 0, gsel]) for h in fe], "p95": [float(car["q"][h, 0, gsel, 2]) for h in fe],
                "emb_p50": [float(car["emb"][h, 0, 1]) for h in fe], "op_p50": [float(car["op"][h, gsel, 1]) for h in fe],
                "slo_met": [bool(slo_ok[h]) for h in fe]}

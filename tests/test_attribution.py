@@ -118,3 +118,10 @@ def test_conservation_property(tmp_path_factory, db, n, dt, split, writes, seed,
     # phases sum to the run at central values too
     np.testing.assert_allclose(a.embodied_best_g.sum(), a.embodied_best_g.sum(axis=0).sum())
     assert a.usage.phase_time_s.sum() == pytest.approx(a.usage.duration_s, rel=1e-9, abs=1e-9)
+
+
+def test_wear_policy_still_charges_non_flash_by_time(tmp_path, db):
+    inp = CarbonInputs(Triple.fixed(400, "t"), Triple.fixed(1.0, "t"), allocation="wear", draws=100)
+    a = attribute(aggregate(write_trace(tmp_path / "w.arrows")), db, inp)
+    gpu = [i for i, d in enumerate(a.devices) if d.id == "gpu0"][0]
+    assert a.embodied_best_g[gpu].sum() > 0

@@ -13,8 +13,6 @@ from storagecarbon.cli import main
 from storagecarbon.errors import ValidationError
 from storagecarbon.scenario import load_scenario, parse_scenario
 
-US = "region:us"
-
 
 def _option(db, name, *, gpu_busy=1000.0, duration=1000.0, n_gpu=2, tokens=100_000, region="us", ssd_written=0.0,
             extra=()):
@@ -132,9 +130,6 @@ def test_cli_compare_json(root, capsys):
 
 
 # ---------------------------------------------------------------------------------- analytic model
-BASE = None
-
-
 def _variant(root, name, **kw):
     d = yaml.safe_load((root / "scenarios/llama70b_offload.yaml").read_text())
     d = copy.deepcopy(d)

@@ -207,9 +207,6 @@ def scatter(points: dict[str, list], *, x: str, y: str, title: str, xlabel: str,
         xhi = max(xhi, vline)
         xlo = min(xlo, vline)
     ylo, yhi = float(ys_[ok].min()), float(ys_[ok].max())
-    for _, idx, _ in fronts:
-        for i in idx:
-            pass
     pad = (yhi - ylo) * 0.06 or abs(yhi) * 0.1 or 1.0
     if logx:
         xs = _Scale(xlo * 0.9, xhi * 1.1, m["l"], width - m["r"], log=True)
@@ -316,7 +313,14 @@ def trace_series(trace_path: str | Path, bins: int = 240) -> dict[str, Any]:
                         except Exception:  # noqa: BLE001 - a report renders without the device_db
                             db = False
                     rec = db.resolve(dev.db_key) if db else None
-                    if rec is not None and (rec.idle_w is not None or rec.active_w is not None):
+                    res = tr.series(dev.id, "resident_bytes")
+                    cap = dev.capacity_bytes or (rec.capacity_bytes if rec else None)
+                    if rec is not None and rec.kind in ("dram", "ssd", "hdd") and rec.idle_w is None \
+                            and rec.active_w is not None and res is not None and cap:
+                        held = np.minimum(_rate(res[0], res[1], edges, False) / cap, dev.count)
+                        power[dev.id] = (rec.active_w.central * held).tolist()
+                        basis[dev.id] = "modeled: average power x capacity held (CCF per-capacity method), device_db power"
+                    elif rec is not None and (rec.idle_w is not None or rec.active_w is not None):
                         idle = rec.idle_w.central if rec.idle_w else 0.0
                         act = rec.active_w.central if rec.active_w else idle
                         busy = _rate(s[0], s[1], edges, True)  # unit-seconds per second
@@ -445,9 +449,9 @@ def _profile_section(rep: dict[str, Any], trace_path: str | Path | None) -> str:
             out.append(line_chart(ts["t"], ts["power_w"], title="power per device (W)", ylabel="W"))
             if ts["power_basis"]:
                 out.append('<p class="note">' + "; ".join(f"{_e(k)}: {_e(v)}" for k, v in ts["power_basis"].items()) + "</p>")
-            mb = lambda v: _fmt_tick(v / 1e6)  # noqa: E731
-            out.append(line_chart(ts["t"], ts["read_bps"], title="read rate per device (MB/s)", ylabel="MB/s", yfmt=mb))
-            out.append(line_chart(ts["t"], ts["write_bps"], title="write rate per device (MB/s)", ylabel="MB/s", yfmt=mb))
+            bps = lambda v: fmt_bytes(v) + "/s" if v else "0"  # noqa: E731
+            out.append(line_chart(ts["t"], ts["read_bps"], title="read rate per device", ylabel="bytes/s", yfmt=bps))
+            out.append(line_chart(ts["t"], ts["write_bps"], title="write rate per device", ylabel="bytes/s", yfmt=bps))
     a = rep.get("assumptions") or {}
     out.append(_sources_block(rep.get("sources") or {}, {
         "grid gCO2e/kWh": a.get("grid_gco2e_per_kwh"), "PUE": a.get("pue"), "allocation": a.get("allocation"),
