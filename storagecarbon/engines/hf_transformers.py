@@ -20,7 +20,8 @@ that users of this stack actually use:
 
 A run is ``rounds = ceil(workload.requests / batch_size)`` batches of ``batch_size`` prompts of
 ``workload.prompt_tokens.mean`` random token ids, each generating exactly
-``workload.output_tokens.mean`` tokens (greedy, no EOS), after one warm-up batch. The project's
+``workload.output_tokens.mean`` tokens (greedy, no EOS), after one warm-up batch of the same shape
+(two tokens only for disk offload). The project's
 :class:`~storagecarbon.recorder.Recorder` samples NVML (energy, power, utilisation, HBM use,
 PCIe), ``/proc/diskstats``, the process's IO and resident memory, and the token counters of this
 loop, all through :func:`storagecarbon.recorder.default_sensors`. Markers: ``phase_start/phase_end``
@@ -439,12 +440,14 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     timings: list[BatchTiming] = []
     try:
         kv_off = offload == "kv-cpu"
-        # warm-up (kernels, allocator, cuBLAS heuristics); the weight-streaming modes warm up small
+        # warm-up: one whole batch of the measured shape, so that kernels, cuBLAS heuristics and the
+        # caching allocator (the KV cache grows by one token per step) are warm for every decode
+        # length; a short warm-up left the first measured batch 2-4x slower per token. Disk offload,
+        # where each step is seconds of IO, warms up with two tokens of the measured batch shape.
         marker("phase_start", "warmup")
-        streaming = offload in ("cpu", "disk")
-        w_ids = random_prompts(1 if streaming else batch, min(prompt_len, 16) if streaming else prompt_len,
-                               shape.vocab_size, seed + 999, device)
-        run_batch(built, w_ids, 1 if streaming else 2, kv_offload=kv_off)
+        w_ids = random_prompts(batch, prompt_len, shape.vocab_size, seed + 999, device)
+        run_batch(built, w_ids, min(new_tokens, 2) if offload == "disk" else new_tokens, kv_offload=kv_off)
+        del w_ids
         marker("phase_end", "warmup")
         for r in range(rounds):
             ids = random_prompts(batch, prompt_len, shape.vocab_size, seed + r, device)
@@ -593,7 +596,7 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
         notes.append("disk offload measured cold: the offload files' page cache is dropped before every forward step"
                      if disk_page_cache == "drop" else "disk offload measured warm: page cache kept")
     notes.append(f"transformers engine: random weights (normal, std {INIT_STD}), greedy decoding of exactly "
-                 f"{new_tokens} tokens per prompt, {rounds} batch(es) of {batch} after one warm-up batch; "
+                 f"{new_tokens} tokens per prompt, {rounds} batch(es) of {batch} after one warm-up batch of the same shape; "
                  f"generate loop in a child process, recorder in the parent")
     header_base = {"devices": devices, "notes": notes, "scenario": scn.model_dump(mode="json"),
                    "host": host_extra}

@@ -1,0 +1,608 @@
+"""``storagecarbon calibrate TRACE...``: fit the performance model's constants to measured runs.
+
+For every measured trace of the transformers engine (``engine: transformers``; the footer's
+``transformers`` block says what ran) the **modeled equivalent** is built from the trace's own
+scenario echo: one batch of ``batch_size`` requests, all arriving at t = 0, ``max_num_seqs =
+batch_size``, fixed prompt and output lengths, the weight placement that actually ran (the
+offloaded bytes over the weight bytes, to DRAM for ``cpu`` and to the SSD tier for ``disk``), and
+the number of GPUs NVML saw. :func:`storagecarbon.perfmodel.run_model` then predicts, for any
+candidate :class:`~storagecarbon.perfmodel.ModelConstants`:
+
+* TTFT and TPOT (the model's first batch vs the mean over the measured batches);
+* GPU energy per generated token, as attribution computes it for a modeled trace:
+  ``idle_w x count x T + (active_w - idle_w) x busy_s`` (device_db central values), against the
+  measured NVML energy of the prefill and decode phases over the generated tokens.
+
+The fit is least squares on log(modeled / measured) (relative errors, symmetric):
+
+1. timing constants (``hbm_efficiency``, ``compute_efficiency``, ``step_overhead_s``, and where
+   the fitted traces exercise them ``pcie_gbps``, ``overlap``, ``disk_efficiency``,
+   ``tp_efficiency``, plus any constant the model gains later that :data:`FIT_BOUNDS` knows) by a
+   bounded Nelder-Mead (written here: scipy is not a dependency) on TTFT and TPOT, started from
+   closed-form guesses and restarted once;
+2. power fractions (``power_frac_prefill``, ``power_frac_decode``, ``power_frac_io_wait``) with
+   the timing fixed: modeled GPU energy is linear in them, so three model runs per trace give
+   the coefficients and a bounded linear least squares gives the fractions.
+
+Constants no fitted trace can inform keep their defaults and are listed as such. Traces matched
+by ``--holdout`` are evaluated with the fitted constants but not used in the fit. The output
+file has ``constants:`` (read by :func:`storagecarbon.perfmodel.load_constants`), the residuals
+of every trace, the traces used (with sha256) and the machine they came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import fnmatch
+import gzip
+import hashlib
+import math
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .errors import StoragecarbonError
+
+# bounds of every constant the fit may move: (low, high)
+FIT_BOUNDS: dict[str, tuple[float, float]] = {
+    "hbm_efficiency": (0.02, 1.0),
+    "compute_efficiency": (0.02, 1.0),
+    "pcie_gbps": (0.2, 128.0),
+    "disk_efficiency": (0.02, 10.0),
+    "overlap": (0.0, 1.0),
+    "tp_efficiency": (0.2, 1.0),
+    "step_overhead_s": (0.0, 1.0),
+    # constants a later performance model may add (fitted when ModelConstants has them)
+    "layer_overhead_s": (0.0, 0.05),
+    "kv_offload_overlap": (0.0, 1.0),
+}
+POWER_FRACS = ("power_frac_prefill", "power_frac_decode", "power_frac_io_wait")
+POWER_BOUNDS = (0.0, 4.0)
+METRICS = ("ttft_ms", "tpot_ms", "gpu_j_per_token")
+
+
+# ------------------------------------------------------------------------------ observations
+@dataclass
+class Observation:
+    """One measured run and the scenario of its modeled equivalent."""
+
+    name: str
+    path: str
+    scenario: Any                          # storagecarbon.scenario.Scenario
+    offload: str
+    n_gpu: int
+    measured: dict[str, float]             # METRICS -> value
+    sha256: str = ""
+    machine: dict[str, Any] = field(default_factory=dict)
+    held_out: bool = False
+
+
+def _open_trace_file(path: Path, tmp: Path) -> Path:
+    """A readable trace path: ``.gz`` traces are decompressed into ``tmp``."""
+    if path.suffix == ".gz":
+        out = tmp / path.stem
+        with gzip.open(path, "rb") as fi, open(out, "wb") as fo:
+            shutil.copyfileobj(fi, fo)
+        return out
+    return path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def equivalent_scenario(echo: dict[str, Any], tf: dict[str, Any], n_gpu: int) -> Any:
+    """The modeled equivalent of a transformers batch run (see module docstring)."""
+    from .scenario import Scenario
+
+    d = copy.deepcopy(echo)
+    b, p, o = int(tf["batch_size"]), int(tf["prompt_len"]), int(tf["new_tokens"])
+    d["workload"] = {"requests": b, "prompt_tokens": {"mean": p}, "output_tokens": {"mean": o}, "seed": 0}
+    eng = dict(d.get("engine") or {})
+    eng.update({"max_num_seqs": b, "max_num_batched_tokens": max(8192, b * p)})
+    d["engine"] = eng
+    frac = float(tf.get("offloaded_bytes") or 0) / float(tf["weight_bytes"]) if tf.get("weight_bytes") else 0.0
+    pl = dict(d.get("placement") or {})
+    target = tf.get("offload_target")
+    if frac > 0 and target in ("dram", "ssd", "hdd"):
+        pl["weights"] = {"hbm": 1.0 - frac, target: frac}
+    else:
+        pl["weights"] = {"hbm": 1.0}
+    d["placement"] = pl
+    d["calibration"] = None
+    hw = dict(d.get("hardware") or {})
+    if hw.get("gpu") and n_gpu > 0:
+        hw["gpu"] = {**hw["gpu"], "count": n_gpu}
+    d["hardware"] = hw
+    return Scenario.model_validate(d)
+
+
+def observe(path: str | Path, tmp: Path) -> Observation:
+    """Measured TTFT, TPOT and GPU J/token of a transformers trace, and its modeled equivalent."""
+    from .trace import read_trace
+    from .usage import aggregate
+
+    src = Path(path)
+    if not src.exists():
+        raise StoragecarbonError(f"{src}: trace file does not exist")
+    tp = _open_trace_file(src, tmp)
+    tr = read_trace(tp)
+    s = tr.summary or {}
+    tf = s.get("transformers")
+    name = (tr.header.scenario or {}).get("name") or src.name.split(".")[0]
+    if tr.header.source != "measured":
+        raise StoragecarbonError(f"{src}: a {tr.header.source} trace; calibrate needs measured runs")
+    if not tf or not tr.header.scenario:
+        raise StoragecarbonError(f"{src}: not a transformers-engine run (no 'transformers' block in its summary); "
+                                 "calibrate fits batch runs of engine: transformers")
+    lat = s.get("latency") or {}
+    if not (lat.get("ttft_ms") and lat.get("tpot_ms")):
+        raise StoragecarbonError(f"{src}: summary has no TTFT/TPOT (output of one token?)")
+    u = aggregate(tp)
+    gpus = [i for i, d in enumerate(u.header.devices) if d.tier == "hbm"]
+    work = [u.phases.index(ph) for ph in ("prefill", "decode") if ph in u.phases]
+    if not gpus or not any(u.has.get((u.header.devices[i].id, "energy_j")) for i in gpus):
+        raise StoragecarbonError(f"{src}: no measured GPU energy channel")
+    energy = float(sum(u.by_phase["energy_j"][i, j] for i in gpus for j in work))
+    gen = float(s.get("generated_tokens") or 0)
+    if gen <= 0 or energy <= 0:
+        raise StoragecarbonError(f"{src}: no generated tokens or no GPU energy in prefill/decode")
+    n_gpu = sum(u.header.devices[i].count for i in gpus)
+    scn = equivalent_scenario(tr.header.scenario, tf, n_gpu)
+    sensors = s.get("sensors") or {}
+    machine = {
+        "gpus": sorted({u.header.devices[i].name for i in gpus}),
+        "gpu_db_keys": sorted({str(u.header.devices[i].db_key) for i in gpus}),
+        "gpu_count": n_gpu,
+        "driver": (sensors.get("nvml") or {}).get("driver"),
+        "host": {k: tr.header.host.get(k) for k in ("machine", "cpu_count", "memory_bytes") if k in tr.header.host},
+        "versions": tf.get("versions") or {},
+        "date_utc": _dt.datetime.fromtimestamp(tr.header.t0_unix, _dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    measured = {"ttft_ms": float(lat["ttft_ms"]["mean"]), "tpot_ms": float(lat["tpot_ms"]["mean"]),
+                "gpu_j_per_token": energy / gen}
+    return Observation(name=name, path=str(path), scenario=scn, offload=str(tf.get("offload")), n_gpu=n_gpu,
+                       measured=measured, sha256=_sha256(src), machine=machine)
+
+
+# ---------------------------------------------------------------------------------- modeling
+@dataclass
+class ModelRun:
+    ttft_ms: float
+    tpot_ms: float
+    duration_s: float
+    busy_s: float           # GPU busy-seconds summed over the GPUs
+    generated_tokens: int
+
+
+def model_once(scn: Any, db: Any, k: Any, tmp: Path) -> ModelRun:
+    from .perfmodel import run_model
+    from .trace import read_trace
+
+    out = tmp / "model.arrows"
+    res = run_model(scn, db, out, constants=k)
+    tr = read_trace(out)
+    busy = 0.0
+    for d in tr.header.devices:
+        if d.tier == "hbm":
+            sr = tr.series(d.id, "busy_s")
+            if sr is not None and len(sr[1]):
+                busy += float(sr[1][-1])
+    lat = res.summary["latency"]
+    return ModelRun(ttft_ms=float(lat["ttft_ms"]["mean"]), tpot_ms=float((lat["tpot_ms"] or {"mean": 0.0})["mean"]),
+                    duration_s=float(res.duration_s), busy_s=busy, generated_tokens=int(res.generated_tokens))
+
+
+def _gpu_power(scn: Any, db: Any) -> tuple[float, float, int]:
+    hw = scn.hardware.tiers()["gpu"]
+    rec = db.get(hw.device)
+    idle = rec.idle_w.central if rec.idle_w is not None else 0.0
+    act = rec.active_w.central if rec.active_w is not None else idle
+    return idle, max(act, idle), hw.count
+
+
+def gpu_energy_j(scn: Any, db: Any, run: ModelRun) -> float:
+    """GPU energy of a modeled run, as attribution computes it at central values."""
+    idle, act, n = _gpu_power(scn, db)
+    return idle * n * run.duration_s + (act - idle) * run.busy_s
+
+
+def predict(obs: Observation, db: Any, k: Any, tmp: Path) -> dict[str, float]:
+    r = model_once(obs.scenario, db, k, tmp)
+    return {"ttft_ms": r.ttft_ms, "tpot_ms": r.tpot_ms,
+            "gpu_j_per_token": gpu_energy_j(obs.scenario, db, r) / max(r.generated_tokens, 1)}
+
+
+# ---------------------------------------------------------------------------- Nelder-Mead
+def nelder_mead(f: Callable[[np.ndarray], float], x0: np.ndarray, *, step: float = 0.3, max_evals: int = 2000,
+                xtol: float = 1e-5, ftol: float = 1e-10) -> tuple[np.ndarray, float, int]:
+    """Minimise ``f`` from ``x0`` (unbounded coordinates; the caller maps bounds). Adaptive
+    coefficients (Gao & Han 2012) for dimension ``n``. Returns ``(x, f(x), evaluations)``."""
+    n = len(x0)
+    if n == 0:
+        return x0, f(x0), 1
+    alpha, gamma = 1.0, 1.0 + 2.0 / n
+    rho, sigma = 0.75 - 1.0 / (2 * n), 1.0 - 1.0 / n
+    pts = [np.asarray(x0, dtype=float)]
+    for i in range(n):
+        x = pts[0].copy()
+        x[i] += step
+        pts.append(x)
+    vals = [f(p) for p in pts]
+    evals = n + 1
+    while evals < max_evals:
+        order = np.argsort(vals)
+        pts = [pts[i] for i in order]
+        vals = [vals[i] for i in order]
+        if abs(vals[-1] - vals[0]) <= ftol * (1 + abs(vals[0])) and \
+                max(np.max(np.abs(p - pts[0])) for p in pts[1:]) <= xtol:
+            break
+        centroid = np.mean(pts[:-1], axis=0)
+        xr = centroid + alpha * (centroid - pts[-1])
+        fr = f(xr)
+        evals += 1
+        if vals[0] <= fr < vals[-2]:
+            pts[-1], vals[-1] = xr, fr
+            continue
+        if fr < vals[0]:
+            xe = centroid + gamma * (xr - centroid)
+            fe = f(xe)
+            evals += 1
+            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
+            continue
+        if fr < vals[-1]:
+            xc = centroid + rho * (xr - centroid)
+        else:
+            xc = centroid + rho * (pts[-1] - centroid)
+        fc = f(xc)
+        evals += 1
+        if fc < min(fr, vals[-1]):
+            pts[-1], vals[-1] = xc, fc
+            continue
+        for i in range(1, len(pts)):
+            pts[i] = pts[0] + sigma * (pts[i] - pts[0])
+            vals[i] = f(pts[i])
+            evals += 1
+    i = int(np.argmin(vals))
+    return pts[i], vals[i], evals
+
+
+def _to_unit(v: float, lo: float, hi: float) -> float:
+    """Bounded value -> unbounded coordinate (logit of the position in [lo, hi])."""
+    p = min(max((v - lo) / (hi - lo), 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _from_unit(u: float, lo: float, hi: float) -> float:
+    return lo + (hi - lo) / (1.0 + math.exp(-max(min(u, 50.0), -50.0)))
+
+
+# ------------------------------------------------------------------------------------- fit
+@dataclass
+class CalibrationResult:
+    constants: Any                              # ModelConstants
+    fitted: list[str]
+    defaulted: list[str]
+    observations: list[Observation]
+    predictions: dict[str, dict[str, float]]    # name -> METRICS
+    objective: float
+    evaluations: int
+
+    def residuals(self, held_out: bool | None = None) -> list[dict[str, Any]]:
+        out = []
+        for o in self.observations:
+            if held_out is not None and o.held_out != held_out:
+                continue
+            m = self.predictions[o.name]
+            row: dict[str, Any] = {"name": o.name, "trace": o.path, "offload": o.offload, "held_out": o.held_out}
+            for key in METRICS:
+                meas, mod = o.measured[key], m[key]
+                row[key] = {"measured": round(meas, 4), "modeled": round(mod, 4),
+                            "error_pct": round(100.0 * (mod - meas) / meas, 2) if meas else None}
+            out.append(row)
+        return out
+
+    def error_summary(self, held_out: bool | None) -> dict[str, dict[str, float]]:
+        rows = self.residuals(held_out)
+        out = {}
+        for key in METRICS:
+            e = [abs(r[key]["error_pct"]) for r in rows if r[key]["error_pct"] is not None]
+            if e:
+                worst = max(rows, key=lambda r: abs(r[key]["error_pct"] or 0))
+                out[key] = {"median_abs_pct": round(float(np.median(e)), 2), "worst_abs_pct": round(float(max(e)), 2),
+                            "worst": worst["name"], "n": len(e)}
+        return out
+
+
+def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
+    modes = {o.offload for o in obs}
+    act = ["hbm_efficiency", "compute_efficiency", "step_overhead_s"]
+    if modes & {"cpu"}:
+        act.append("pcie_gbps")
+    if modes & {"disk"}:
+        act.append("disk_efficiency")
+    if modes & {"cpu", "disk"}:
+        act.append("overlap")
+    if any(o.n_gpu > 1 for o in obs):
+        act.append("tp_efficiency")
+    act += ["layer_overhead_s"] if "layer_overhead_s" in names else []
+    if "kv_offload_overlap" in names and "kv-cpu" in modes:
+        act.append("kv_offload_overlap")
+    return [a for a in act if a in names]
+
+
+def _initial(obs: Sequence[Observation], db: Any, base: Any, active: list[str]) -> Any:
+    """Closed-form starting points: achieved PCIe/disk bandwidth from offloaded bytes per step."""
+    k = base
+    for mode, key in (("cpu", "pcie_gbps"), ("disk", "disk_efficiency")):
+        if key not in active:
+            continue
+        est = []
+        for o in obs:
+            if o.offload != mode:
+                continue
+            w = o.scenario.placement.weights
+            frac = w.dram if mode == "cpu" else w.ssd
+            nbytes = frac * o.scenario.model.weight_bytes()
+            bw = nbytes / (o.measured["tpot_ms"] / 1e3)
+            if mode == "cpu":
+                est.append(bw / 1e9 / max(o.n_gpu, 1))
+            else:
+                hw = o.scenario.hardware.tiers().get("ssd")
+                if hw is not None:
+                    d = db.get(hw.device)
+                    if d.read_gbps is not None:
+                        est.append(bw / (d.read_gbps.central * 1e9 * hw.count))
+        if est:
+            lo, hi = FIT_BOUNDS[key]
+            k = replace(k, **{key: float(min(max(np.median(est), lo), hi))})
+    return k
+
+
+def calibrate(observations: Sequence[Observation], db: Any, *, base: Any = None, max_evals: int = 1500,
+              progress: Callable[[str], None] = lambda s: None) -> CalibrationResult:
+    """Fit constants to the observations that are not held out (see module docstring)."""
+    from .perfmodel import ModelConstants
+
+    base = base or ModelConstants()
+    names = {f.name for f in fields(ModelConstants)}
+    fit_obs = [o for o in observations if not o.held_out]
+    if not fit_obs:
+        raise StoragecarbonError("calibrate: every trace is held out; nothing to fit")
+    active = _active(fit_obs, names)
+    k0 = _initial(fit_obs, db, base, active)
+    tmp = Path(tempfile.mkdtemp(prefix="storagecarbon-cal-"))
+    try:
+        def consts(u: np.ndarray) -> Any:
+            return replace(k0, **{a: _from_unit(float(x), *FIT_BOUNDS[a]) for a, x in zip(active, u)})
+
+        def objective(u: np.ndarray) -> float:
+            k = consts(u)
+            tot = 0.0
+            for o in fit_obs:
+                r = model_once(o.scenario, db, k, tmp)
+                for key, mv in (("ttft_ms", r.ttft_ms), ("tpot_ms", r.tpot_ms)):
+                    tot += math.log(max(mv, 1e-9) / o.measured[key]) ** 2
+            return tot / (2 * len(fit_obs))
+
+        # start inside the box: a start at a bound (a default of 0) sits where the logit is flat
+        u0 = np.array([float(np.clip(_to_unit(getattr(k0, a), *FIT_BOUNDS[a]), -4.0, 4.0)) for a in active])
+        progress(f"fitting {', '.join(active)} to {len(fit_obs)} trace(s)")
+        u, fv, n1 = nelder_mead(objective, u0, step=0.5, max_evals=max_evals)
+        u, fv, n2 = nelder_mead(objective, u, step=0.15, max_evals=max_evals // 2)  # restart
+        k = consts(u)
+        # ---- power fractions: linear in the fractions once the timing is fixed
+        progress("fitting GPU power fractions")
+        rows, rhs = [], []
+        io_used = any(o.offload in ("cpu", "disk") for o in fit_obs)
+        pf = [p for p in POWER_FRACS if p in names and (io_used or p != "power_frac_io_wait")]
+        for o in fit_obs:
+            idle, act, n = _gpu_power(o.scenario, db)
+            zero = {p: 0.0 for p in POWER_FRACS if p in names}
+            base_run = model_once(o.scenario, db, replace(k, **zero), tmp)
+            coef = []
+            for p in pf:
+                r = model_once(o.scenario, db, replace(k, **{**zero, p: 1.0}), tmp)
+                coef.append((act - idle) * r.busy_s)
+            e_meas = o.measured["gpu_j_per_token"] * base_run.generated_tokens
+            e_idle = idle * n * base_run.duration_s
+            rows.append(np.asarray(coef) / e_meas)
+            rhs.append(1.0 - e_idle / e_meas)
+        fr = _bounded_lstsq(np.asarray(rows), np.asarray(rhs), *POWER_BOUNDS)
+        k = replace(k, **dict(zip(pf, (float(x) for x in fr))), source="calibration (fit in memory)")
+        fitted = active + pf
+        defaulted = sorted(n for n in names - set(fitted) - {"source"})
+        preds = {o.name: predict(o, db, k, tmp) for o in observations}
+        return CalibrationResult(constants=k, fitted=fitted, defaulted=defaulted, observations=list(observations),
+                                 predictions=preds, objective=float(fv), evaluations=n1 + n2)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bounded_lstsq(a: np.ndarray, b: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """min |a x - b|^2 with lo <= x <= hi (active set: clamp the worst violator, solve the rest)."""
+    n = a.shape[1]
+    fixed: dict[int, float] = {}
+    for _ in range(2 * n + 1):
+        free = [i for i in range(n) if i not in fixed]
+        x = np.zeros(n)
+        for i, v in fixed.items():
+            x[i] = v
+        if free:
+            rhs = b - a[:, list(fixed)] @ np.array(list(fixed.values())) if fixed else b
+            sol, *_ = np.linalg.lstsq(a[:, free], rhs, rcond=None)
+            x[free] = sol
+        bad = [(max(lo - x[i], x[i] - hi), i) for i in free if x[i] < lo or x[i] > hi]
+        if not bad:
+            return x
+        _, i = max(bad)
+        fixed[i] = lo if x[i] < lo else hi
+    return np.clip(x, lo, hi)
+
+
+# ------------------------------------------------------------------------------------ files
+def result_document(res: CalibrationResult, *, command: str = "") -> dict[str, Any]:
+    from .perfmodel import BASIS
+
+    k = asdict(res.constants)
+    k.pop("source", None)
+    machines = []
+    for o in res.observations:
+        if o.machine not in machines:
+            machines.append(o.machine)
+    return {
+        "constants": {n: round(float(v), 6) for n, v in k.items()},
+        "fit": {
+            "method": "least squares on log(modeled/measured): bounded Nelder-Mead on TTFT and TPOT for the "
+                      "timing constants, then bounded linear least squares on GPU energy per token for the "
+                      "power fractions",
+            "fitted": res.fitted,
+            "kept_default": res.defaulted,
+            "objective_mean_sq_log_error": round(res.objective, 6),
+            "evaluations": res.evaluations,
+            "basis": {n: BASIS.get(n, "") for n in res.fitted},
+            "engine": "HF transformers generate() batch runs (modeled equivalent: one batch arriving at t=0)",
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": command,
+        },
+        "machine": machines[0] if len(machines) == 1 else machines,
+        "traces": [{"name": o.name, "path": o.path, "sha256": o.sha256, "offload": o.offload,
+                    "held_out": o.held_out} for o in res.observations],
+        "errors": {"fit": res.error_summary(False), "held_out": res.error_summary(True)},
+        "residuals": res.residuals(None),
+    }
+
+
+def write_calibration(path: str | Path, doc: dict[str, Any]) -> Path:
+    import yaml
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    head = ("# storagecarbon calibration: performance-model constants fitted to measured runs.\n"
+            "# Scenarios reference it with `calibration: <this file>`; `constants:` is what the model reads.\n")
+    p.write_text(head + yaml.safe_dump(doc, sort_keys=False, width=120))
+    return p
+
+
+def run_calibration(traces: Sequence[str | Path], db: Any = None, *, holdout: Sequence[str] = (),
+                    max_evals: int = 1500, progress: Callable[[str], None] = lambda s: None) -> CalibrationResult:
+    from .devicedb import DeviceDB
+
+    db = db or DeviceDB.load()
+    if not traces:
+        raise StoragecarbonError("calibrate: give at least one measured trace")
+    tmp = Path(tempfile.mkdtemp(prefix="storagecarbon-cal-in-"))
+    try:
+        obs = []
+        for t in traces:
+            o = observe(t, tmp)
+            stem = Path(t).name.split(".")[0]
+            o.held_out = any(fnmatch.fnmatch(o.name, pat) or fnmatch.fnmatch(stem, pat) for pat in holdout)
+            obs.append(o)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    names = [o.name for o in obs]
+    if len(set(names)) != len(names):
+        raise StoragecarbonError(f"calibrate: two traces of the same scenario name: {sorted(names)}")
+    return calibrate(obs, db, max_evals=max_evals, progress=progress)
+
+
+# -------------------------------------------------------------------------- synthetic runs
+def write_synthetic_measurement(scn: Any, db: Any, constants: Any, out_path: str | Path, *,
+                                offload: str = "none", rounds: int = 1) -> Path:
+    """A "measured" transformers trace made by the model itself with known ``constants``
+    (for tests: a calibration must recover them). GPU energy follows the attribution formula;
+    the summary has the ``transformers`` block a real run writes."""
+    from .perfmodel import run_model
+    from .trace import Channel, DeviceEntry, TraceHeader, TraceWriter, read_trace
+
+    tmp = Path(tempfile.mkdtemp(prefix="storagecarbon-syn-"))
+    try:
+        res = run_model(scn, db, tmp / "m.arrows", constants=constants)
+        m = read_trace(tmp / "m.arrows")
+        idle, act, n = _gpu_power(scn, db)
+        t_b, busy = m.series("gpu", "busy_s")
+        energy = idle * n * t_b + (act - idle) * busy
+        b = scn.engine.max_num_seqs
+        wl = scn.workload
+        w = scn.placement.weights
+        wbytes = scn.model.weight_bytes()
+        target = "dram" if w.dram > 0 else ("ssd" if w.ssd > 0 else None)
+        gpu = db.get(scn.hardware.tiers()["gpu"].device)
+        dev = DeviceEntry("gpu0", "hbm", gpu.key, gpu.name, n, gpu.capacity_bytes)
+        ch = [Channel(0, "gpu0", "energy_j", "J", True, "synthetic")]
+        hdr = TraceHeader(source="measured", devices=[dev], channels=ch, scenario=scn.model_dump(mode="json"),
+                          notes=["synthetic measurement written by the performance model (tests)"])
+        lat = res.summary["latency"]
+        summary = {
+            "requests": res.requests, "prompt_tokens": res.prompt_tokens, "generated_tokens": res.generated_tokens,
+            "latency": lat,
+            "transformers": {"offload": offload, "batch_size": b, "prompt_len": int(wl.prompt_tokens.mean),
+                             "new_tokens": int(wl.output_tokens.mean), "rounds": rounds,
+                             "weight_bytes": wbytes, "offloaded_bytes": (1.0 - w.hbm) * wbytes,
+                             "offload_target": target, "versions": {}},
+        }
+        with TraceWriter(out_path, hdr, fsync=False) as wr:
+            wr.samples(t_b, np.zeros(len(t_b), dtype=np.int32), energy)
+            for t, ev, name in m.markers:
+                wr.marker(t, ev, name)
+            wr.close(summary)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Path(out_path)
+
+
+# --------------------------------------------------------------------------------------- CLI
+def register(app: Any) -> None:
+    import typer
+
+    @app.command()
+    def calibrate(  # noqa: F811 - the command's name
+        traces: list[Path] = typer.Argument(..., help="measured traces of engine: transformers (.arrows or .arrows.gz)"),
+        out: Path = typer.Option(Path("calibration.yaml"), "--out", help="calibration file to write"),
+        holdout: Optional[list[str]] = typer.Option(None, "--holdout",
+                                                    help="scenario-name glob of traces to evaluate but not fit (repeat)"),
+        max_evals: int = typer.Option(1500, "--max-evals", help="model evaluations per Nelder-Mead pass"),
+        db_dir: Optional[Path] = typer.Option(None, "--db", help="device_db directory"),
+    ) -> None:
+        """Fit the performance model's constants (HBM/compute efficiency, PCIe and disk bandwidth, overlap,
+        overheads, GPU power fractions) to measured runs and write a calibration file scenarios can reference."""
+        import sys
+
+        from rich.console import Console
+        from rich.table import Table
+
+        from .devicedb import DeviceDB
+
+        err = Console(stderr=True)
+        db = DeviceDB.load(db_dir)
+        res = run_calibration([str(t) for t in traces], db, holdout=holdout or [], max_evals=max_evals,
+                              progress=lambda s: err.print(f"[dim]{s}[/]"))
+        doc = result_document(res, command="storagecarbon calibrate " + " ".join(sys.argv[2:]))
+        write_calibration(out, doc)
+        con = Console()
+        t = Table(title=f"calibration -> {out}")
+        for c in ("trace", "set", "TTFT ms meas/model", "err", "TPOT ms meas/model", "err", "GPU J/tok meas/model", "err"):
+            t.add_column(c)
+        for r in res.residuals(None):
+            cells = [r["name"], "held out" if r["held_out"] else "fit"]
+            for key in METRICS:
+                v = r[key]
+                cells += [f"{v['measured']:.4g} / {v['modeled']:.4g}", f"{v['error_pct']:+.1f}%"]
+            t.add_row(*cells)
+        con.print(t)
+        con.print("constants: " + ", ".join(f"{n}={doc['constants'][n]:.4g}" for n in res.fitted))
+        for which, summ in doc["errors"].items():
+            if summ:
+                con.print(f"{which}: " + "; ".join(f"{k2} median {v['median_abs_pct']}% worst {v['worst_abs_pct']}% ({v['worst']})"
+                                                   for k2, v in summ.items()))
+
