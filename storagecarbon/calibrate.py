@@ -59,7 +59,7 @@ FIT_BOUNDS: dict[str, tuple[float, float]] = {
     "step_overhead_s": (0.0, 1.0),
     # constants a later performance model may add (fitted when ModelConstants has them)
     "layer_overhead_s": (0.0, 0.05),
-    "kv_offload_overlap": (0.0, 1.0),
+    "kv_offload_gbps": (1.0, 1000.0),
 }
 POWER_FRACS = ("power_frac_prefill", "power_frac_decode", "power_frac_io_wait")
 POWER_BOUNDS = (0.0, 4.0)
@@ -335,8 +335,8 @@ def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
     if any(o.n_gpu > 1 for o in obs):
         act.append("tp_efficiency")
     act += ["layer_overhead_s"] if "layer_overhead_s" in names else []
-    if "kv_offload_overlap" in names and "kv-cpu" in modes:
-        act.append("kv_offload_overlap")
+    if "kv_offload_gbps" in names and "kv-cpu" in modes:
+        act.append("kv_offload_gbps")
     return [a for a in act if a in names]
 
 
@@ -368,9 +368,32 @@ def _initial(obs: Sequence[Observation], db: Any, base: Any, active: list[str]) 
     return k
 
 
+class _CachedToolVersions:
+    """While fitting, ``run_model`` runs thousands of times; the package versions it stamps into
+    every modeled trace header cost two thirds of each run (``importlib.metadata``). They cannot
+    change during a fit, so they are looked up once (restored on exit)."""
+
+    def __enter__(self) -> None:
+        from . import perfmodel
+
+        self.mod = perfmodel
+        self.orig = perfmodel.tool_versions
+        cached = self.orig()
+        perfmodel.tool_versions = lambda: dict(cached)  # type: ignore[assignment]
+
+    def __exit__(self, *exc: Any) -> None:
+        self.mod.tool_versions = self.orig  # type: ignore[assignment]
+
+
 def calibrate(observations: Sequence[Observation], db: Any, *, base: Any = None, max_evals: int = 1500,
               progress: Callable[[str], None] = lambda s: None) -> CalibrationResult:
     """Fit constants to the observations that are not held out (see module docstring)."""
+    with _CachedToolVersions():
+        return _calibrate(observations, db, base=base, max_evals=max_evals, progress=progress)
+
+
+def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_evals: int,
+               progress: Callable[[str], None]) -> CalibrationResult:
     from .perfmodel import ModelConstants
 
     base = base or ModelConstants()
@@ -455,10 +478,11 @@ def result_document(res: CalibrationResult, *, command: str = "") -> dict[str, A
 
     k = asdict(res.constants)
     k.pop("source", None)
-    machines = []
+    machines: list[dict[str, Any]] = []
     for o in res.observations:
-        if o.machine not in machines:
-            machines.append(o.machine)
+        m = {k: v for k, v in o.machine.items() if k != "date_utc"}
+        if m not in machines:
+            machines.append(m)
     return {
         "constants": {n: round(float(v), 6) for n, v in k.items()},
         "fit": {
@@ -476,7 +500,7 @@ def result_document(res: CalibrationResult, *, command: str = "") -> dict[str, A
         },
         "machine": machines[0] if len(machines) == 1 else machines,
         "traces": [{"name": o.name, "path": o.path, "sha256": o.sha256, "offload": o.offload,
-                    "held_out": o.held_out} for o in res.observations],
+                    "held_out": o.held_out, "recorded_utc": o.machine.get("date_utc")} for o in res.observations],
         "errors": {"fit": res.error_summary(False), "held_out": res.error_summary(True)},
         "residuals": res.residuals(None),
     }

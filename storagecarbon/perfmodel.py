@@ -42,6 +42,8 @@ class ModelConstants:
     power_frac_decode: float = 0.55
     power_frac_io_wait: float = 0.20
     host_busy_frac: float = 0.25
+    layer_overhead_s: float = 0.0
+    kv_offload_overlap: float = 0.0
     source: str = "defaults"
 
 
@@ -57,6 +59,10 @@ BASIS = {
     "power_frac_decode": "GPU power in decode as a fraction between idle and active power",
     "power_frac_io_wait": "GPU power while waiting for offloaded weights/KV",
     "host_busy_frac": "host CPU busy share while serving (drives host power between idle and active)",
+    "layer_overhead_s": "host time per decoder layer per step (Python + kernel launches of eager execution); "
+                        "0 for CUDA-graph engines such as vLLM; a step takes at least layers x this",
+    "kv_offload_overlap": "fraction of the per-step KV round trip of an offloaded KV cache (transformers "
+                          "OffloadedCache: every layer's KV to the GPU and back each step) hidden behind compute",
 }
 
 
@@ -271,10 +277,17 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     weight_stream_s = (w_dram / pcie if w_dram else 0.0) + (w_ssd / ssd_r if w_ssd else 0.0) + \
                       (w_hdd / hdd_r if w_hdd else 0.0)
 
-    def offload_step(t_gpu: float) -> tuple[float, float]:
+    host_floor_s = dims.layers * k.layer_overhead_s
+    kv_round_trip = bool(scn.engine.transformers and scn.engine.transformers.offload == "kv-cpu")
+
+    def offload_step(t_gpu: float, kv_bytes: float = 0.0) -> tuple[float, float]:
         """Step time with weight streaming overlapped; returns (step_s, io_wait_s)."""
+        t_dev = max(t_gpu, host_floor_s)
+        if kv_round_trip and kv_bytes:
+            t_kv = 2.0 * kv_bytes / pcie  # every layer's KV to the GPU and back
+            t_dev = max(t_dev, t_kv) + (1 - k.kv_offload_overlap) * min(t_dev, t_kv)
         t_off = weight_stream_s
-        step = max(t_gpu, t_off) + (1 - k.overlap) * min(t_gpu, t_off) + k.step_overhead_s
+        step = max(t_dev, t_off) + (1 - k.overlap) * min(t_dev, t_off) + k.step_overhead_s
         return step, max(0.0, step - t_gpu - k.step_overhead_s)
 
     def add_host_busy(step: float) -> None:
@@ -391,7 +404,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             t_mem = (w_hbm + ctx * kvb) / hbm_bw
             t_comp = 2.0 * params * B / (flops * tp)
             t_gpu = max(t_mem, t_comp)
-            step, io_wait = offload_step(t_gpu)
+            step, io_wait = offload_step(t_gpu, ctx * kvb)
             account_weight_stream()
             add("gpu", "bytes_read", w_hbm + ctx * kvb)
             add("gpu", "bytes_written", B * kvb)

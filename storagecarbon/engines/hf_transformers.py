@@ -205,6 +205,7 @@ def build_llama(shape: LlamaShape, *, dtype: str = "bf16", device: str = "cuda",
     with torch.device(device):
         model = LlamaForCausalLM._from_config(cfg, dtype=tdtype, attn_implementation="sdpa")
     model.eval()
+    model.requires_grad_(False)
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     model.generation_config.bos_token_id = None
