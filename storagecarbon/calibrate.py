@@ -59,6 +59,7 @@ FIT_BOUNDS: dict[str, tuple[float, float]] = {
     "step_overhead_s": (0.0, 1.0),
     # constants a later performance model may add (fitted when ModelConstants has them)
     "layer_overhead_s": (0.0, 0.05),
+    "kv_offload_overlap": (0.0, 1.0),
     "kv_offload_gbps": (1.0, 1000.0),
 }
 POWER_FRACS = ("power_frac_prefill", "power_frac_decode", "power_frac_io_wait")
@@ -335,8 +336,9 @@ def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
     if any(o.n_gpu > 1 for o in obs):
         act.append("tp_efficiency")
     act += ["layer_overhead_s"] if "layer_overhead_s" in names else []
-    if "kv_offload_gbps" in names and "kv-cpu" in modes:
-        act.append("kv_offload_gbps")
+    for kv in ("kv_offload_overlap", "kv_offload_gbps"):
+        if kv in names and "kv-cpu" in modes:
+            act.append(kv)
     return [a for a in act if a in names]
 
 

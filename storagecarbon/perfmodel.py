@@ -44,6 +44,7 @@ class ModelConstants:
     host_busy_frac: float = 0.25
     layer_overhead_s: float = 0.0
     kv_offload_overlap: float = 0.0
+    kv_offload_gbps: float = 50.0
     source: str = "defaults"
 
 
@@ -61,6 +62,7 @@ BASIS = {
     "host_busy_frac": "host CPU busy share while serving (drives host power between idle and active)",
     "layer_overhead_s": "host time per decoder layer per step (Python + kernel launches of eager execution); "
                         "0 for CUDA-graph engines such as vLLM; a step takes at least layers x this",
+    "kv_offload_gbps": "effective host<->GPU rate of an offloaded KV cache's copies (transformers OffloadedCache: non-blocking copies through pinned memory, unlike accelerate's per-tensor weight streaming)",
     "kv_offload_overlap": "fraction of the per-step KV round trip of an offloaded KV cache (transformers "
                           "OffloadedCache: every layer's KV to the GPU and back each step) hidden behind compute",
 }
@@ -237,7 +239,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     header = TraceHeader(source="modeled", devices=devices, channels=channels,
                          sensors={"model": {"available": True, "reason": f"performance model, constants: {k.source}"}},
                          scenario=scn.model_dump(mode="json"), host=host_inventory(), tool_versions=tool_versions(),
-                         notes=[f"constants: {asdict(k)}"])
+                         notes=[f"performance model constants: {k.source}", f"constants: {asdict(k)}"])
     acc = {key: 0.0 for key in cid}
     # static occupancy
     dram_res = w_dram + (cpu_cfg.size_gb * 1e9 if cpu_cfg else 0.0)  # LMCache allocates its CPU buffer up front
@@ -284,7 +286,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
         """Step time with weight streaming overlapped; returns (step_s, io_wait_s)."""
         t_dev = max(t_gpu, host_floor_s)
         if kv_round_trip and kv_bytes:
-            t_kv = 2.0 * kv_bytes / pcie  # every layer's KV to the GPU and back
+            t_kv = 2.0 * kv_bytes / (k.kv_offload_gbps * 1e9 * n_gpu)  # every layer's KV to the GPU and back
             t_dev = max(t_dev, t_kv) + (1 - k.kv_offload_overlap) * min(t_dev, t_kv)
         t_off = weight_stream_s
         step = max(t_dev, t_off) + (1 - k.overlap) * min(t_dev, t_off) + k.step_overhead_s

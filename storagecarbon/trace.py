@@ -17,6 +17,7 @@ Writers flush a batch at least once a second, so a kill loses at most the last s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -181,7 +182,8 @@ def make_channels(specs: list[tuple[str, str, str]]) -> list[Channel]:
     return out
 
 
-def tool_versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _tool_versions() -> tuple[tuple[str, str], ...]:
     from importlib import metadata
 
     out = {"storagecarbon": __version__, "python": platform.python_version(), "pyarrow": pa.__version__}
@@ -190,7 +192,12 @@ def tool_versions() -> dict[str, str]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
-    return out
+    return tuple(out.items())
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of storagecarbon, Python and the engines (looked up once per process)."""
+    return dict(_tool_versions())
 
 
 class TraceWriter:

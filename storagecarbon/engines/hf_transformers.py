@@ -147,6 +147,7 @@ class BuiltModel:
     build_s: float = 0.0
     offload_write_s: float = 0.0
     device_map: dict[str, Any] | None = None
+    devices: list[str] = field(default_factory=list)
     _fds: list[int] = field(default_factory=list)
 
     def drop_page_cache(self) -> None:
@@ -186,11 +187,97 @@ def llama_config(shape: LlamaShape, *, max_positions: int = 8192) -> Any:
                        bos_token_id=None, eos_token_id=None, pad_token_id=None, use_cache=True)
 
 
+def device_map_multi(shape: LlamaShape, n_offload: int, target: str, devices: list[Any]) -> dict[str, Any]:
+    """accelerate device map over several GPUs: the resident decoder layers in contiguous blocks
+    (the embeddings with the first block, the final norm and LM head with the last), the last
+    ``n_offload`` layers on ``target``."""
+    n_res = shape.layers - n_offload
+    k = len(devices)
+    dm: dict[str, Any] = {"model.embed_tokens": devices[0], "model.rotary_emb": devices[0]}
+    for i in range(shape.layers):
+        dm[f"model.layers.{i}"] = target if i >= n_res else devices[min(k - 1, i * k // max(n_res, 1))]
+    dm["model.norm"] = devices[-1]
+    dm["lm_head"] = devices[-1]
+    return dm
+
+
+def _torch_device(d: Any) -> str:
+    return f"cuda:{d}" if isinstance(d, int) else str(d)
+
+
+def _build_multi(shape: LlamaShape, cfg: Any, tdtype: Any, devices: list[str], offload: str,
+                 gpu_weight_fraction: float, offload_dir: str | Path | None, disk_page_cache: str) -> BuiltModel:
+    """Several GPUs: the model is created on the meta device, each block materialised where the
+    device map puts it (no GPU ever holds the whole model), drawn at random there, then
+    dispatched (accelerate moves activations between GPUs and streams offloaded layers)."""
+    import torch
+    from accelerate import dispatch_model
+    from transformers import LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    ids: list[Any] = [int(d.split(":")[1]) if d.startswith("cuda:") else d for d in devices]
+    n_off = offloaded_layer_count(shape, gpu_weight_fraction) if offload in ("cpu", "disk") else 0
+    if offload in ("cpu", "disk") and n_off == 0:
+        raise EngineError(f"offload {offload!r} needs gpu_weight_fraction < 1 (got {gpu_weight_fraction:g})")
+    dm = device_map_multi(shape, n_off, "cpu" if offload == "cpu" else "disk", ids)
+    with torch.device("meta"):
+        model = LlamaForCausalLM._from_config(cfg, dtype=tdtype, attn_implementation="sdpa")
+    for name, dev in dm.items():
+        mod = model.get_submodule(name)
+        mod.to_empty(device="cpu" if dev in ("cpu", "disk") else _torch_device(dev))
+        with torch.no_grad():
+            for pname, prm in mod.named_parameters():
+                if prm.dim() >= 2:
+                    prm.normal_(0.0, INIT_STD)
+                else:  # RMSNorm weights
+                    prm.fill_(1.0)
+    model.model.rotary_emb = LlamaRotaryEmbedding(config=cfg).to(_torch_device(ids[0]))  # buffers, not parameters
+    model.eval()
+    model.requires_grad_(False)
+    wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    built = BuiltModel(model=model, shape=shape, device=_torch_device(ids[0]), offload=offload, weight_bytes=int(wbytes))
+    kw: dict[str, Any] = {}
+    if offload == "disk":
+        base = Path(offload_dir) if offload_dir is not None else Path(tempfile.gettempdir())
+        base.mkdir(parents=True, exist_ok=True)
+        built.offload_dir = Path(tempfile.mkdtemp(prefix="storagecarbon-offload-", dir=base))
+        kw["offload_dir"] = str(built.offload_dir)
+    first_off = shape.layers - n_off
+    built.offloaded_bytes = int(sum(p.numel() * p.element_size() for i in range(first_off, shape.layers)
+                                    for p in model.model.layers[i].parameters()))
+    dispatch_model(model, device_map=dm, main_device=ids[0], force_hooks=len(set(map(str, ids))) > 1, **kw)
+    if offload == "disk":
+        _finish_disk(built, disk_page_cache)
+    built.offloaded_layers = n_off
+    built.offload_target = {"cpu": "dram", "disk": "ssd"}.get(offload)
+    built.device_map = dm
+    built.devices = [str(d) for d in devices]
+    return built
+
+
+def _finish_disk(built: BuiltModel, disk_page_cache: str) -> None:
+    assert built.offload_dir is not None
+    built.offload_files = sorted(built.offload_dir.glob("*.dat"))
+    for p in built.offload_files:  # dirty pages cannot be dropped: write them out first
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if disk_page_cache == "drop":
+        built.drop_page_cache()
+        built.model.register_forward_pre_hook(lambda _m, _a: built.drop_page_cache())
+
+
 def build_llama(shape: LlamaShape, *, dtype: str = "bf16", device: str = "cuda", offload: str = "none",
                 gpu_weight_fraction: float = 1.0, offload_dir: str | Path | None = None, seed: int = 0,
-                max_positions: int = 8192, disk_page_cache: str = "drop") -> BuiltModel:
+                max_positions: int = 8192, disk_page_cache: str = "drop",
+                devices: list[str] | None = None) -> BuiltModel:
     """A Llama-architecture model with random weights drawn on ``device`` (fast on a GPU), then
-    dispatched by accelerate for ``offload`` ``cpu``/``disk`` (see the module docstring)."""
+    dispatched by accelerate for ``offload`` ``cpu``/``disk`` (see the module docstring).
+
+    ``devices``: more than one (``["cuda:0", "cuda:1"]``) splits the resident layers over them
+    (:func:`device_map_multi`); the weights are then drawn block by block where they live."""
     import torch
     from transformers import LlamaForCausalLM
 
@@ -202,13 +289,21 @@ def build_llama(shape: LlamaShape, *, dtype: str = "bf16", device: str = "cuda",
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     cfg = llama_config(shape, max_positions=max_positions)
+    if devices is not None and len(devices) > 1:
+        built = _build_multi(shape, cfg, tdtype, list(devices), offload, gpu_weight_fraction, offload_dir,
+                             disk_page_cache)
+        for g in model_generation_defaults():
+            setattr(built.model.generation_config, g[0], g[1])
+        if any(d.startswith("cuda") for d in devices):
+            torch.cuda.synchronize()
+        built.build_s = time.perf_counter() - t0
+        return built
     with torch.device(device):
         model = LlamaForCausalLM._from_config(cfg, dtype=tdtype, attn_implementation="sdpa")
     model.eval()
     model.requires_grad_(False)
-    model.generation_config.eos_token_id = None
-    model.generation_config.pad_token_id = 0
-    model.generation_config.bos_token_id = None
+    for g in model_generation_defaults():
+        setattr(model.generation_config, g[0], g[1])
     wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     built = BuiltModel(model=model, shape=shape, device=device, offload=offload, weight_bytes=int(wbytes))
     if offload in ("cpu", "disk"):
@@ -220,6 +315,11 @@ def build_llama(shape: LlamaShape, *, dtype: str = "bf16", device: str = "cuda",
         torch.cuda.synchronize()
     built.build_s = time.perf_counter() - t0
     return built
+
+
+def model_generation_defaults() -> list[tuple[str, Any]]:
+    """Random weights have no EOS: generation always runs the full length."""
+    return [("eos_token_id", None), ("pad_token_id", 0), ("bos_token_id", None)]
 
 
 def _dispatch(built: BuiltModel, n_off: int, offload: str, offload_dir: str | Path | None,
@@ -248,18 +348,8 @@ def _dispatch(built: BuiltModel, n_off: int, offload: str, offload_dir: str | Pa
     t_w = time.perf_counter()
     dispatch_model(model, device_map=dm, main_device=gpu if gpu != "cpu" else "cpu", **kw)
     if offload == "disk":
-        assert built.offload_dir is not None
-        built.offload_files = sorted(built.offload_dir.glob("*.dat"))
-        for p in built.offload_files:  # dirty pages cannot be dropped: write them out first
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _finish_disk(built, disk_page_cache)
         built.offload_write_s = time.perf_counter() - t_w
-        if disk_page_cache == "drop":
-            built.drop_page_cache()
-            model.register_forward_pre_hook(lambda _m, _a: built.drop_page_cache())
     built.offloaded_layers = n_off
     built.offloaded_bytes = int(off_bytes)
     built.offload_target = "dram" if offload == "cpu" else "ssd"
@@ -431,9 +521,16 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     batch, prompt_len, new_tokens, rounds = spec["batch"], spec["prompt_len"], spec["new_tokens"], spec["rounds"]
     seed = spec["seed"]
     offload = spec["offload"]
-    print(f"building {shape.name} ({shape.layers} layers) with random weights, offload {offload}", flush=True)
+    devices = None
+    if device == "cuda" and int(spec.get("gpus") or 1) > 1:
+        import torch
+
+        n = min(int(spec["gpus"]), torch.cuda.device_count())
+        devices = [f"cuda:{i}" for i in range(n)] if n > 1 else None
+    print(f"building {shape.name} ({shape.layers} layers) with random weights, offload {offload}"
+          + (f", over {len(devices)} GPUs" if devices else ""), flush=True)
     marker("phase_start", "load")
-    built = build_llama(shape, dtype=spec["dtype"], device=device, offload=offload,
+    built = build_llama(shape, dtype=spec["dtype"], device=device, offload=offload, devices=devices,
                         gpu_weight_fraction=spec["gpu_weight_fraction"], offload_dir=spec.get("offload_dir"),
                         seed=seed, max_positions=max(8192, prompt_len + new_tokens + 8),
                         disk_page_cache=spec.get("disk_page_cache", "drop"))
@@ -479,13 +576,14 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         if device.startswith("cuda"):
             import torch
 
-            peak = int(torch.cuda.max_memory_allocated())
+            peak = int(sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())))
         return {
             "timings": [{"t_start": t.t_start, "t_first": t.t_first, "t_last": t.t_last, "t_end": t.t_end,
                          "ttft_s": t.ttft_s, "tpot_s": t.tpot_s} for t in timings],
             "weight_bytes": built.weight_bytes, "offloaded_layers": built.offloaded_layers,
             "offloaded_bytes": built.offloaded_bytes, "offload_target": built.offload_target,
             "offload_write_s": built.offload_write_s, "build_s": built.build_s, "peak_gpu_memory_bytes": peak,
+            "devices": built.devices or [device],
             "versions": _versions(),
         }
     finally:
@@ -605,6 +703,7 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
                                                       "intermediate_size", "vocab_size", "name")},
             "dtype": wdtype, "device": device, "offload": tr.offload, "gpu_weight_fraction": tr.gpu_weight_fraction,
             "offload_dir": str(offload_dir) if offload_dir else None, "disk_page_cache": disk_page_cache,
+            "gpus": scn.hardware.gpu.count if scn.hardware.gpu else 1,
             "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "rounds": rounds, "seed": seed,
             "markers": str(markers), "counters": str(counters_path), "result": str(result_path)}
     spec_path = run_dir / "spec.json"
@@ -688,6 +787,7 @@ def _summary(res: dict[str, Any], t0u: float, offload: str, batch: int, prompt_l
             "disk_page_cache": disk_page_cache if offload == "disk" else None,
             "kv_bytes_per_token": shape.kv_bytes_per_token(DTYPE_BYTES.get(wdtype, 2)),
             "build_s": res["build_s"], "peak_gpu_memory_bytes": res["peak_gpu_memory_bytes"], "device": device,
+            "devices": res.get("devices", [device]),
             "rounds_detail": [{"t_start_s": t["t_start"] - t0u, "t_first_s": t["t_first"] - t0u,
                                "t_last_s": t["t_last"] - t0u, "t_end_s": t["t_end"] - t0u,
                                "ttft_s": t["ttft_s"], "tpot_s": t["tpot_s"]} for t in tms],

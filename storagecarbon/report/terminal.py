@@ -103,6 +103,7 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
         title="Assumptions and sources", title_align="left"))
     prov = report["provenance"]
     lines = [f"measured: {m}" for m in prov["measured_figures"]] + [f"modeled: {m}" for m in prov["modeled_figures"]]
+    lines += [n for n in (prov.get("notes") or []) if len(n) <= 160]
     for name, st in (prov.get("sensors") or {}).items():
         if not st.get("available", True):
             lines.append(f"sensor {name}: not available — {st.get('reason', '')}")
