@@ -16,8 +16,11 @@ pytestmark = pytest.mark.engine
 
 
 def engine_pids() -> set[int]:
+    """Live (non-zombie) vLLM engine processes on this machine."""
     out = set()
-    for p in psutil.process_iter(["cmdline", "name"]):
+    for p in psutil.process_iter(["cmdline", "name", "status"]):
+        if p.info.get("status") == psutil.STATUS_ZOMBIE:
+            continue
         cmd = " ".join(p.info.get("cmdline") or [])
         if "VLLM::" in (p.info.get("name") or "") or "storagecarbon.engines.vllm_worker" in cmd:
             out.add(p.pid)
@@ -84,4 +87,16 @@ def test_measured_and_modeled_reports_share_one_layout(measured, root, tmp_path)
 
 def test_no_engine_processes_left_behind(measured):
     # (processes that were already running before this module, e.g. another run, are not ours)
-    assert engine_pids() - BEFORE == set()
+    import time
+
+    deadline = time.monotonic() + 15  # a process already SIGKILLed may take a moment to vanish
+    while (left := engine_pids() - BEFORE) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    info = []
+    for pid in left:
+        try:
+            pr = psutil.Process(pid)
+            info.append((pid, pr.ppid(), pr.status(), " ".join(pr.cmdline())[:120]))
+        except psutil.Error:
+            pass
+    assert not info, f"engine processes left behind: {info}"
