@@ -103,6 +103,24 @@ def _lengths(d: LengthDist, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.maximum(1, np.round(x)).astype(np.int64)
 
 
+def sample_workload(wl: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The scenario's requests, seeded: prompt lengths, output lengths, shared-prefix tokens and
+    arrival times of one pass (Poisson at ``arrival_rate_rps``, else all at t = 0). The planner's
+    analytic model draws the same requests."""
+    rng = np.random.default_rng(wl.seed)
+    n_req = wl.num_requests()
+    p_len = _lengths(wl.prompt_tokens, n_req, rng)
+    o_len = _lengths(wl.output_tokens, n_req, rng)
+    has_prefix = rng.random(n_req) < wl.shared_prefix.fraction
+    pre_tok = np.where(has_prefix, np.minimum(wl.shared_prefix.tokens, p_len - 1), 0)
+    if wl.arrival_rate_rps:
+        arrivals = np.cumsum(rng.exponential(1.0 / wl.arrival_rate_rps, n_req))
+        arrivals -= arrivals[0]
+    else:
+        arrivals = np.zeros(n_req)
+    return p_len, o_len, pre_tok, arrivals
+
+
 class _LRU:
     def __init__(self, capacity_chunks: int):
         self.cap = capacity_chunks
@@ -203,17 +221,8 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
 
     # ---- workload
     wl = scn.workload
-    rng = np.random.default_rng(wl.seed)
     n_req = wl.num_requests()
-    p_len = _lengths(wl.prompt_tokens, n_req, rng)
-    o_len = _lengths(wl.output_tokens, n_req, rng)
-    has_prefix = rng.random(n_req) < wl.shared_prefix.fraction
-    pre_tok = np.where(has_prefix, np.minimum(wl.shared_prefix.tokens, p_len - 1), 0)
-    if wl.arrival_rate_rps:
-        arrivals = np.cumsum(rng.exponential(1.0 / wl.arrival_rate_rps, n_req))
-        arrivals -= arrivals[0]
-    else:
-        arrivals = np.zeros(n_req)
+    p_len, o_len, pre_tok, arrivals = sample_workload(wl)
     reqs = []
     for ps in range(wl.passes):
         offset = ps * (float(arrivals[-1]) + 1.0) if wl.arrival_rate_rps else 0.0

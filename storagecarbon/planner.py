@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .attribution import J_PER_KWH, SECONDS_PER_YEAR, UNIT_KINDS, Triple
 from .devicedb import DeviceDB
 from .errors import StoragecarbonError, ValidationError
-from .perfmodel import ModelConstants, _lengths, load_constants
+from .perfmodel import ModelConstants, load_constants, sample_workload
 from .scenario import Scenario
 from .yamlio import LocatedYaml, load_yaml, validate
 
@@ -891,15 +891,9 @@ class WorkloadStats:
 
 def workload_stats(scn: Scenario) -> WorkloadStats:
     wl = scn.workload
-    rng = np.random.default_rng(wl.seed)
     n = wl.num_requests()
-    p = _lengths(wl.prompt_tokens, n, rng)
-    o = _lengths(wl.output_tokens, n, rng)
-    has = rng.random(n) < wl.shared_prefix.fraction
-    pre = np.where(has, np.minimum(wl.shared_prefix.tokens, p - 1), 0)
+    p, o, pre, arr = sample_workload(wl)
     if wl.arrival_rate_rps:
-        arr = np.cumsum(rng.exponential(1.0 / wl.arrival_rate_rps, n))
-        arr -= arr[0]
         span = float(arr[-1]) + 1.0
         arrivals = np.concatenate([arr + k * span for k in range(wl.passes)])
     else:

@@ -369,6 +369,32 @@ def iter_batches(path: str | Path) -> Iterator[pa.RecordBatch]:
         f.close()
 
 
+def split_special(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                 list[tuple[float, str, str]], dict[str, Any] | None]:
+    """One record batch -> (t_s, channel, value) of the samples, its markers, and the footer
+    summary when the batch holds the END row (``None`` otherwise)."""
+    t = batch.column(0).to_numpy()
+    c = batch.column(1).to_numpy()
+    v = batch.column(2).to_numpy()
+    markers: list[tuple[float, str, str]] = []
+    summary: dict[str, Any] | None = None
+    special = c < 0
+    if special.any():
+        labels = batch.column(3).to_pylist()
+        for i in np.flatnonzero(special):
+            if c[i] == MARKER:
+                event, _, name = (labels[i] or ":").partition(":")
+                markers.append((float(t[i]), event, name))
+            elif c[i] == END:
+                try:
+                    summary = json.loads(labels[i] or "{}")
+                except json.JSONDecodeError:
+                    summary = {}
+        keep = ~special
+        t, c, v = t[keep], c[keep], v[keep]
+    return t, c, v, markers, summary
+
+
 def read_trace(path: str | Path) -> Trace:
     path = Path(path)
     header = read_header(path)
@@ -377,24 +403,10 @@ def read_trace(path: str | Path) -> Trace:
     ended = False
     summary: dict[str, Any] = {}
     for batch in iter_batches(path):
-        t = batch.column(0).to_numpy()
-        c = batch.column(1).to_numpy()
-        v = batch.column(2).to_numpy()
-        special = c < 0
-        if special.any():
-            labels = batch.column(3).to_pylist()
-            for i in np.flatnonzero(special):
-                if c[i] == MARKER:
-                    event, _, name = (labels[i] or ":").partition(":")
-                    markers.append((float(t[i]), event, name))
-                elif c[i] == END:
-                    ended = True
-                    try:
-                        summary = json.loads(labels[i] or "{}")
-                    except json.JSONDecodeError:
-                        summary = {}
-            keep = ~special
-            t, c, v = t[keep], c[keep], v[keep]
+        t, c, v, mk, end = split_special(batch)
+        markers += mk
+        if end is not None:
+            ended, summary = True, end
         ts.append(t)
         cs.append(c)
         vs.append(v)

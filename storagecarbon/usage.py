@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .trace import MARKER, END, TraceHeader, iter_batches, read_header
+from .trace import TraceHeader, iter_batches, read_header, split_special
 
 OTHER = "other"
 QUANTITIES = ("bytes_read", "bytes_written", "app_bytes_read", "app_bytes_written", "busy_s", "energy_j",
@@ -84,26 +84,14 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
     summary: dict = {}
     samples = 0
     for batch in iter_batches(path):
-        c = batch.column(1).to_numpy()
-        t = batch.column(0).to_numpy()
-        real = c >= 0
-        if real.any():
-            tr = t[real]
-            t_min = min(t_min, float(tr.min()))
-            t_max = max(t_max, float(tr.max()))
-            samples += int(real.sum())
-        if (~real).any():
-            labels = batch.column(3).to_pylist()
-            for i in np.flatnonzero(~real):
-                if c[i] == MARKER:
-                    ev, _, name = (labels[i] or ":").partition(":")
-                    markers.append((float(t[i]), ev, name))
-                elif c[i] == END:
-                    ended = True
-                    try:
-                        summary = json.loads(labels[i] or "{}")
-                    except json.JSONDecodeError:
-                        summary = {}
+        t, c, _v, mk, end = split_special(batch)
+        if len(t):
+            t_min = min(t_min, float(t.min()))
+            t_max = max(t_max, float(t.max()))
+            samples += len(t)
+        markers += mk
+        if end is not None:
+            ended, summary = True, end
     if not np.isfinite(t_min):
         t_min, t_max = 0.0, 0.0
     duration = max(0.0, t_max - t_min)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .terminal import fmt_bytes, fmt_g
+from .terminal import band, fmt_bytes, fmt_g
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
 EMB, OP = "#8c6bb1", "#f28e2b"
@@ -62,10 +62,7 @@ def _num(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def _band_txt(b: dict[str, float] | None) -> str:
-    if not b:
-        return "—"
-    return f"{fmt_g(b['p50'])} [{fmt_g(b['p5'])}–{fmt_g(b['p95'])}]"
+_band_txt = band  # the terminal report's P50 [P5–P95] text
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
