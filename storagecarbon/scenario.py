@@ -168,6 +168,9 @@ class RemoteCfg(_Strict):
 class KvPlacement(_Strict):
     hbm_gb: float | None = Field(default=None, gt=0, description="KV space in HBM; default: what the weights leave")
     chunk_size: int = Field(default=256, gt=0, le=65536)
+    backend: Literal["lmcache", "native"] = Field(
+        default="lmcache", description="who offloads KV: LMCache (cpu and disk tiers) or vLLM's native "
+                                        "OffloadingConnector (local_cpu only; kv_offloading_size)")
     local_cpu: KvTierCfg | None = None
     local_disk: KvTierCfg | None = None
     remote: RemoteCfg | None = None
