@@ -27,29 +27,10 @@ class ProfileResult:
 
 
 def load_intensity_series(path: str | Path) -> np.ndarray:
-    """Hourly CSV with a column gco2e_per_kwh (other columns ignored)."""
-    import csv
+    """Hourly CSV with a column gco2e_per_kwh (other columns ignored): the planner's one reader."""
+    from .planner import load_intensity_csv
 
-    p = Path(path)
-    try:
-        with p.open() as f:
-            rd = csv.DictReader(f)
-            if rd.fieldnames is None or "gco2e_per_kwh" not in rd.fieldnames:
-                raise StoragecarbonError(f"{p}:1: header: needs a gco2e_per_kwh column")
-            vals = []
-            for i, row in enumerate(rd, start=2):
-                try:
-                    v = float(row["gco2e_per_kwh"])
-                except (TypeError, ValueError):
-                    raise StoragecarbonError(f"{p}:{i}: gco2e_per_kwh: not a number ({row['gco2e_per_kwh']!r})") from None
-                if v < 0:
-                    raise StoragecarbonError(f"{p}:{i}: gco2e_per_kwh: must be >= 0")
-                vals.append(v)
-    except FileNotFoundError:
-        raise StoragecarbonError(f"{p}: intensity file does not exist") from None
-    if not vals:
-        raise StoragecarbonError(f"{p}: intensity file has no rows")
-    return np.asarray(vals)
+    return load_intensity_csv(path)
 
 
 def inputs_for(carbon: Carbon, db: DeviceDB, base_dir: Path | None = None, **kw: Any) -> CarbonInputs:
