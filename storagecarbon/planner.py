@@ -474,7 +474,7 @@ def uses_from_usage(usage: Any, db: DeviceDB, lifetime_overrides: dict[str, floa
 def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str | None = None,
                 progress: Callable[[str], None] = lambda s: None) -> Option:
     """A scenario (modeled profile), a report directory or a trace file -> :class:`Option` (IO edge)."""
-    from .pipeline import attribute_trace, profile
+    from .pipeline import attribute_trace, default_report_dir, profile
     from .scenario import Carbon, load_scenario
 
     p = Path(path)
@@ -482,7 +482,8 @@ def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str |
         scn = load_scenario(p, db)
         name = scn.name or p.stem
         progress(f"modeling {name}")
-        res = profile(p, db=db, out_dir=out_root / name, mode="modeled", region=region, draws=200)
+        res = profile(p, db=db, out_dir=default_report_dir(out_root, name, progress), mode="modeled", region=region,
+                      draws=200)
         report, usage, carbon = res.report, res.attribution.usage, scn.carbon
         base_dir = p.parent
     else:
