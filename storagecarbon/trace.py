@@ -516,9 +516,8 @@ def _open_stream(path: Path) -> tuple[Any, TraceHeader, Any]:
         if HEADER_KEY not in meta:
             raise TraceError(f"{path}: not a storagecarbon trace (no header)")
         if not reader.schema.equals(SCHEMA, check_metadata=False):
-            raise TraceError(f"{path}: wrong schema for a storagecarbon trace (columns "
-                             f"{', '.join(f'{f.name}:{f.type}' for f in reader.schema)[:200]}; expected "
-                             f"{', '.join(f'{f.name}:{f.type}' for f in SCHEMA)})")
+            raise TraceError(f"{path}: wrong schema for a storagecarbon trace (columns {_columns(reader.schema)}; "
+                             f"expected {_columns(SCHEMA)})")
         raw = meta[HEADER_KEY]
         problem = limits.check(len(raw), limits.TRACE_HEADER_BYTES)
         if problem:
@@ -532,6 +531,14 @@ def _open_stream(path: Path) -> tuple[Any, TraceHeader, Any]:
         src.close()
         raise
     return src, header, reader
+
+
+def _columns(schema: pa.Schema) -> str:
+    try:
+        text = ", ".join(f"{f.name}:{f.type}" for f in schema)
+    except (UnicodeDecodeError, pa.ArrowException, ValueError):
+        return "(unreadable names)"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _short(exc: BaseException) -> str:
@@ -572,8 +579,11 @@ def _is_cut_short(exc: BaseException, src: Any, pos: int) -> bool:
     return False
 
 
-def _check_batch(batch: pa.RecordBatch, header: TraceHeader, path: Path, index: int, known: np.ndarray) -> None:
-    """Refuse a record batch that decodes but cannot be right (bit flips, absurd values)."""
+def _check_batch(batch: pa.RecordBatch, path: Path, index: int, known: np.ndarray) -> None:
+    """Refuse a record batch that decodes but cannot be right (bit flips, absurd values).
+
+    ``known[c + 2]`` is True for the channel numbers the header declares, the marker and the footer.
+    """
     where = f"{path}: record batch {index}"
     problem = limits.check(batch.num_rows, limits.TRACE_BATCH_ROWS)
     if problem:
@@ -582,27 +592,19 @@ def _check_batch(batch: pa.RecordBatch, header: TraceHeader, path: Path, index: 
         batch.validate(full=True)
     except (pa.ArrowException, ValueError) as exc:
         raise TraceError(f"{where} is corrupt ({_short(exc)})") from None
-    for i in range(3):
-        if batch.column(i).null_count:
-            raise TraceError(f"{where}: column {SCHEMA.field(i).name} has nulls (corrupt file)")
+    if batch.column(0).null_count or batch.column(1).null_count or batch.column(2).null_count:
+        raise TraceError(f"{where}: a sample time, channel or value is null (corrupt file)")
     t = batch.column(0).to_numpy()
     c = batch.column(1).to_numpy()
     v = batch.column(2).to_numpy()
-    if not np.isfinite(t).all() or (np.abs(t) > 1e10).any():
+    if not (np.abs(t) <= 1e10).all():
         raise TraceError(f"{where}: a sample time is not finite or beyond 300 years (corrupt file)")
-    special = c < 0
-    if (special & (c != MARKER) & (c != END)).any():
-        raise TraceError(f"{where}: channel number {int(c[special & (c != MARKER) & (c != END)][0])} is not a "
-                         "channel, marker or footer (corrupt file)")
-    normal = ~special
-    if normal.any():
-        cn = c[normal]
-        if cn.max() >= len(known) or not known[cn].all():
-            bad = cn[(cn >= len(known)) | ~known[np.minimum(cn, len(known) - 1)]][0] if len(known) else cn[0]
-            raise TraceError(f"{where}: channel {int(bad)} is not declared in the header (corrupt file)")
-        vn = v[normal]
-        if not np.isfinite(vn).all() or (np.abs(vn) > 1e30).any():
-            raise TraceError(f"{where}: a sample value is not finite or beyond 1e30 (corrupt file)")
+    inside = (c >= -2) & (c < len(known) - 2)
+    if not inside.all() or not known[c + 2].all():
+        bad = c[~inside][0] if not inside.all() else c[~known[c + 2]][0]
+        raise TraceError(f"{where}: channel {int(bad)} is not declared in the header (corrupt file)")
+    if not (np.abs(v[c >= 0]) <= 1e30).all():
+        raise TraceError(f"{where}: a sample value is not finite or beyond 1e30 (corrupt file)")
 
 
 def iter_batches(path: str | Path) -> Iterator[pa.RecordBatch]:
@@ -612,9 +614,10 @@ def iter_batches(path: str | Path) -> Iterator[pa.RecordBatch]:
     path = Path(path)
     src, header, reader = _open_stream(path)
     n_ch = max((c.id for c in header.channels), default=-1) + 1
-    known = np.zeros(n_ch, dtype=bool)
+    known = np.zeros(n_ch + 2, dtype=bool)   # index c + 2: END (-2), MARKER (-1), channels 0..n_ch-1
+    known[END + 2] = known[MARKER + 2] = True
     for ch in header.channels:
-        known[ch.id] = True
+        known[ch.id + 2] = True
     index = 0
     try:
         while True:
@@ -627,7 +630,7 @@ def iter_batches(path: str | Path) -> Iterator[pa.RecordBatch]:
                 if _is_cut_short(exc, src, pos):
                     return
                 raise TraceError(f"{path}: record batch {index} at byte {pos} is corrupt ({_short(exc)})") from None
-            _check_batch(batch, header, path, index, known)
+            _check_batch(batch, path, index, known)
             index += 1
             yield batch
     finally:

@@ -177,7 +177,8 @@ def parse_yaml(text: str, name: str = "<string>") -> LocatedYaml:
         raise ValidationError(name, line, "yaml", f"not valid YAML ({exc.problem or exc.context})") from None
     except yaml.YAMLError as exc:
         raise ValidationError(name, None, "yaml", f"not valid YAML ({exc.__class__.__name__}: {exc})") from None
-    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. bad timestamps
+    except (ValueError, TypeError, ArithmeticError, LookupError, AttributeError, RecursionError) as exc:
+        # the constructors of PyYAML raise these on odd scalars (bad timestamps, `!!int ""`, ...)
         raise ValidationError(name, None, "yaml", f"not valid YAML ({exc.__class__.__name__}: {exc})") from None
     finally:
         loader.dispose()
