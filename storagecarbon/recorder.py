@@ -727,9 +727,8 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
             rec.stop(result)
         except TraceWriteError as exc:
             if in_flight is None:
-                status = result.get("command_status", "")
-                raise TraceWriteError(f"{exc}; the command went on and {status.replace('failed: ', '') or 'ended'}"
-                                      f" (exit code {result.get('exit_code', rc)})") from None
+                status = result.get("command_status") or f"ended with exit code {result.get('exit_code', rc)}"
+                raise TraceWriteError(f"{exc}; the command went on and {status}") from None
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 
