@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .attribution import J_PER_KWH, SECONDS_PER_YEAR, UNIT_KINDS, Triple
 from .devicedb import DeviceDB

@@ -16,7 +16,7 @@ atheris = pytest.importorskip("atheris", reason="atheris is not installed (pip i
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RUNS = {"scenario": 3000, "trace": 3000}
+RUNS = {"scenario": 12000, "trace": 12000}
 
 
 @pytest.mark.parametrize("kind", sorted(RUNS))
@@ -28,7 +28,7 @@ def test_atheris(kind, tmp_path):
         seeds.append(ROOT / "scenarios")
     art = tmp_path / "crash"
     art.mkdir()
-    cmd = [sys.executable, str(HERE / "atheris_fuzz.py"), kind, f"-runs={RUNS[kind]}", "-max_total_time=40",
+    cmd = [sys.executable, str(HERE / "atheris_fuzz.py"), kind, f"-runs={RUNS[kind]}", "-max_total_time=25",
            "-timeout=5", "-rss_limit_mb=4096", "-max_len=65536", "-seed=1", f"-artifact_prefix={art}/",
            str(new)] + [str(s) for s in seeds]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
