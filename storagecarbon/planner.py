@@ -178,6 +178,8 @@ def load_intensity_csv(path: str | Path) -> np.ndarray:
     from . import limits
 
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise ValidationError(str(p), None, "file", "intensity series is not a regular file")
     try:
         with p.open("rb") as fb:
             raw_bytes = fb.read(int(limits.CSV_BYTES.value) + 1)

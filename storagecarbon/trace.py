@@ -496,6 +496,8 @@ def _open_stream(path: Path) -> tuple[Any, TraceHeader, Any]:
     The file is memory-mapped, so a length field that claims terabytes reads past the end of the
     mapping (an error) instead of allocating.
     """
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise TraceError(f"{path}: not a regular file (a pipe or device would block or never end)")
     try:
         src = pa.memory_map(str(path), "r")
     except FileNotFoundError:

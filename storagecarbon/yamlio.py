@@ -139,6 +139,8 @@ def load_yaml(path: str | Path) -> LocatedYaml:
     """Read a YAML file; a syntax error becomes a one-line :class:`ValidationError`."""
     path = Path(path)
     name = str(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ValidationError(name, None, "file", "not a regular file (a pipe or device would block or never end)")
     try:
         with open(path, "rb") as fh:
             raw = fh.read(int(limits.YAML_BYTES.value) + 1)

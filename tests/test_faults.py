@@ -491,3 +491,10 @@ def test_wall_clock_jumps_keep_sample_times_monotonic(tmp_path):
     assert 0.15 < mk[("phase_start", "a")] < mk[("phase_end", "a")] <= mk[("phase_start", "b")] < mk[("phase_end", "b")] < 2.0
     assert abs(t.header.t0_unix - t_start) < 1.0
     assert "monotonic" in t.summary["recorder"]["clock"]
+
+
+def test_a_pipe_given_as_a_file_never_hangs(tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert main(["report", str(fifo)]) == 2 and "not a regular file" in _err(capsys)
+    assert main(["scenario", "check", str(fifo)]) == 2 and "not a regular file" in _err(capsys)
