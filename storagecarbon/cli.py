@@ -147,8 +147,22 @@ def record(
     if scn is None:
         err.print("[dim]no --scenario: host and DRAM have no device_db record, so their carbon is missing "
                   "(pass --scenario to name the hardware)[/]")
-    err.print(f"trace written to {out_file} (command exit code {rc}); next: storagecarbon report {out_file}")
+    _print_record_outcome(out_file, rc)
     raise typer.Exit(rc)
+
+
+def _print_record_outcome(out_file: Path, rc: int) -> None:
+    """How the recorded command ended (from the trace footer) and where the trace is."""
+    from .trace import read_trace
+
+    status = ""
+    try:
+        status = str(read_trace(out_file).summary.get("command_status") or "")
+    except StoragecarbonError:
+        pass
+    if status.startswith("failed"):
+        err.print(f"[red]the recorded command {status}[/] (exit code {rc}); the trace is closed and complete up to its end")
+    err.print(f"trace written to {out_file} (command exit code {rc}); next: storagecarbon report {out_file}")
 
 
 # ------------------------------------------------------------------------------------ devices

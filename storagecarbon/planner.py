@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .attribution import J_PER_KWH, SECONDS_PER_YEAR, UNIT_KINDS, Triple
 from .devicedb import DeviceDB
 from .errors import StoragecarbonError, ValidationError
 from .perfmodel import ModelConstants, load_constants, sample_workload
 from .scenario import Scenario
-from .yamlio import LocatedYaml, load_yaml, validate
+from .yamlio import LocatedYaml, StrictModel, load_yaml, validate
 
 PLAN_VERSION = 1
 COMPARE_VERSION = 1
@@ -173,25 +173,47 @@ class IntensitySeries:
 
 def load_intensity_csv(path: str | Path) -> np.ndarray:
     """``timestamp,gco2e_per_kwh`` (other columns ignored); errors name FILE:LINE: field."""
+    import io
+
+    from . import limits
+
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise ValidationError(str(p), None, "file", "intensity series is not a regular file")
     try:
-        f = p.open(newline="")
+        with p.open("rb") as fb:
+            raw_bytes = fb.read(int(limits.CSV_BYTES.value) + 1)
     except FileNotFoundError:
         raise ValidationError(str(p), None, "file", "intensity series does not exist") from None
-    with f:
-        rd = csv.DictReader(f)
+    except OSError as exc:
+        raise ValidationError(str(p), None, "file", f"intensity series cannot be read ({exc.__class__.__name__})") from None
+    if len(raw_bytes) > limits.CSV_BYTES.value:
+        raise ValidationError(str(p), None, "file", f"larger than {limits.CSV_BYTES.value:,.0f} bytes ({limits.CSV_BYTES.why})")
+    try:
+        text = raw_bytes.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(str(p), None, "file", f"not UTF-8 text (byte {exc.start})") from None
+    if "\0" in text:
+        raise ValidationError(str(p), None, "file", "contains NUL bytes: not a CSV text file")
+    rd = csv.DictReader(io.StringIO(text, newline=""))
+    vals = []
+    try:
         if rd.fieldnames is None or "gco2e_per_kwh" not in rd.fieldnames:
             raise ValidationError(str(p), 1, "header", "needs columns timestamp,gco2e_per_kwh")
-        vals = []
-        for i, row in enumerate(rd, start=2):
+        for row in rd:
+            i = rd.line_num
             raw = row.get("gco2e_per_kwh")
             try:
                 v = float(raw)  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                raise ValidationError(str(p), i, "gco2e_per_kwh", f"not a number ({raw!r})") from None
-            if not v >= 0:
-                raise ValidationError(str(p), i, "gco2e_per_kwh", "must be >= 0")
+                raise ValidationError(str(p), i, "gco2e_per_kwh", f"not a number ({str(raw)[:40]!r})") from None
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValidationError(str(p), i, "gco2e_per_kwh", "must be a finite number >= 0")
             vals.append(v)
+            if len(vals) > limits.CSV_ROWS.value:
+                raise ValidationError(str(p), i, "rows", f"more than {limits.CSV_ROWS.value:,.0f} rows ({limits.CSV_ROWS.why})")
+    except csv.Error as exc:
+        raise ValidationError(str(p), rd.line_num, "csv", f"not valid CSV ({exc})") from None
     if not vals:
         raise ValidationError(str(p), None, "rows", "intensity series has no rows")
     return np.asarray(vals, dtype=np.float64)
@@ -454,7 +476,7 @@ def uses_from_usage(usage: Any, db: DeviceDB, lifetime_overrides: dict[str, floa
 def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str | None = None,
                 progress: Callable[[str], None] = lambda s: None) -> Option:
     """A scenario (modeled profile), a report directory or a trace file -> :class:`Option` (IO edge)."""
-    from .pipeline import attribute_trace, profile
+    from .pipeline import attribute_trace, default_report_dir, profile
     from .scenario import Carbon, load_scenario
 
     p = Path(path)
@@ -462,7 +484,8 @@ def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str |
         scn = load_scenario(p, db)
         name = scn.name or p.stem
         progress(f"modeling {name}")
-        res = profile(p, db=db, out_dir=out_root / name, mode="modeled", region=region, draws=200)
+        res = profile(p, db=db, out_dir=default_report_dir(out_root, name, progress), mode="modeled", region=region,
+                      draws=200)
         report, usage, carbon = res.report, res.attribution.usage, scn.carbon
         base_dir = p.parent
     else:
@@ -629,8 +652,7 @@ def _sources_of(options: Sequence[Option], world: World) -> dict[str, Any]:
 
 
 # =========================================================================== sweep schema
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel  # strict numbers, no unknown fields (storagecarbon.yamlio)
 
 
 def _as_list(v: Any) -> Any:
@@ -815,10 +837,30 @@ def load_sweep(path: str | Path, db: DeviceDB) -> LoadedSweep:
     return sweep_from_doc(doc, db, base_dir=Path(path).parent)
 
 
+def check_sweep_size(sw: Sweep, doc: LocatedYaml) -> None:
+    """Refuse a sweep whose product of axes is too large, before anything is expanded."""
+    from . import limits
+
+    def tier(axis: list[DeviceCountAxis | None] | None) -> int:
+        return 1 if axis is None else max(1, sum(len(a.count) if a is not None else 1 for a in axis))
+
+    configs = (sum(len(a.count) for a in sw.gpus) * len(sw.weights or [None]) * tier(sw.dram) * tier(sw.ssd)
+               * tier(sw.hdd) * len(sw.kv.cpu_gb) * len(sw.kv.disk_gb) * len(sw.gpu_memory_utilization or [None])
+               * len(sw.max_num_seqs or [None]))
+    cells = configs * max(1, len(sw.lifetimes)) * max(1, len(sw.regions) + len(sw.intensity_series))
+    for what, n, bound in (("hardware configurations (the product of the axes)", configs, limits.SWEEP_CONFIGS),
+                           ("configurations x lifetimes x grids", cells, limits.SWEEP_CELLS),
+                           ("configurations x lifetimes x grids x draws", cells * sw.draws, limits.SWEEP_CELL_DRAWS)):
+        problem = limits.check(n, bound)
+        if problem:
+            raise ValidationError(doc.file, doc.line_of(("gpus",)), "(sweep size)", f"{what}: {problem}")
+
+
 def sweep_from_doc(doc: LocatedYaml, db: DeviceDB, base_dir: Path | None = None) -> LoadedSweep:
     if not isinstance(doc.data, dict):
         raise ValidationError(doc.file, 1, "(top level)", "a sweep is a mapping (gpus, weights, dram, ssd, kv, regions, ...)")
     sw: Sweep = validate(Sweep, doc)
+    check_sweep_size(sw, doc)
     want = {"gpus": "gpu", "dram": "dram", "ssd": "ssd", "hdd": "hdd"}
     for axis, kind in want.items():
         for i, ax in enumerate(getattr(sw, axis) or []):
