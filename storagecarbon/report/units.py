@@ -31,7 +31,7 @@ BYTES: Ladder = ((1e15, "PB"), (1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB
 ENERGY: Ladder = ((3.6e9, "MWh"), (J_PER_KWH, "kWh"), (3.6e3, "Wh"), (1.0, "J"))          # base: joule
 TIME: Ladder = ((3600.0, "h"), (60.0, "min"), (1.0, "s"), (1e-3, "ms"), (1e-6, "µs"))      # base: second
 RATE: Ladder = ((1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s"), (1e3, "kB/s"), (1.0, "B/s"))
-POWER: Ladder = ((1e6, "MW"), (1e3, "kW"), (1.0, "W"), (1e-3, "mW"))
+POWER: Ladder = ((1e6, "MW"), (1e3, "kW"), (1.0, "W"), (1e-3, "mW"), (1e-6, "µW"))
 COUNT: Ladder = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""))
 
 
