@@ -284,6 +284,32 @@ def scenario_check(files: list[Path] = typer.Argument(..., help="scenario YAML f
         out.print(f"{f}: OK ({s.model.dims().name}, {s.workload.num_requests()} requests, engine {s.engine.kind})")
 
 
+@scenario_app.command("schema")
+def scenario_schema() -> None:
+    """Print the scenario JSON Schema (for editors: yaml-language-server, VS Code)."""
+    from .scenario_doc import json_schema
+
+    _print_json(json_schema())
+
+
+@scenario_app.command("reference")
+def scenario_reference(write: Optional[Path] = typer.Option(None, "--write", help="write the Markdown here "
+                                                                                  "(docs/scenario-reference.md)")) -> None:
+    """Print (or write) the scenario reference: every field with its type, unit, default and meaning."""
+    from .scenario_doc import render_reference, undocumented
+
+    missing = undocumented()
+    if missing:
+        raise StoragecarbonError(f"scenario fields without a meaning: {', '.join(missing)} "
+                                 "(add a description in scenario.py or an entry in scenario_doc.FIELD_DOCS)")
+    text = render_reference()
+    if write is None:
+        sys.stdout.write(text)
+        return
+    write.write_text(text, encoding="utf-8")
+    out.print(f"wrote {write}")
+
+
 # ---------------------------------------------------------------------------------------- env
 @app.command()
 def env(as_json: bool = typer.Option(False, "--json")) -> None:

@@ -314,7 +314,7 @@ def device_table(rep: Mapping[str, Any]) -> Table | None:
     return t
 
 
-def ledger_table(rep: Mapping[str, Any]) -> Table | None:
+def ledger_table(rep: Mapping[str, Any], console: Console) -> Table | None:
     rows = rep.get("ledger") or []
     if not rows:
         return None
@@ -322,20 +322,21 @@ def ledger_table(rep: Mapping[str, Any]) -> Table | None:
     for r in rows:
         vals += [r.get("cost_g"), r.get("saving_g"), r.get("net_g")]
     col = U.Column(vals, U.MASS)
-    t = table("Offload ledger: what each tier cost and saved")
+    stacked = not is_wide(console)
+    t = table("Offload ledger: what each tier cost and saved, P50 [P5–P95]")
     t.add_column("tier", no_wrap=True)
     t.add_column("kind", no_wrap=True)
     for c in ("cost", "saving", "net"):
-        t.add_column(col.head(c), justify="right", no_wrap=True)
-    t.add_column("P(pays)", justify="right", no_wrap=True)
-    t.add_column("KV hits", justify="right", no_wrap=True)
+        t.add_column(col.head2(c) if stacked else col.head(c), justify="right", no_wrap=True)
+    t.add_column("P\n(pays)" if stacked else "P(pays)", justify="right", no_wrap=True)
+    t.add_column("KV hit\ntokens" if stacked else "KV hit tokens", justify="right", no_wrap=True)
     for r in rows:
-        t.add_row(str(r.get("tier")), str(r.get("kind") or ""), col.band(r.get("cost_g")), col.band(r.get("saving_g")),
-                  col.band(r.get("net_g")), U.prob(r.get("p_pays_for_itself")),
+        t.add_row(str(r.get("tier")), str(r.get("kind") or ""), col.band(r.get("cost_g"), stacked),
+                  col.band(r.get("saving_g"), stacked), col.band(r.get("net_g"), stacked), U.prob(r.get("p_pays_for_itself")),
                   U.count(r.get("hit_tokens")) if r.get("hit_tokens") is not None else "—")
     bases = sorted({str(r.get("basis")) for r in rows if r.get("basis")})
-    t.caption = ("net = cost − saving (negative: the tier saves more than it costs); P(pays): probability the "
-                 "tier pays for itself; KV hits: tokens served from the tier instead of recomputed"
+    t.caption = ("net = cost − saving (negative: the tier saves more than it costs); P(pays): probability that the "
+                 "tier pays for itself; KV hit tokens: prompt tokens served from the tier instead of recomputed"
                  + (f"; basis: {', '.join(bases)}" if bases else ""))
     return t
 
@@ -454,7 +455,7 @@ def render(report: dict[str, Any], console: Console | None = None, *, verbose: b
     console.print(activity_line(report), highlight=False)
     for t in tier_tables(report, console):
         console.print(t)
-    for t in (phase_table(report, console), latency_table(report), device_table(report), ledger_table(report), wear_table(report)):
+    for t in (phase_table(report, console), latency_table(report), device_table(report), ledger_table(report, console), wear_table(report)):
         if t is not None:
             console.print(t)
     footer(report, console, verbose)
