@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -33,7 +34,7 @@ def render_compare(res: dict[str, Any], console: Console, *, verbose: bool = Fal
     out_names = {e["name"]: e["reason"] for e in cand.get("excluded", [])}
     g = kv_grid()
     for sn, o in zip(short, opts):
-        state = f"[red]out: {out_names[o['name']]}[/]" if o["name"] in out_names else "[green]candidate[/]"
+        state = f"[red]out: {escape(out_names[o['name']])}[/]" if o["name"] in out_names else "[green]candidate[/]"
         g.add_row(sn, f"[bold]{o['name']}[/] ({o['mode']}) — {state}")
     rk = cand.get("ranking") or res["ranking"]
     if rk["by_p95"]:
@@ -109,7 +110,7 @@ def render_compare(res: dict[str, Any], console: Console, *, verbose: bool = Fal
     if verbose:
         _sources(res.get("sources") or {}, console)
     for w in sorted({w for o in opts for w in o["warnings"]}):
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
 
 
 def _sources(src: dict[str, Any], console: Console) -> None:
@@ -117,9 +118,9 @@ def _sources(src: dict[str, Any], console: Console) -> None:
     for key, v in src.items():
         if isinstance(v, dict):
             for what, txt in v.items():
-                lines.append(f"[bold]{key}[/] {what}: {txt or U.MISSING}")
+                lines.append(f"[bold]{escape(key)}[/] {what}: {escape(str(txt or U.MISSING))}")
         else:
-            lines.append(f"[bold]{key}[/] {v}")
+            lines.append(f"[bold]{escape(key)}[/] {escape(str(v))}")
     console.print(Panel("\n".join(lines) or "—", title="Sources", title_align="left"))
 
 
@@ -281,7 +282,7 @@ def render_plan(res: dict[str, Any], console: Console, top: int | None = None, *
     if pu:
         g.add_row("decided on", f"grid {pu['grid']}, lifetime assumption '{pu['lifetime']}' (--grid changes the grid; "
                                 "the others are what-ifs below)")
-    g.add_row(res.get("mode", "MODELED"), res.get("mode_reason", ""))
+    g.add_row(res.get("mode", "MODELED"), escape(res.get("mode_reason", "")))
     console.print(Panel(g, title=Text.assemble(mode_badge(res.get("mode", "MODELED")), "  plan ",
                                                (res["sweep"]["name"], "bold"), f"  base {res['base_scenario']}"),
                         title_align="left"))
@@ -304,15 +305,15 @@ def render_plan(res: dict[str, Any], console: Console, top: int | None = None, *
     if res.get("infeasible_reasons"):
         console.print("[bold]Not run[/] (hardware that cannot serve the workload):", highlight=False)
         for k, v in res["infeasible_reasons"].items():
-            console.print(f"  {U.count(v)} × {k}", highlight=False)
+            console.print(f"  {U.count(v)} × {escape(k)}", highlight=False)
     for x in res.get("not_ranked", []):
-        console.print(f"[yellow]not ranked:[/] {x}", highlight=False)
+        console.print(f"[yellow]not ranked:[/] {escape(x)}", highlight=False)
     leg = kv_grid()
     for k, v in COLUMN_LEGEND:
         leg.add_row(k, v)
     console.print(Panel(leg, title="Columns", title_align="left", border_style="dim"))
     for w in res.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

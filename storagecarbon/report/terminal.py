@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -144,9 +145,9 @@ def headline(rep: Mapping[str, Any], console: Console) -> Panel:
         cov = rep.get("coverage")
         g.add_row("coverage", U.MISSING if cov is None else f"{U.share(cov)} of the plausible total has data")
     if rep.get("excludes"):
-        g.add_row("excludes", ", ".join(rep["excludes"]))
+        g.add_row("excludes", escape(", ".join(rep["excludes"])))
     mode = str(rep.get("mode", "?")).upper()
-    g.add_row(mode, mode_why(rep) + ("\n[yellow]the trace was cut short: figures cover the recorded part only[/]"
+    g.add_row(mode, escape(mode_why(rep)) + ("\n[yellow]the trace was cut short: figures cover the recorded part only[/]"
                                      if rep.get("truncated") else ""))
     title = Text.assemble(mode_badge(rep.get("mode")), "  ", (str(rep.get("scenario", "")), "bold"))
     return Panel(g, title=title, title_align="left", border_style="green" if mode == "MEASURED" else "yellow")
@@ -361,7 +362,7 @@ def wear_table(rep: Mapping[str, Any]) -> Table | None:
 def missing_lines(rep: Mapping[str, Any]) -> list[str]:
     out = []
     for m in rep.get("missing") or []:
-        out.append(f"{m.get('device')}.{m.get('field')}: missing — {m.get('reason', '')}")
+        out.append(escape(f"{m.get('device')}.{m.get('field')}: missing — {m.get('reason', '')}"))
     return out
 
 
@@ -384,7 +385,7 @@ def energy_basis_lines(rep: Mapping[str, Any]) -> list[str]:
         entries = list(prov.get("measured_figures") or []) + list(prov.get("modeled_figures") or [])
     out = []
     for basis, ids in _basis_groups(entries).items():
-        out.append(f"{', '.join(i for i in ids if i)} — {basis}")
+        out.append(escape(f"{', '.join(i for i in ids if i)} — {basis}"))
     return out
 
 
@@ -420,7 +421,7 @@ def footer(rep: Mapping[str, Any], console: Console, verbose: bool) -> None:
     seen = set(miss)
     for w in rep.get("warnings") or []:
         if w not in seen:
-            console.print(f"[yellow]warning:[/] {w}", highlight=False)
+            console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
 
 
 def sources_panel(rep: Mapping[str, Any]) -> Panel:
@@ -428,23 +429,23 @@ def sources_panel(rep: Mapping[str, Any]) -> Panel:
     lines = []
     g, p = a.get("grid_gco2e_per_kwh") or {}, a.get("pue") or {}
     if g:
-        lines.append(f"[bold]grid[/] {g.get('source', '')}")
+        lines.append(f"[bold]grid[/] {escape(str(g.get('source', '')))}")
     if p:
-        lines.append(f"[bold]PUE[/] {p.get('source', '')}")
+        lines.append(f"[bold]PUE[/] {escape(str(p.get('source', '')))}")
     if a.get("sampling"):
-        lines.append(f"[bold]sampling[/] {a['sampling']}")
+        lines.append(f"[bold]sampling[/] {escape(str(a['sampling']))}")
     for key, v in (rep.get("sources") or {}).items():
         if isinstance(v, Mapping):
             for what in ("embodied", "power", "lifetime"):
-                lines.append(f"[bold]{key}[/] {what}: {v.get(what) or U.MISSING}")
+                lines.append(f"[bold]{escape(key)}[/] {what}: {escape(str(v.get(what) or U.MISSING))}")
         else:
-            lines.append(f"[bold]{key}[/] {v}")
+            lines.append(f"[bold]{escape(key)}[/] {escape(str(v))}")
     prov = rep.get("provenance") or {}
     for n in prov.get("notes") or []:
-        lines.append(f"[bold]note[/] {n}")
+        lines.append(f"[bold]note[/] {escape(str(n))}")
     for name, st in (prov.get("sensors") or {}).items():
         state = "available" if st.get("available", True) else "not available"
-        lines.append(f"[bold]sensor {name}[/] {state} — {st.get('reason', '')}")
+        lines.append(f"[bold]sensor {escape(name)}[/] {state} — {escape(str(st.get('reason', '')))}")
     return Panel("\n".join(lines) or "—", title="Sources, notes and sensors", title_align="left")
 
 
