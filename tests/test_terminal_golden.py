@@ -120,3 +120,15 @@ def test_compare_ranks_only_candidates():
         "out: TTFT p90" in text
     lowest = next(ln for ln in text.splitlines() if "lowest " in ln)
     assert "llama70b_old_gpus" not in lowest
+
+
+def test_plan_saving_is_paired_with_the_sweep():
+    # GIVEN the saved plan: the pick re-evaluated beside the base hardware (vs_base) must give the
+    # sweep's own figures for the pick, i.e. the same draws (paired), not a fresh sample
+    pu = _load("plan_llama70b.json")["purchase"]
+    vs, pick = pu["vs_base"], pu["pick"]["per_1k_tokens_gco2e"]
+    for q in ("p5", "p50", "p95"):
+        assert abs(vs["pick_per_1k_tokens_gco2e"][q] - pick[q]) <= 1e-9 * abs(pick[q])
+    sv = vs["saving_per_1k_gco2e"]
+    assert sv["p5"] <= sv["p50"] <= sv["p95"]
+    assert 0 < vs["p_pick_lower"] <= 1 and (vs["p_pick_lower"] > 0.5) == (sv["p50"] > 0)

@@ -121,10 +121,10 @@ def headline(rep: Mapping[str, Any], console: Console) -> Panel:
     per1k = hd.get("per_1k_tokens_g") if "per_1k_tokens_g" in hd else rep.get("per_1k_tokens_gco2e")
     tok = rep.get("tokens") or {}
     g.add_row("total", f"[bold]{U.band(band_of(total))}[/] CO2e per run")
-    per = f"[bold]{U.band(band_of(per1k))}[/]"
+    g.add_row("per 1k tokens", f"[bold]{U.band(band_of(per1k))}[/] per 1k generated tokens"
+              + ("" if tok.get("generated") else " (none generated)"))
     if rep.get("per_request_gco2e"):
-        per += f"  ·  per request {U.band(rep['per_request_gco2e'])}"
-    g.add_row("per 1k tokens", per + ("" if tok.get("generated") else "  (no generated tokens)"))
+        g.add_row("per request", U.band(rep["per_request_gco2e"]))
     if "energy_kwh" in hd:
         e = band_of(hd.get("energy_kwh"))
         g.add_row("energy", U.MISSING if e is None else U.band_in(e, U.Scale(1.0, "kWh")))
@@ -222,14 +222,14 @@ def tier_tables(rep: Mapping[str, Any], console: Console) -> list[Table]:
             t.add_row(names[i], devices[i], *[c[i] for _, c in carbon_cols], *[c[i] for _, c in byte_cols])
         out.append(t)
     else:
-        t = table("Carbon per tier, P50 [P5–P95]")
+        t = table("Per tier: carbon, P50 [P5–P95]")
         t.add_column("tier", no_wrap=True)
         for h, _ in carbon_cols:
             t.add_column(h, justify="right", no_wrap=True)
         for i in range(len(tiers)):
             t.add_row(names[i], *[c[i] for _, c in carbon_cols])
         out.append(t)
-        b = table("Bytes per tier")
+        b = table("Per tier: bytes")
         b.add_column("tier", no_wrap=True)
         b.add_column("devices", overflow="fold")
         for h, _ in byte_cols:
