@@ -216,14 +216,28 @@ def devices_list(kind: Optional[str] = typer.Option(None, "--kind", help="gpu | 
 def devices_show(key: str = typer.Argument(..., help="device key or exact vendor alias"),
                  as_json: bool = typer.Option(False, "--json"), db_dir: Optional[Path] = DbOpt) -> None:
     """Show one device record with every figure and its source."""
-    import yaml
+    from rich.markup import escape
+
+    from .report.terminal import kv_grid
 
     d = _db(db_dir).get(key)
+    rec = d.model_dump(mode="json", exclude_none=True)
     if as_json:
-        _print_json(d.model_dump(mode="json", exclude_none=True))
-    else:
-        out.print(yaml.safe_dump(d.model_dump(mode="json", exclude_none=True), sort_keys=False,
-                                 width=max(60, out.width - 2), allow_unicode=True), highlight=False, soft_wrap=True)
+        _print_json(rec)
+        return
+    g = kv_grid()
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else k, x)
+        elif isinstance(v, list):
+            g.add_row(prefix, escape(", ".join(str(x) for x in v)))
+        else:
+            g.add_row(prefix, escape(str(v)))
+
+    walk("", rec)
+    out.print(g)
 
 
 @devices_app.command("check")

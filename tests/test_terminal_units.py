@@ -54,3 +54,25 @@ def test_examples_from_the_issue():
     col = U.Column([{"p5": 0.7, "p50": 2.18, "p95": 5.73}, {"p5": 91.0, "p50": 92.9, "p95": 95.1}], U.MASS)
     assert col.unit == "g" and col.band({"p5": 0.7, "p50": 2.18, "p95": 5.73}) == "2.18 [0.700–5.73]"
     assert U.share(0.284) == "28%" and U.prob(0.9996) == ">0.99" and U.count(983975) == "983,975"
+
+
+def test_progress_logs_slow_steps_and_stays_silent_off_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from storagecarbon.report.progress import progress
+
+    t = iter([0.0, 0.1, 2.6, 2.7, 3.0])
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=True, width=80, color_system=None)
+    with progress(con, "profile", clock=lambda: next(t)) as step:
+        step("building")      # t=0.1
+        step("running vLLM")  # t=2.6: 'building' took 2.5 s -> logged
+        step("attributing")   # t=2.7: 0.1 s -> not logged
+    text = buf.getvalue()
+    assert "✓ building (2.50 s)" in text and "✓ running vLLM" not in text
+    quiet = io.StringIO()
+    with progress(Console(file=quiet, force_terminal=False), "plan") as step:
+        step("ranking")
+    assert quiet.getvalue() == ""

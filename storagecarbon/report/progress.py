@@ -29,7 +29,7 @@ def progress(console: Console, label: str, *, clock: Callable[[], float] = time.
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task(label, total=None)
-        state = {"msg": label, "t": start}
+        state = {"msg": label, "t": clock()}
 
         def step(msg: str) -> None:
             now = clock()
