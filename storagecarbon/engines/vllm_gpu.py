@@ -368,6 +368,7 @@ def run_instance(scn: Any, workloads: list[dict[str, Any]], out_dir: str | Path,
     nv = NvmlSensor(indices=gpu_indices)
     probed = {"nvml": nv.probe()}
     gpus = nv.devices() if probed["nvml"].available else []
+    nv.close()
     tiers = scn.hardware.tiers()
     paths: dict[str, str | Path] = {}
     disk_tier = next((t for t in ("ssd", "hdd") if t in tiers), None)
@@ -390,12 +391,15 @@ def run_instance(scn: Any, workloads: list[dict[str, Any]], out_dir: str | Path,
     def make_recorder(path: Path, scn_echo: Any, markers_file: Path | None) -> Any:
         tree = ProcTree()
         tree.attach(proc.pid, session=proc.pid)
+        # a fresh NVML sensor per recorder: a recorder closes its sensors (nvmlShutdown) when it stops
+        nv_k = NvmlSensor(indices=gpu_indices)
+        probed_k = {"nvml": nv_k.probe()}
         sensors = default_sensors(tree, tm, tap_dir=tap_dir, scenario=scn_echo, lmcache=lmc is not None,
-                                  nvml=nv, base_dir=work)
+                                  nvml=nv_k, base_dir=work)
         sensors.append(VllmCounterFileSensor(counters, dram_device="dram" if tm.has("dram") and lmc is None else None))
         header = {"devices": tm.devices, "notes": header_notes + list(tm.notes),
                   "scenario": scn_echo.model_dump(mode="json"), "host": {"tier_map": tm.header_dict()["tier_map"]}}
-        return Recorder(path, header, sensors, hz=hz, markers_file=markers_file, probed=probed)
+        return Recorder(path, header, sensors, hz=hz, markers_file=markers_file, probed=probed_k)
 
     rec = None
     current: str | None = None
