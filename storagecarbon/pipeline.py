@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .carbon.attribute import Attribution, attribute, carbon_inputs_for
-from .carbon.sampling import Triple
 from .devicedb import DeviceDB
 from .errors import EngineError, StoragecarbonError
 from .report.build import build_report
@@ -155,10 +154,13 @@ def attribute_trace(trace: str | Path, db: DeviceDB, carbon: Carbon | None, *, s
         except Exception:
             carbon = Carbon(region=region or "world")
     db = scenario_db(db, echo)
-    inputs = carbon_inputs_for(carbon, db, region=region, base_dir=base_dir, draws=draws, scope=scope)
     if gco2e_per_kwh is not None:
-        inputs = replace(inputs, intensity_gco2e_per_kwh=Triple.fixed(gco2e_per_kwh, "given on the command line"),
-                         region=None)
+        from .scenario import IntensityFigure
+
+        carbon = carbon.model_copy(update={"region": None, "intensity_file": None, "gco2e_per_kwh": IntensityFigure(
+            best=gco2e_per_kwh, source="given on the command line")})
+        region = None
+    inputs = carbon_inputs_for(carbon, db, region=region, base_dir=base_dir, draws=draws, scope=scope)
     attr = attribute(usage, db, inputs)
     if slo is None and echo:
         slo = echo.get("slo")

@@ -1262,8 +1262,9 @@ def plan_carbon(perf: PerfResult, cfg: HwConfigs, world: World, grids: Sequence[
                 emb += time
         op = ck.operational_g(opj[:, None, :], ci[None, :, :], pue_d[None, None, :])  # [h, G, D]
         tot = (emb[:, :, None, :] + op[:, None, :, :]) * (1000.0 / gen)  # [h, L, G, D] per 1k tokens
-        out_q[hs] = np.moveaxis(np.percentile(tot, quantiles, axis=-1), 0, -1)
-        out_rq[hs] = np.percentile(tot, robust_q, axis=-1)
+        pc = np.percentile(tot, [*quantiles, robust_q], axis=-1)      # one partition for every quantile
+        out_q[hs] = np.moveaxis(pc[:nq], 0, -1)
+        out_rq[hs] = pc[nq]
         emb_q[hs] = np.moveaxis(np.percentile(emb * (1000.0 / gen), [5, 50, 95], axis=-1), 0, -1)
         op_q[hs] = np.moveaxis(np.percentile(op * (1000.0 / gen), [5, 50, 95], axis=-1), 0, -1)
         cm = cand[hs]

@@ -27,7 +27,7 @@ def fmt_g(x: float) -> str:
 
 def band(b: dict[str, float] | None) -> str:
     if not b:
-        return "—"
+        return "missing"  # a figure without data is never shown as 0
     return f"{fmt_g(b['p50'])} [{fmt_g(b['p5'])}–{fmt_g(b['p95'])}]"
 
 
