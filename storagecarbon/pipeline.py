@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from .carbon.attribute import Attribution, attribute, carbon_inputs_for
+from .carbon.usage import aggregate
 from .devicedb import DeviceDB
-from .errors import EngineError, StoragecarbonError
+from .errors import EngineError
 from .report.build import build_report
 from .report.files import write_report_files
 from .scenario import Carbon, Scenario
-from .carbon.usage import aggregate
 
 
 @dataclass
@@ -151,7 +150,7 @@ def attribute_trace(trace: str | Path, db: DeviceDB, carbon: Carbon | None, *, s
     if carbon is None:
         try:
             carbon = Carbon.model_validate(echo.get("carbon") or {"region": region or "world"})
-        except Exception:
+        except Exception:  # noqa: BLE001 - an old or partial echo: fall back to the world grid
             carbon = Carbon(region=region or "world")
     db = scenario_db(db, echo)
     if gco2e_per_kwh is not None:

@@ -254,7 +254,7 @@ def test_ledger_sign_with_and_without_hits(tmp_path, hit_tokens):
     scn = _scenario_echo()
     db = _db(tmp_path)
     p = _trace(tmp_path / "t.arrows", scenario=scn, dram_kv_read=hit_tokens * kvb, prompt_tokens=10_000)
-    rep, a = _report(p, db, scenario=scn)
+    rep, _ = _report(p, db, scenario=scn)
     (row,) = [r for r in rep["ledger"] if r["tier"] == "dram"]
     assert row["kind"] == "kv" and row["hit_tokens"] == pytest.approx(hit_tokens)
     cost = sum(d["total_gco2e"]["p50"] for d in rep["devices"] if d["id"] == "dram")

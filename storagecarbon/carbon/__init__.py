@@ -10,12 +10,48 @@
 The device database itself is :mod:`storagecarbon.devicedb` (data in ``storagecarbon/device_db/``).
 """
 
-from .attribute import Attribution, CarbonInputs, DeviceBasis, LedgerRow, attribute, attribute_uses, carbon_inputs_for
+from .attribute import (
+           Attribution,
+           CarbonInputs,
+           DeviceBasis,
+           LedgerRow,
+           attribute,
+           attribute_uses,
+           carbon_inputs_for,
+)
 from .grid import GridSpec, grid_for_region, grid_spec_for, pue_triple
-from .sampling import J_PER_KWH, SECONDS_PER_YEAR, DeviceDraws, KeyedSampler, Triple, band, logtri_ppf
+from .sampling import (
+           J_PER_KWH,
+           SECONDS_PER_YEAR,
+           DeviceDraws,
+           KeyedSampler,
+           Triple,
+           band,
+           logtri_ppf,
+)
 from .usage import DeviceUse, Usage, aggregate, uses_from_usage
 
-__all__ = ["Attribution", "CarbonInputs", "DeviceBasis", "LedgerRow", "attribute", "attribute_uses",
-           "carbon_inputs_for", "GridSpec", "grid_for_region", "grid_spec_for", "pue_triple", "J_PER_KWH",
-           "SECONDS_PER_YEAR", "DeviceDraws", "KeyedSampler", "Triple", "band", "logtri_ppf", "DeviceUse", "Usage",
-           "aggregate", "uses_from_usage"]
+__all__ = [
+           "J_PER_KWH",
+           "SECONDS_PER_YEAR",
+           "Attribution",
+           "CarbonInputs",
+           "DeviceBasis",
+           "DeviceDraws",
+           "DeviceUse",
+           "GridSpec",
+           "KeyedSampler",
+           "LedgerRow",
+           "Triple",
+           "Usage",
+           "aggregate",
+           "attribute",
+           "attribute_uses",
+           "band",
+           "carbon_inputs_for",
+           "grid_for_region",
+           "grid_spec_for",
+           "logtri_ppf",
+           "pue_triple",
+           "uses_from_usage",
+]

@@ -11,8 +11,9 @@ over what is known and ``excludes`` says what they leave out. Nothing missing be
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -305,20 +306,27 @@ def attribute_uses(uses: Sequence[DeviceUse], phases: Sequence[str], db: Any, in
         time_d = K.time_share_g(held[:, None], f.te_g[None, :], life_d[None, :])
         time_b = K.time_share_g(held, f.best["te_g"], life_b)
         rated = kind == "ssd" and f.tbw_b is not None
-        written = u.written_b if u.written_b is not None else np.zeros(n_ph)
+        written = u.written_b
+        if rated and written is None:
+            if policy in ("wear", "max"):
+                _miss(missing, u.id, "bytes_written", "no write counter in the trace: wear cannot be computed")
+                excludes.append(f"{u.id} wear")
+                plausible_missing_g.append(None)
+                b.warnings.append(f"{u.id}: no write counter; charged by time share (wear unknown)")
+            rated = False
         if rated:
             wd = K.wear_g(written[:, None], f.te_g[None, :], f.tbw_b[None, :])
             wb = K.wear_g(written, f.best["te_g"], f.best["tbw_b"])
             wear_d[i] = wd.sum(axis=0)
         else:
             wd, wb = time_d, time_b
-            if kind == "ssd" and policy == "wear":
+            if kind == "ssd" and policy == "wear" and f.tbw_b is None:
                 b.warnings.append(f"{u.id}: no endurance rating; charged by time share instead of wear")
         emb[i], won = K.allocate(time_d, wd, policy, rated, phase_axis=0)
         emb_b[i] = K.allocate(time_b[:, None], wb[:, None], policy, rated, phase_axis=0)[0][:, 0]
         won_share[i] = float(np.mean(won))
         # ---------------------------------------------------------------- flash wear
-        if kind == "ssd" and cap_b:
+        if kind == "ssd" and cap_b and written is not None:
             T_run = float(T.sum())
             w_tot = float(written.sum())
             dwpd = K.drive_writes_per_day(w_tot, cap_b, u.count, T_run)

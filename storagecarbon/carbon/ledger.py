@@ -19,7 +19,8 @@ or HDD) or offloaded weights (``placement.weights``):
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,8 +67,7 @@ def offload_ledger(attr: Any, uses: Sequence[Any], scn: dict[str, Any], db: Any,
     purposes = offload_purposes(scn)
     if not purposes:
         return []
-    kvb, wbytes = _scenario_model(scn)
-    n = sampler.draws
+    kvb, _ = _scenario_model(scn)
     cells = np.nan_to_num(attr.embodied_g) + np.nan_to_num(attr.operational_g)
     known = ~(np.isnan(attr.embodied_g) & np.isnan(attr.operational_g)).all(axis=(1, 2))
     cells_b = np.nan_to_num(attr.embodied_best_g) + np.nan_to_num(attr.operational_best_g)
@@ -135,5 +135,4 @@ def offload_ledger(attr: Any, uses: Sequence[Any], scn: dict[str, Any], db: Any,
                     saving_b = float(K.time_share_g(units, f.best["te_g"], f.best["life_s"])
                                      + K.idle_energy_j(f.best["idle_w"], units) * cif_b)
         rows.append(LedgerRow(tier, kind, [uses[i].id for i in idx], cost, wear, saving, hit, basis, cost_b, saving_b))
-    del n
     return rows

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -40,7 +40,7 @@ class Triple:
     source: str = ""
 
     @classmethod
-    def of(cls, fig: Any, *, scale: float = 1.0) -> "Triple | None":
+    def of(cls, fig: Any, *, scale: float = 1.0) -> Triple | None:
         """From a device_db ``Figure`` (None stays None); one missing bound mirrors the other."""
         if fig is None:
             return None
@@ -56,10 +56,10 @@ class Triple:
         return cls(lo * scale, c * scale, hi * scale, fig.source)
 
     @classmethod
-    def fixed(cls, v: float, source: str) -> "Triple":
+    def fixed(cls, v: float, source: str) -> Triple:
         return cls(v, v, v, source)
 
-    def scaled(self, k: float) -> "Triple":
+    def scaled(self, k: float) -> Triple:
         return Triple(self.low * k, self.best * k, self.high * k, self.source)
 
 
@@ -71,6 +71,8 @@ def logtri_ppf(t: Triple, u: np.ndarray) -> np.ndarray:
         return np.full(u.shape, c, dtype=np.float64)
     log = lo > 0
     a, m, b = (math.log(lo), math.log(c), math.log(hi)) if log else (lo, c, hi)
+    if not b > a:  # a range narrower than float resolution (e.g. after mirroring): a point value
+        return np.full(u.shape, c, dtype=np.float64)
     m = min(max(m, a), b)
     x = stats.triang.ppf(u, (m - a) / (b - a), loc=a, scale=b - a)
     return np.exp(x) if log else x
@@ -88,12 +90,6 @@ def band(x: np.ndarray, best: float | None = None) -> dict[str, float]:
     if best is not None and np.isfinite(best):
         p5, p95 = min(p5, float(best)), max(p95, float(best))
     return {"p5": p5, "p50": p50, "p95": p95}
-
-
-class _Series(Protocol):
-    name: str
-
-    def sample(self, u_hour: np.ndarray, u_abs: np.ndarray, u_sign: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

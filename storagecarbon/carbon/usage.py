@@ -8,7 +8,6 @@ sample and integrated over time. Each interval belongs to the phase active at it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,9 +246,11 @@ class DeviceUse:
 
     @classmethod
     def total(cls, id: str, tier: str, key: str | None, count: int, duration_s: float, busy_s: float | None,
-              occupied_units_s: float | None = None, written_b: float = 0.0, **kw) -> "DeviceUse":
+              occupied_units_s: float | None = None, written_b: float = 0.0, **kw) -> DeviceUse:
         """One phase (the whole run) from totals."""
-        one = lambda v: None if v is None else np.array([float(v)])  # noqa: E731
+        def one(v: float | None) -> np.ndarray | None:
+            return None if v is None else np.array([float(v)])
+
         return cls(id, tier, key, count, np.array([float(duration_s)]), one(busy_s), one(occupied_units_s),
                    np.array([float(written_b)]), **kw)
 
@@ -261,7 +262,9 @@ def uses_from_usage(usage: Usage, db) -> list[DeviceUse]:
     q = usage.by_phase
     for i, e in enumerate(usage.header.devices):
         rec = db.resolve(e.db_key) if e.db_key else None
-        has = lambda m: bool(usage.has.get((e.id, m)))  # noqa: E731
+        def has(m: str, dev_id: str = e.id) -> bool:
+            return bool(usage.has.get((dev_id, m)))
+
         measured = None
         method = ""
         if has("energy_j"):
@@ -285,7 +288,9 @@ def uses_from_usage(usage: Usage, db) -> list[DeviceUse]:
         elif e.reserved_bytes is not None and cap:
             occ = np.minimum(e.reserved_bytes / cap * T, e.count * T)
             basis = f"reserved {e.reserved_bytes / 1e9:.3g} GB / capacity"
-        written = np.maximum(q["bytes_written"][i], q["app_bytes_written"][i])
+        written = None  # no write counter at all: unknown, not 0
+        if has("bytes_written") or has("app_bytes_written"):
+            written = np.maximum(q["bytes_written"][i], q["app_bytes_written"][i])
         kv = q["kv_bytes_read"][i].copy() if has("kv_bytes_read") else None
         out.append(DeviceUse(e.id, e.tier, rec.key if rec is not None else e.db_key, e.count, T.copy(), busy, occ,
                              written, kv, measured, float(getattr(e, "share", 1.0) or 1.0), cap,

@@ -26,7 +26,7 @@ def _band(x: np.ndarray | None, best: float | None = None) -> dict[str, float] |
 
 def _cells(a: np.ndarray, b: np.ndarray, dev: np.ndarray | list[int] | slice, ph: Any = slice(None)):
     """Per-draw sum over the selected (device, phase) cells and its central value; None if all missing."""
-    sub = a[dev][:, ph] if not isinstance(ph, slice) else a[dev][:, ph]
+    sub = a[dev][:, ph]
     if sub.size == 0 or np.isnan(sub).all():
         return None, None
     axes = tuple(range(sub.ndim - 1))
@@ -243,7 +243,7 @@ def interval_table(attr: Attribution) -> dict[str, np.ndarray]:
     """Per-interval, per-device attribution at central values (for Parquet); NaN (null) where missing."""
     u = attr.usage
     assert u is not None
-    n_dev, n_int = u.by_interval["busy_s"].shape
+    n_int = u.by_interval["busy_s"].shape[1]
     rows: dict[str, list] = {k: [] for k in ("interval", "t_start_s", "device", "tier", "bytes_read", "bytes_written",
                                               "app_bytes_read", "app_bytes_written", "busy_s", "resident_byte_s",
                                               "energy_j", "embodied_gco2e", "operational_gco2e")}
