@@ -282,9 +282,12 @@ def _gpu_power(scn: Any, db: Any) -> tuple[float, float, int]:
 
 
 def gpu_energy_j(scn: Any, db: Any, run: ModelRun) -> float:
-    """GPU energy of a modeled run, as attribution computes it at central values."""
+    """GPU energy of a modeled run, with the carbon kernel's energy model at central values."""
+    from .carbon import kernel
+
     idle, act, n = _gpu_power(scn, db)
-    return idle * n * run.duration_s + (act - idle) * run.busy_s
+    held = kernel.held_units_s("gpu", "dedicated", n, 1.0, run.duration_s, None)
+    return float(kernel.idle_energy_j(idle, held) + kernel.dynamic_energy_j(act - idle, run.busy_s))
 
 
 def predict(obs: Observation, db: Any, k: Any, tmp: Path) -> dict[str, float]:
@@ -627,7 +630,10 @@ def write_synthetic_measurement(scn: Any, db: Any, constants: Any, out_path: str
         m = read_trace(tmp / "m.arrows")
         idle, act, n = _gpu_power(scn, db)
         t_b, busy = m.series("gpu", "busy_s")
-        energy = idle * n * t_b + (act - idle) * busy
+        from .carbon import kernel
+
+        held = kernel.held_units_s("gpu", "dedicated", n, 1.0, t_b, None)
+        energy = kernel.idle_energy_j(idle, held) + kernel.dynamic_energy_j(act - idle, busy)
         b = scn.engine.max_num_seqs
         wl = scn.workload
         w = scn.placement.weights

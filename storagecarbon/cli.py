@@ -43,6 +43,13 @@ def _print_json(obj: Any) -> None:
 
 
 DbOpt = typer.Option(None, "--db", help="device_db directory (default: the one shipped with storagecarbon)")
+SCOPE_HELP = ("dedicated: charge every device in hardware, whole, for the run's time; shared: DRAM/SSD/HDD by "
+              "occupancy (default: the scenario's carbon.scope)")
+
+
+def _check_scope(scope: Optional[str]) -> None:
+    if scope is not None and scope not in ("dedicated", "shared"):
+        raise StoragecarbonError(f"--scope: {scope!r} is not one of dedicated, shared")
 
 
 # ------------------------------------------------------------------------------------ profile
@@ -57,6 +64,7 @@ def profile(
     draws: Optional[int] = typer.Option(None, "--draws", help="Monte Carlo draws (default: scenario, 2000)"),
     html: Optional[Path] = typer.Option(None, "--html", "-o", help="also write a self-contained HTML report"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="also print every source, note and sensor"),
+    scope: Optional[str] = typer.Option(None, "--scope", help=SCOPE_HELP),
     db_dir: Optional[Path] = DbOpt,
 ) -> None:
     """Run (or model) a scenario and attribute its carbon per tier, phase, request and 1k tokens."""
@@ -64,11 +72,13 @@ def profile(
 
     if mode not in ("auto", "modeled", "measured"):
         raise StoragecarbonError(f"--mode: {mode!r} is not one of auto, modeled, measured")
+    _check_scope(scope)
     from .report.progress import progress
 
     db = _db(db_dir)
     with progress(err, "profile") as step:
-        res = run_profile(scenario, db=db, out_dir=out_dir, mode=mode, region=region, draws=draws, progress=step)
+        res = run_profile(scenario, db=db, out_dir=out_dir, mode=mode, region=region, draws=draws, scope=scope,
+                          progress=step)
     if html is not None:
         from .report.html import write_html
 
@@ -95,17 +105,19 @@ def report(
     draws: Optional[int] = typer.Option(None, "--draws"),
     html: Optional[Path] = typer.Option(None, "--html", "-o", help="also write a self-contained HTML report"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="also print every source, note and sensor"),
+    scope: Optional[str] = typer.Option(None, "--scope", help=SCOPE_HELP + " (re-attributes the saved trace)"),
     db_dir: Optional[Path] = DbOpt,
 ) -> None:
-    """Re-attribute a saved trace (e.g. with another grid region) and print the report."""
+    """Re-attribute a saved trace (another grid region, intensity or scope) and print the report."""
     from .pipeline import attribute_trace
     from .scenario import load_scenario
 
+    _check_scope(scope)
     db = _db(db_dir)
     carbon = load_scenario(scenario, db).carbon if scenario else None
     name = scenario.stem if scenario else trace.parent.name or trace.stem
     res = attribute_trace(trace, db, carbon, scenario=name, region=region, draws=draws, out_dir=out_dir,
-                          gco2e_per_kwh=gco2e_per_kwh)
+                          gco2e_per_kwh=gco2e_per_kwh, scope=scope)
     if html is not None:
         from .report.html import write_html
 

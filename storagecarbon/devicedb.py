@@ -1,6 +1,6 @@
 """The device database: sourced embodied carbon, power, bandwidth and endurance per device.
 
-``device_db/`` holds data, not code: YAML files with a top-level ``devices:`` list (and
+``storagecarbon/device_db/`` (package data, inside the wheel) holds data, not code: YAML files with a top-level ``devices:`` list (and
 ``grid.yaml`` with ``regions:`` and ``pue:``). Every number is a :class:`Figure` with
 low / best / high where known and a ``source``. Missing data is missing (``None``), never 0.
 Lookups are exact (key or alias); an unknown key lists the closest keys as a hint only.
@@ -18,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from .errors import UnknownKeyError, ValidationError
 from .yamlio import StrictModel, load_yaml, validate
 
-DEFAULT_DB_DIR = Path(__file__).resolve().parent.parent / "device_db"
+DEFAULT_DB_DIR = Path(__file__).resolve().parent / "device_db"  # package data: ships inside the wheel
 
 DeviceKind = Literal["gpu", "dram", "ssd", "hdd", "host", "cpu"]
 TIER_OF_KIND = {"gpu": "hbm", "dram": "dram", "ssd": "ssd", "hdd": "hdd", "host": "host", "cpu": "host"}
@@ -84,7 +84,9 @@ class Device(_Strict):
     read_gbps: Figure | None = None
     write_gbps: Figure | None = None
     bf16_tflops: Figure | None = None
+    fp16_tflops: Figure | None = None
     endurance_tbw: Figure | None = None
+    nvml_memory_bytes: int | None = Field(default=None, gt=0, description="GPU memory as NVML reports it (bytes)")
     aliases: list[str] = Field(default_factory=list)
     notes: str | None = None
 
@@ -111,7 +113,16 @@ class Device(_Strict):
 
     @property
     def capacity_bytes(self) -> float | None:
+        """Bytes of one unit: what NVML reports for a GPU when known, else capacity_gb x 1e9."""
+        if self.nvml_memory_bytes is not None:
+            return float(self.nvml_memory_bytes)
         return None if self.capacity_gb is None else self.capacity_gb * 1e9
+
+    @property
+    def tensor_tflops(self) -> Figure | None:
+        """Dense tensor throughput for the model: bf16 where the GPU has it; fp16 on GPUs without bf16
+        (V100, T4: vLLM serves them in fp16)."""
+        return self.bf16_tflops if self.bf16_tflops is not None else self.fp16_tflops
 
     def embodied_total_triple(self) -> tuple[float, float, float] | None:
         """Embodied kgCO2e of one unit as (low, central, high)."""
@@ -122,6 +133,47 @@ class Device(_Strict):
             cap = float(self.capacity_gb or 0)
             return (lo * cap, c * cap, hi * cap)
         return (lo, c, hi)
+
+
+class FigureOverride(_Strict):
+    """A figure a scenario or sweep sets for one device (its own source, or the override's)."""
+
+    low: float | None = Field(default=None, ge=0)
+    best: float | None = Field(default=None, ge=0)
+    high: float | None = Field(default=None, ge=0)
+    source: str | None = None
+    per: Literal["unit", "gb"] = "unit"   # embodied_kgco2e only
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FigureOverride":
+        vals = [v for v in (self.low, self.best, self.high) if v is not None]
+        if not vals:
+            raise ValueError("give at least one of low, best, high")
+        if vals != sorted(vals):
+            raise ValueError("values must satisfy low <= best <= high")
+        return self
+
+
+OVERRIDABLE = ("embodied_kgco2e", "lifetime_years", "idle_w", "active_w", "read_gbps", "write_gbps", "bf16_tflops",
+               "fp16_tflops", "endurance_tbw")
+
+
+class DeviceOverride(_Strict):
+    """Figures of one device_db record replaced for one scenario (reported as overrides)."""
+
+    source: str = Field(min_length=3, description="why and from where (every override names a source)")
+    embodied_kgco2e: FigureOverride | None = None
+    lifetime_years: FigureOverride | None = None
+    idle_w: FigureOverride | None = None
+    active_w: FigureOverride | None = None
+    read_gbps: FigureOverride | None = None
+    write_gbps: FigureOverride | None = None
+    bf16_tflops: FigureOverride | None = None
+    fp16_tflops: FigureOverride | None = None
+    endurance_tbw: FigureOverride | None = None
+
+    def figures(self) -> dict[str, FigureOverride]:
+        return {k: getattr(self, k) for k in OVERRIDABLE if getattr(self, k) is not None}
 
 
 class DeviceFile(_Strict):
@@ -161,6 +213,7 @@ class DeviceDB:
         self.regions = {r.key: r for r in regions}
         self.pue = {p.key: p for p in pues}
         self.files = files  # key -> file it came from
+        self.overrides: dict[str, dict[str, object]] = {}  # key -> overridden figures (see with_overrides)
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> "DeviceDB":
@@ -232,6 +285,25 @@ class DeviceDB:
         if key not in self.pue:
             raise UnknownKeyError(f"unknown PUE preset {key!r}; known: {', '.join(sorted(self.pue))}")
         return self.pue[key]
+
+    def with_overrides(self, overrides: dict[str, DeviceOverride] | None) -> "DeviceDB":
+        """A copy whose records carry a scenario's ``device_overrides`` (no overrides: ``self``)."""
+        if not overrides:
+            return self
+        devs = dict(self.devices)
+        done: dict[str, dict[str, object]] = {}
+        for key, ov in overrides.items():
+            rec = self.get(key)
+            upd: dict[str, object] = {}
+            for fld, fo in ov.figures().items():
+                src = f"scenario override: {fo.source or ov.source}"
+                vals = {"low": fo.low, "best": fo.best, "high": fo.high, "source": src}
+                upd[fld] = Embodied(per=fo.per, method="model", **vals) if fld == "embodied_kgco2e" else Figure(**vals)
+            devs[rec.key] = rec.model_copy(update=upd)
+            done[rec.key] = {**{k: v.model_dump(exclude_none=True) for k, v in ov.figures().items()}, "source": ov.source}
+        out = DeviceDB(list(devs.values()), list(self.regions.values()), list(self.pue.values()), dict(self.files))
+        out.overrides = {**self.overrides, **done}
+        return out
 
     def of_kind(self, kind: str | None = None) -> list[Device]:
         return [d for d in self.devices.values() if kind is None or d.kind == kind]

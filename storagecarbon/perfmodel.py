@@ -183,7 +183,8 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     w_ssd, w_hdd = wbytes * place.weights.ssd, wbytes * place.weights.hdd
 
     hbm_bw = _fig(gpu, "read_gbps", "HBM bandwidth") * 1e9 * n_gpu * k.hbm_efficiency
-    flops = _fig(gpu, "bf16_tflops", "dense bf16 TFLOP/s") * 1e12 * n_gpu * k.compute_efficiency
+    flops = _fig(gpu, "tensor_tflops", "dense tensor TFLOP/s (bf16, or fp16 on GPUs without bf16)") * 1e12 * n_gpu \
+        * k.compute_efficiency
     tp = k.tp_efficiency if n_gpu > 1 else 1.0
     pcie = k.pcie_gbps * 1e9 * n_gpu
     hbm_cap = gpu.capacity_bytes * n_gpu  # type: ignore[operator]
@@ -240,7 +241,8 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             d = db.get(hw[tier].device)
             devices.append(DeviceEntry(tier, d.tier, d.key, d.name, hw[tier].count, d.capacity_bytes,
                                        share=hw[tier].share))
-            ms = ["busy_s"] if tier in ("host", "cpu") else ["busy_s", "bytes_read", "bytes_written", "resident_bytes"]
+            ms = ["busy_s"] if tier in ("host", "cpu") else ["busy_s", "bytes_read", "bytes_written", "resident_bytes",
+                                                              "app_bytes_read"]  # app_bytes_read: KV loaded (hits)
             specs += [(tier, m, "model") for m in ms]
     specs += [("workload", m, "model") for m in ("prompt_tokens", "generated_tokens", "requests_done")]
     channels = make_channels(specs)
@@ -365,6 +367,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
                         hit_tokens += chunk
                         load_s += chunk_bytes / pcie
                         add("dram", "bytes_read", chunk_bytes)
+                        add("dram", "app_bytes_read", chunk_bytes)
                         add("dram", "busy_s", chunk_bytes / dram_bw if dram_bw else 0.0)
                         hbm_prefix.put(key)
                         continue
@@ -373,6 +376,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
                         rbw = ssd_r if disk_tier == "ssd" else hdd_r
                         load_s += chunk_bytes / rbw + chunk_bytes / pcie
                         add(disk_tier, "bytes_read", chunk_bytes)
+                        add(disk_tier, "app_bytes_read", chunk_bytes)
                         add(disk_tier, "busy_s", chunk_bytes / rbw * hw[disk_tier].count)
                         if cpu_lru is not None:
                             cpu_lru.put(key)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
-
-from .attribution import Attribution, CarbonInputs, Triple, attribute, carbon_inputs_for
+from .carbon.attribute import Attribution, attribute, carbon_inputs_for
+from .carbon.usage import aggregate
 from .devicedb import DeviceDB
 from .errors import EngineError, StoragecarbonError
 from .report.build import build_report
 from .report.files import write_report_files
 from .scenario import Carbon, Scenario
-from .usage import aggregate
 
 
 @dataclass
@@ -24,23 +23,17 @@ class ProfileResult:
     trace_path: Path
     out_dir: Path
     mode_reason: str
+    db: DeviceDB | None = None
 
 
-def load_intensity_series(path: str | Path) -> np.ndarray:
-    """Hourly CSV with a column gco2e_per_kwh (other columns ignored): the planner's one reader."""
-    from .planner import load_intensity_csv
+def scenario_db(db: DeviceDB, scenario: dict[str, Any] | None) -> DeviceDB:
+    """The device_db with a scenario's (or a trace's scenario echo's) ``device_overrides`` applied."""
+    ov = (scenario or {}).get("device_overrides") or {}
+    if not ov:
+        return db
+    from .devicedb import DeviceOverride
 
-    return load_intensity_csv(path)
-
-
-def inputs_for(carbon: Carbon, db: DeviceDB, base_dir: Path | None = None, **kw: Any) -> CarbonInputs:
-    series = None
-    if carbon.intensity_file and kw.get("region") is None:
-        p = Path(carbon.intensity_file)
-        if not p.is_absolute() and base_dir is not None:
-            p = base_dir / p
-        series = load_intensity_series(p)
-    return carbon_inputs_for(carbon, db, intensity_series=series, **kw)
+    return db.with_overrides({k: DeviceOverride.model_validate(v) for k, v in ov.items()})
 
 
 def resolve_calibration(path: str | None, scenario_path: Path) -> Path | None:
@@ -145,7 +138,7 @@ def run_measured(scn: Scenario, db: DeviceDB, scenario_path: Path, work: Path,
 
 
 def profile(scenario_path: str | Path, *, db: DeviceDB | None = None, out_dir: str | Path | None = None,
-            mode: str = "auto", region: str | None = None, draws: int | None = None,
+            mode: str = "auto", region: str | None = None, draws: int | None = None, scope: str | None = None,
             progress: Callable[[str], None] = lambda s: None) -> ProfileResult:
     from .perfmodel import run_model
     from .scenario import load_scenario
@@ -153,6 +146,7 @@ def profile(scenario_path: str | Path, *, db: DeviceDB | None = None, out_dir: s
     db = db or DeviceDB.load()
     scenario_path = Path(scenario_path)
     scn = load_scenario(scenario_path, db)
+    db = db.with_overrides(scn.device_overrides)
     out = Path(out_dir) if out_dir else default_report_dir(Path("reports"), scn.name or scenario_path.stem, progress)
     out.mkdir(parents=True, exist_ok=True)
     present, why = hardware_present(scn, db)
@@ -172,43 +166,47 @@ def profile(scenario_path: str | Path, *, db: DeviceDB | None = None, out_dir: s
         reason = f"MODELED ({why})" if mode == "auto" else "MODELED (requested)"
     progress("attributing")
     res = attribute_trace(trace, db, scn.carbon, scenario=scn.name or scenario_path.stem, region=region, draws=draws,
-                          slo=scn.slo.model_dump(), base_dir=scenario_path.parent, out_dir=out)
+                          slo=scn.slo.model_dump(), base_dir=scenario_path.parent, out_dir=out, scope=scope)
     res.report["mode_reason"] = reason
     (out / "report.json").write_text(__import__("json").dumps(res.report, indent=2))
-    return ProfileResult(res.report, res.attribution, trace, out, reason)
+    return ProfileResult(res.report, res.attribution, trace, out, reason, res.db)
 
 
 @dataclass
 class AttributedTrace:
     report: dict[str, Any]
     attribution: Attribution
+    db: DeviceDB | None = None   # the device_db the attribution used (with the scenario's overrides)
 
 
 def attribute_trace(trace: str | Path, db: DeviceDB, carbon: Carbon | None, *, scenario: str,
                     region: str | None = None, draws: int | None = None, slo: dict | None = None,
                     base_dir: Path | None = None, out_dir: Path | None = None,
-                    gco2e_per_kwh: float | None = None) -> AttributedTrace:
+                    gco2e_per_kwh: float | None = None, scope: str | None = None) -> AttributedTrace:
+    """A saved trace -> attribute() -> report (``report`` re-attributes with another region, intensity or scope)."""
     trace = Path(trace)
     usage = aggregate(trace)
+    echo = usage.header.scenario or {}
     if carbon is None:
-        scn_echo = usage.header.scenario or {}
         try:
-            carbon = Carbon.model_validate(scn_echo.get("carbon") or {"region": region or "world"})
-        except Exception:
+            carbon = Carbon.model_validate(echo.get("carbon") or {"region": region or "world"})
+        except Exception:  # noqa: BLE001 - an old or partial echo: fall back to the world grid
             carbon = Carbon(region=region or "world")
+    db = scenario_db(db, echo)
     if gco2e_per_kwh is not None:
-        inputs = inputs_for(carbon, db, base_dir, draws=draws, region=None)
-        inputs = CarbonInputs(Triple.fixed(gco2e_per_kwh, "given on the command line"), inputs.pue, inputs.allocation,
-                              inputs.lifetime_overrides_years, inputs.draws, inputs.seed, None)
-    else:
-        inputs = inputs_for(carbon, db, base_dir, region=region, draws=draws)
+        from .scenario import IntensityFigure
+
+        carbon = carbon.model_copy(update={"region": None, "intensity_file": None, "gco2e_per_kwh": IntensityFigure(
+            best=gco2e_per_kwh, source="given on the command line")})
+        region = None
+    inputs = carbon_inputs_for(carbon, db, region=region, base_dir=base_dir, draws=draws, scope=scope)
     attr = attribute(usage, db, inputs)
-    if slo is None and usage.header.scenario:
-        slo = (usage.header.scenario or {}).get("slo")
+    if slo is None and echo:
+        slo = echo.get("slo")
     report = build_report(attr, scenario=scenario, slo=slo, trace_path=str(trace))
     if out_dir is not None:
         write_report_files(Path(out_dir), report, attr, trace)
         report["files"] = {"report": str(Path(out_dir) / "report.json"), "trace": str(Path(out_dir) / "trace.arrows"),
                            "intervals": str(Path(out_dir) / "intervals.parquet"),
                            "device_phase": str(Path(out_dir) / "device_phase.parquet")}
-    return AttributedTrace(report, attr)
+    return AttributedTrace(report, attr, db)

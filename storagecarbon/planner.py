@@ -1,17 +1,16 @@
 """Capacity planning: ``compare`` options with paired Monte Carlo draws, ``plan`` over a sweep.
 
-Both stages share one carbon kernel and one :class:`World` of Monte Carlo draws:
+Both stages use the carbon package (:mod:`storagecarbon.carbon`), as ``profile`` does:
 
-* the **world** holds, for every draw index, one value of every uncertain input: per device
-  model (device_db key) its embodied total, lifetime, idle/active power and rated endurance;
-  the grid intensity (one uniform per draw shared by every region and hourly series, so draw
-  ``d`` is the same "state of the grid" for every option) and the PUE. Streams are keyed by name
-  (``np.random.default_rng([seed, crc32(name)])``), so two options that both use an H100 see the
-  same H100 draws, whatever else they contain: comparisons are paired draw by draw.
-* the **carbon kernel** applies the formulas of :func:`storagecarbon.attribution.attribute`
-  (operational: count x idle x T + (active - idle) x busy, x intensity x PUE; embodied: SCI
-  time share TE x units.s / lifetime, flash wear TE x written / TBW, the larger per draw under
-  ``max``) to usage totals. Its distributions equal attribute()'s (tests/test_planner.py).
+* the **keyed sampler** (:class:`~storagecarbon.carbon.sampling.KeyedSampler`; :class:`World` binds it
+  to a device_db) holds, for every draw index, one value of every uncertain input: per device model
+  (device_db key) its embodied total, lifetime, power and rated endurance; the grid intensity (one
+  uniform per draw shared by every region and hourly series) and the PUE. Streams are keyed by name,
+  so two options that both use an H100 see the same H100 draws: comparisons are paired draw by draw,
+  and ``compare`` gives exactly ``profile``'s numbers for the same scenario, seed and draws;
+* ``compare`` attributes each option with :func:`~storagecarbon.carbon.attribute.attribute_uses`;
+  ``plan`` calls the same kernel functions (:mod:`storagecarbon.carbon.kernel`) over arrays of
+  configurations.
 
 ``plan`` does not run the iteration-level simulation of :mod:`storagecarbon.perfmodel` (about a
 second per configuration); it evaluates a **vectorised analytic steady-state model** of the same
@@ -35,7 +34,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from .attribution import J_PER_KWH, SECONDS_PER_YEAR, UNIT_KINDS, Triple
+from .carbon import kernel as ck
+from .carbon.attribute import Attribution, CarbonInputs, attribute_uses, carbon_inputs_for
+from .carbon.grid import (CARBONCAST_CISO, ERROR_MODELS, HALF_NORMAL_Z, NO_ERROR, QUANTILES, ErrorBand,  # noqa: F401
+                          ForecastErrorModel, IntensitySeries, error_model_from_mape, grid_for_region, grid_spec_for,
+                          load_intensity_csv, pue_triple)
+from .carbon.sampling import (J_PER_KWH, SECONDS_PER_YEAR, DeviceDraws, GridSpec, KeyedSampler, Triple,  # noqa: F401
+                              band, logtri_ppf, stream)
+from .carbon.usage import DeviceUse, uses_from_usage
 from .devicedb import DeviceDB
 from .errors import StoragecarbonError, ValidationError
 from .perfmodel import ModelConstants, load_constants, sample_workload
@@ -49,376 +55,42 @@ SLOT_TIER = {"gpu": "hbm", "host": "host", "cpu": "host", "dram": "dram", "ssd":
 CAPACITY_KINDS = ("dram", "ssd", "hdd")
 
 
-# =========================================================================== sampling
-def logtri_ppf(t: Triple, u: np.ndarray) -> np.ndarray:
-    """Inverse CDF of the log-triangular distribution of :func:`attribution.sample`.
-
-    Same distribution as ``sample()`` (triangular on log(low), log(best), log(high); plain
-    triangular when low is 0; a point value when the range is empty), but driven by given
-    uniforms so that draws can be shared (comonotonic) between options.
-    """
-    lo, c, hi = t.low, t.best, t.high
-    if hi <= lo:
-        return np.full(np.shape(u), c, dtype=np.float64)
-    if lo > 0:
-        a, m, b = math.log(lo), math.log(c), math.log(hi)
-    else:
-        a, m, b = lo, c, hi
-    m = min(max(m, a), b)
-    fc = (m - a) / (b - a)
-    left = a + np.sqrt(u * (b - a) * (m - a))
-    right = b - np.sqrt((1 - u) * (b - a) * (b - m))
-    x = np.where(u < fc, left, right)
-    return np.exp(x) if lo > 0 else x
-
-
-def _stream(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode())])
+# =========================================================================== carbon (one kernel, one sampler)
+# The sampler, grid, kernel and attribute() live in storagecarbon.carbon; compare and plan call them.
+# Names kept here for callers of the planner module.
+KeyDraws = DeviceDraws
+_stream = stream
 
 
 def bands(x: np.ndarray, axis: int = -1) -> dict[str, float]:
-    p5, p50, p95 = np.percentile(x, [5, 50, 95], axis=axis)
-    return {"p5": float(p5), "p50": float(p50), "p95": float(p95)}
+    return band(x)
 
 
-# =========================================================================== forecast error
-QUANTILES = (0.5, 0.9, 0.95, 0.99)
-HALF_NORMAL_Z = (0.6745, 1.6449, 1.9600, 2.5758)  # quantiles of |N(0,1)|
+class World(KeyedSampler):
+    """The keyed sampler bound to a device_db: figures by device_db key, grid and PUE by draw index."""
 
-
-@dataclass(frozen=True)
-class ErrorBand:
-    """Absolute percentage error of a carbon-intensity forecast up to ``max_horizon_h`` hours ahead."""
-
-    max_horizon_h: float
-    ape_pct: tuple[float, float, float, float]  # at QUANTILES (P50, P90, P95, P99)
-
-
-@dataclass(frozen=True)
-class ForecastErrorModel:
-    """Relative forecast error per horizon; actual = forecast / (1 + e), e = +-|APE| with even sign."""
-
-    name: str
-    bands: tuple[ErrorBand, ...]
-    source: str
-
-    def sample(self, horizon_h: np.ndarray, u_abs: np.ndarray, u_sign: np.ndarray) -> np.ndarray:
-        out = np.zeros(np.shape(horizon_h))
-        if not self.bands:
-            return out
-        edges = np.array([b.max_horizon_h for b in self.bands])
-        bi = np.minimum(np.searchsorted(edges, horizon_h, side="left"), len(self.bands) - 1)
-        qs = np.array((0.0,) + QUANTILES + (1.0,))
-        for i, b in enumerate(self.bands):
-            m = bi == i
-            if not m.any():
-                continue
-            p = np.asarray(b.ape_pct, dtype=float)
-            tail = p[-1] * max(p[-1] / p[-2], 1.0) if p[-2] > 0 else p[-1]
-            vals = np.concatenate([[0.0], p, [tail]]) / 100.0
-            out[m] = np.interp(u_abs[m], qs, vals)
-        e = np.where(u_sign < 0.5, -out, out)
-        return np.maximum(e, -0.9)
-
-    def describe(self) -> list[dict[str, Any]]:
-        return [{"max_horizon_h": b.max_horizon_h, **{f"ape_p{int(q * 100)}_pct": v for q, v in zip(QUANTILES, b.ape_pct)}}
-                for b in self.bands]
-
-
-# CarbonCast (Maji, Shenoy, Sitaraman, BuildSys 2022), California ISO: distribution over test days
-# of the daily MAPE of its multi-day carbon-intensity forecasts, per forecast day.
-# carbonfirst/CarbonCast@0faf82f data/CISO/CISO_MAPE_iter0.txt, rows [day, mean, P50, P90, P95, P99].
-CARBONCAST_CISO = ForecastErrorModel(
-    name="carboncast-ciso",
-    bands=(
-        ErrorBand(24, (9.00, 14.49, 17.13, 22.44)),
-        ErrorBand(48, (11.58, 18.53, 22.06, 29.36)),
-        ErrorBand(72, (11.81, 20.08, 24.69, 36.40)),
-        ErrorBand(96, (12.53, 20.91, 28.55, 35.30)),
-    ),
-    source="CarbonCast (Maji et al., BuildSys 2022) per-day MAPE distribution for CISO, "
-           "carbonfirst/CarbonCast@0faf82f data/CISO/CISO_MAPE_iter0.txt (P50/P90/P95/P99 of daily MAPE for "
-           "forecast days 1-4; mean MAPE 9.7/12.4/13.2/13.7%); beyond 96 h the day-4 band is reused",
-)
-NO_ERROR = ForecastErrorModel(name="none", bands=(), source="series taken as exact (no forecast error)")
-ERROR_MODELS = {m.name: m for m in (CARBONCAST_CISO, NO_ERROR)}
-
-
-def error_model_from_mape(name: str, bands: Sequence[tuple[float, float]], source: str) -> ForecastErrorModel:
-    """Bands given as (max_horizon_h, MAPE %): |e| half-normal with mean MAPE (sigma = MAPE x sqrt(pi/2))."""
-    out = []
-    for h, mape in bands:
-        sigma = mape * math.sqrt(math.pi / 2)
-        out.append(ErrorBand(h, tuple(sigma * z for z in HALF_NORMAL_Z)))  # type: ignore[arg-type]
-    return ForecastErrorModel(name, tuple(out), source)
-
-
-@dataclass(frozen=True)
-class IntensitySeries:
-    """An hourly intensity series (forecast, or history standing in for one) plus its error model."""
-
-    name: str
-    values: np.ndarray            # gCO2e/kWh, one per hour
-    error: ForecastErrorModel
-    lead_h: float = 0.0           # hours between the forecast's issue and the series' first hour
-    source: str = ""
-
-    def sample(self, u_hour: np.ndarray, u_abs: np.ndarray, u_sign: np.ndarray) -> np.ndarray:
-        n = len(self.values)
-        idx = np.minimum((u_hour * n).astype(np.int64), n - 1)
-        horizon = self.lead_h + idx + 1.0
-        e = self.error.sample(horizon, u_abs, u_sign)
-        return self.values[idx] / (1.0 + e)
-
-
-def load_intensity_csv(path: str | Path) -> np.ndarray:
-    """``timestamp,gco2e_per_kwh`` (other columns ignored); errors name FILE:LINE: field."""
-    import io
-
-    from . import limits
-
-    p = Path(path)
-    if p.exists() and not p.is_file():
-        raise ValidationError(str(p), None, "file", "intensity series is not a regular file")
-    try:
-        with p.open("rb") as fb:
-            raw_bytes = fb.read(int(limits.CSV_BYTES.value) + 1)
-    except FileNotFoundError:
-        raise ValidationError(str(p), None, "file", "intensity series does not exist") from None
-    except OSError as exc:
-        raise ValidationError(str(p), None, "file", f"intensity series cannot be read ({exc.__class__.__name__})") from None
-    if len(raw_bytes) > limits.CSV_BYTES.value:
-        raise ValidationError(str(p), None, "file", f"larger than {limits.CSV_BYTES.value:,.0f} bytes ({limits.CSV_BYTES.why})")
-    try:
-        text = raw_bytes.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValidationError(str(p), None, "file", f"not UTF-8 text (byte {exc.start})") from None
-    if "\0" in text:
-        raise ValidationError(str(p), None, "file", "contains NUL bytes: not a CSV text file")
-    rd = csv.DictReader(io.StringIO(text, newline=""))
-    vals = []
-    try:
-        if rd.fieldnames is None or "gco2e_per_kwh" not in rd.fieldnames:
-            raise ValidationError(str(p), 1, "header", "needs columns timestamp,gco2e_per_kwh")
-        for row in rd:
-            i = rd.line_num
-            raw = row.get("gco2e_per_kwh")
-            try:
-                v = float(raw)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise ValidationError(str(p), i, "gco2e_per_kwh", f"not a number ({str(raw)[:40]!r})") from None
-            if not (v >= 0 and math.isfinite(v)):
-                raise ValidationError(str(p), i, "gco2e_per_kwh", "must be a finite number >= 0")
-            vals.append(v)
-            if len(vals) > limits.CSV_ROWS.value:
-                raise ValidationError(str(p), i, "rows", f"more than {limits.CSV_ROWS.value:,.0f} rows ({limits.CSV_ROWS.why})")
-    except csv.Error as exc:
-        raise ValidationError(str(p), rd.line_num, "csv", f"not valid CSV ({exc})") from None
-    if not vals:
-        raise ValidationError(str(p), None, "rows", "intensity series has no rows")
-    return np.asarray(vals, dtype=np.float64)
-
-
-# =========================================================================== world of draws
-@dataclass
-class KeyDraws:
-    """Draws of one device model's figures (per unit)."""
-
-    key: str
-    kind: str
-    idle_w: np.ndarray          # 0 where the record has no idle power
-    dyn_w: np.ndarray           # max(active, idle) - idle
-    te_g: np.ndarray | None     # embodied per unit, g (None: missing)
-    life_s: np.ndarray | None   # default lifetime, s
-    tbw_b: np.ndarray | None    # rated endurance, bytes (flash only)
-    missing: list[str]
-    sources: dict[str, str]
-    no_idle: bool = False
-    no_power: bool = False
-    avg_w: np.ndarray | None = None   # capacity device with one average power figure (per unit held)
-
-
-@dataclass(frozen=True)
-class GridSpec:
-    """Where the electricity comes from: a device_db region, a fixed figure or an hourly series."""
-
-    label: str
-    triple: Triple | None = None
-    series: IntensitySeries | None = None
-
-    @property
-    def source(self) -> str:
-        if self.series is not None:
-            return f"hourly series {self.series.name} ({self.series.source}); forecast error: {self.series.error.source}"
-        assert self.triple is not None
-        return self.triple.source
-
-
-class World:
-    """Shared Monte Carlo draws: device figures by device_db key, grid and PUE by draw index."""
-
-    def __init__(self, db: DeviceDB, draws: int, seed: int = 0,
-                 idle_overrides: dict[str, Triple] | None = None) -> None:
+    def __init__(self, db: DeviceDB, draws: int, seed: int = 0) -> None:
         if draws < 1:
             raise StoragecarbonError("draws must be >= 1")
-        self.db, self.draws, self.seed = db, int(draws), int(seed)
-        self.idle_overrides = {db.get(k).key: v for k, v in (idle_overrides or {}).items()}
-        self._keys: dict[str, KeyDraws] = {}
-        g = _stream(seed, "grid")
-        self.u_grid = g.random(self.draws)          # one grid state per draw, shared by every region
-        self.u_hour = g.random(self.draws)
-        self.u_err = g.random(self.draws)
-        self.u_sign = g.random(self.draws)
-        self.u_pue = _stream(seed, "pue").random(self.draws)
-        self._grid: dict[str, np.ndarray] = {}
+        super().__init__(draws, seed)
+        self.db = db
 
-    def key(self, key: str) -> KeyDraws:
-        if key in self._keys:
-            return self._keys[key]
-        rec = self.db.resolve(key)
-        n = self.draws
-        if rec is None:
-            kd = KeyDraws(key, "?", np.zeros(n), np.zeros(n), None, None, None,
-                          [f"no device_db record {key!r}: its carbon is missing, not zero"], {})
-            self._keys[key] = kd
-            return kd
-        u = _stream(self.seed, f"device:{rec.key}").random((5, n))
-        missing, sources = [], {}
-        idle = self.idle_overrides.get(rec.key) or Triple.of(rec.idle_w)
-        act = Triple.of(rec.active_w)
-        avg = None
-        if rec.kind in CAPACITY_KINDS and idle is None and act is not None:
-            # as attribute(): one average figure, charged over the capacity-seconds held (CCF method)
-            avg = logtri_ppf(act, u[1])
-        elif idle is None and act is None:
-            missing.append(f"{rec.key}: no idle/active power in device_db; operational energy missing")
-        elif idle is None:
-            missing.append(f"{rec.key}: idle power missing in device_db; idle energy not counted")
-        idle_d = logtri_ppf(idle, u[0]) if idle else np.zeros(n)
-        act_d = logtri_ppf(act, u[1]) if act else idle_d
-        act_d = np.maximum(act_d, idle_d)
-        te = rec.embodied_total_triple()
-        te_d = None
-        if te is None:
-            missing.append(f"{rec.key}: no embodied figure in device_db; embodied carbon missing")
-        else:
-            te_d = logtri_ppf(Triple(*te), u[2]) * 1000.0
-            sources["embodied"] = rec.embodied_kgco2e.source if rec.embodied_kgco2e else ""
-        life = Triple.of(rec.lifetime_years)
-        life_d = logtri_ppf(life, u[3]) * SECONDS_PER_YEAR if life else None
-        tbw_d = None
-        if rec.kind == "ssd" and rec.endurance_tbw is not None:
-            tbw_d = logtri_ppf(Triple.of(rec.endurance_tbw), u[4]) * 1e12  # type: ignore[arg-type]
-        if avg is not None:
-            idle_d = act_d = np.zeros(n)
-        kd = KeyDraws(rec.key, rec.kind, idle_d, act_d - idle_d, te_d, life_d, tbw_d, missing, sources,
-                      no_idle=idle is None and avg is None, no_power=idle is None and act is None, avg_w=avg)
-        self._keys[key] = kd
-        return kd
+    def key(self, key: str) -> DeviceDraws:
+        return self.device(self.db.get(key))
 
     def ratio(self, key: str, life_years: float | None) -> np.ndarray:
-        """Embodied g per unit-second held: TE / lifetime (per draw)."""
+        """Embodied g per unit-second held: TE / lifetime (per draw); 0 where TE is missing (flagged by callers)."""
         kd = self.key(key)
         if kd.te_g is None:
             return np.zeros(self.draws)
-        if life_years is not None:
-            return kd.te_g / (life_years * SECONDS_PER_YEAR)
-        if kd.life_s is None:
-            return np.zeros(self.draws)
-        return kd.te_g / kd.life_s
-
-    def grid(self, spec: GridSpec) -> np.ndarray:
-        if spec.label in self._grid:
-            return self._grid[spec.label]
-        if spec.series is not None:
-            v = spec.series.sample(self.u_hour, self.u_err, self.u_sign)
-        else:
-            assert spec.triple is not None
-            v = logtri_ppf(spec.triple, self.u_grid)
-        self._grid[spec.label] = v
-        return v
-
-    def pue(self, t: Triple) -> np.ndarray:
-        return logtri_ppf(t, self.u_pue)
-
-
-def grid_for_region(db: DeviceDB, region: str) -> GridSpec:
-    r = db.region(region)
-    t = Triple.of(r.gco2e_per_kwh)
-    assert t is not None
-    return GridSpec(f"region:{region}", Triple(t.low, t.best, t.high, f"{r.name} {r.year}: {t.source}"))
-
-
-def pue_triple(db: DeviceDB, pue: str | float) -> Triple:
-    if isinstance(pue, (int, float)):
-        return Triple.fixed(float(pue), "given in the scenario")
-    p = db.pue_of(pue)
-    t = Triple.of(p.value)
-    assert t is not None
-    return Triple(t.low, t.best, t.high, f"{p.name}: {t.source}")
-
-
-# =========================================================================== carbon kernel
-@dataclass(frozen=True)
-class DeviceUse:
-    """Usage totals of one device (or a group of identical units) over a run."""
-
-    id: str
-    tier: str
-    key: str | None
-    count: int
-    duration_s: float
-    busy_s: float                  # unit-seconds of activity summed over units (power-weighted)
-    units_s: float | None          # embodied occupancy in unit-seconds (None: missing)
-    flash_written_b: float = 0.0
-    measured_j: float | None = None
-    life_years: float | None = None
-    share: float = 1.0             # SCI resource share of each unit (unit devices)
-
-
-def device_carbon(uses: Sequence[DeviceUse], world: World, allocation: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Per-draw embodied g and operational energy J of each device: arrays [device, draw]."""
-    n = world.draws
-    emb = np.zeros((len(uses), n))
-    opj = np.zeros((len(uses), n))
-    warnings: list[str] = []
-    for i, u in enumerate(uses):
-        if u.key is None:
-            warnings.append(f"{u.id}: no device_db record; its carbon is missing, not zero")
-            continue
-        kd = world.key(u.key)
-        warnings.extend(f"{u.id}: {m}" for m in kd.missing)
-        if u.measured_j is not None:
-            opj[i] = u.measured_j
-        elif kd.avg_w is not None:
-            opj[i] = kd.avg_w * (u.units_s or 0.0)
-        else:
-            opj[i] = u.share * (u.count * u.duration_s * kd.idle_w + u.busy_s * kd.dyn_w)
-        if kd.te_g is None:
-            continue
-        if u.units_s is None:
-            units = 0.0
-            warnings.append(f"{u.id}: no occupancy (resident or reserved bytes); time-share embodied missing")
-        else:
-            units = u.units_s
-        time = units * world.ratio(u.key, u.life_years)
-        wear = np.zeros(n)
-        if kd.kind == "ssd" and kd.tbw_b is not None and allocation in ("wear", "max"):
-            wear = u.flash_written_b / kd.tbw_b * kd.te_g
-        if allocation == "time":
-            emb[i] = time
-        elif allocation == "wear":
-            # as attribute(): rated flash by wear, every other device by time share
-            emb[i] = wear if (kd.kind == "ssd" and kd.tbw_b is not None) else time
-        else:
-            emb[i] = np.where(wear > time, wear, time)
-    return emb, opj, warnings
+        life = kd.life_s if life_years is None else life_years * SECONDS_PER_YEAR
+        return ck.time_share_g(1.0, kd.te_g, life)
 
 
 # =========================================================================== compare
 @dataclass
 class Option:
-    """One option to compare: its report (from the pipeline) and the usage behind it."""
+    """One option to compare: its usage per device (as profile reads it) and its carbon settings."""
 
     name: str
     source: str
@@ -431,46 +103,17 @@ class Option:
     generated_tokens: int
     mode: str
     slo: dict[str, Any] = field(default_factory=dict)
+    phases: list[str] | None = None
+    scope: str = "dedicated"
+    lifetime_overrides: dict[str, float] = field(default_factory=dict)
+    db: DeviceDB | None = None          # the device_db with the option's device_overrides
+    scenario: dict[str, Any] | None = None
+    prompt_tokens: int = 0
+    usage: Any = None
 
-
-def uses_from_usage(usage: Any, db: DeviceDB, lifetime_overrides: dict[str, float]) -> list[DeviceUse]:
-    """Usage totals per device from a :class:`storagecarbon.usage.Usage` (as attribute() reads them)."""
-    out = []
-    T = float(np.sum(usage.phase_time_s))
-    q = usage.by_phase
-    for i, e in enumerate(usage.header.devices):
-        rec = db.resolve(e.db_key) if e.db_key else None
-        measured = None
-        if usage.has.get((e.id, "energy_j")):
-            measured = float(q["energy_j"][i].sum())
-        elif usage.has.get((e.id, "power_j")):
-            measured = float(q["power_j"][i].sum())
-        units: float | None
-        share = float(getattr(e, "share", 1.0) or 1.0)
-        busy = float(q["busy_s"][i].sum())
-        if rec is not None and rec.kind in UNIT_KINDS:
-            units = e.count * share * T
-            if not usage.has.get((e.id, "busy_s")) and usage.has.get((e.id, "cpu_time_s")):
-                cpus = float((usage.header.host or {}).get("cpu_count") or 1)
-                busy = float((np.minimum(q["cpu_time_s"][i] / cpus, usage.phase_time_s) * e.count).sum())
-        else:
-            cap = e.capacity_bytes or (rec.capacity_bytes if rec else None)
-            if usage.has.get((e.id, "resident_byte_s")) and cap:
-                per_phase = q["resident_byte_s"][i] / cap
-                units = float(np.minimum(per_phase, e.count * usage.phase_time_s).sum())
-            elif e.reserved_bytes is not None and cap:
-                units = float(min(e.reserved_bytes / cap * T, e.count * T))
-            else:
-                units = None
-        written = float(np.maximum(q["bytes_written"][i], q["app_bytes_written"][i]).sum())
-        life = None
-        for k in (e.id, e.db_key, e.tier):
-            if k is not None and k in lifetime_overrides:
-                life = float(lifetime_overrides[k])
-                break
-        out.append(DeviceUse(e.id, e.tier, rec.key if rec else e.db_key, e.count, T, busy, units, written, measured,
-                             life, share))
-    return out
+    def inputs(self, draws: int, seed: int) -> CarbonInputs:
+        return CarbonInputs(self.grid, self.pue, self.allocation, dict(self.lifetime_overrides), draws, seed,
+                            scope=self.scope)  # type: ignore[arg-type]
 
 
 def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str | None = None,
@@ -484,9 +127,8 @@ def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str |
         scn = load_scenario(p, db)
         name = scn.name or p.stem
         progress(f"modeling {name}")
-        res = profile(p, db=db, out_dir=default_report_dir(out_root, name, progress), mode="modeled", region=region,
-                      draws=200)
-        report, usage, carbon = res.report, res.attribution.usage, scn.carbon
+        res = profile(p, db=db, out_dir=default_report_dir(out_root, name, progress), mode="modeled", region=region)
+        report, attr, carbon, odb = res.report, res.attribution, scn.carbon, res.db or db
         base_dir = p.parent
     else:
         trace = p / "trace.arrows" if p.is_dir() else p
@@ -494,53 +136,54 @@ def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str |
             raise StoragecarbonError(f"{p}: not a scenario (.yaml), a report directory with trace.arrows, or a trace file")
         name = p.name if p.is_dir() else (p.parent.name or p.stem)
         progress(f"reading {trace}")
-        res2 = attribute_trace(trace, db, None, scenario=name, region=region, draws=200)
-        report, usage = res2.report, res2.attribution.usage
-        echo = (usage.header.scenario or {}).get("carbon")
+        res2 = attribute_trace(trace, db, None, scenario=name, region=region)
+        report, attr, odb = res2.report, res2.attribution, res2.db or db
+        echo = (attr.usage.header.scenario or {}).get("carbon")
         try:
             carbon = Carbon.model_validate(echo or {"region": region or "world"})
         except Exception:
             carbon = Carbon(region=region or "world")
         base_dir = trace.parent
-    grid = _grid_of_carbon(carbon, db, region, base_dir)
-    uses = uses_from_usage(usage, db, dict(carbon.lifetime_years))
+    usage = attr.usage
+    inputs = carbon_inputs_for(carbon, odb, region=region, base_dir=base_dir)
     slo = (usage.header.scenario or {}).get("slo") or {}
-    return Option(name=name, source=str(p), report=report, uses=uses, grid=grid, pue=pue_triple(db, carbon.pue),
-                  allocation=carbon.allocation, requests=int(report.get("requests") or 0),
+    return Option(name=name, source=str(p), report=report, uses=uses_from_usage(usage, odb), grid=inputs.grid,
+                  pue=inputs.pue, allocation=inputs.allocation, requests=int(report.get("requests") or 0),
                   generated_tokens=int((report.get("tokens") or {}).get("generated") or 0),
-                  mode=str(report.get("mode", "?")), slo=slo)
+                  mode=str(report.get("mode", "?")), slo=slo, phases=list(usage.phases), scope=inputs.scope,
+                  lifetime_overrides=dict(inputs.lifetime_overrides_years), db=odb, scenario=usage.header.scenario,
+                  prompt_tokens=int((report.get("tokens") or {}).get("prompt") or 0), usage=usage)
 
 
 def _grid_of_carbon(carbon: Any, db: DeviceDB, region: str | None, base_dir: Path | None) -> GridSpec:
-    if region is not None:
-        return grid_for_region(db, region)
-    if carbon.gco2e_per_kwh is not None:
-        g = carbon.gco2e_per_kwh
-        t = Triple(g.low if g.low is not None else g.best, g.best, g.high if g.high is not None else g.best, g.source)
-        return GridSpec(f"fixed:{t.low}:{t.best}:{t.high}", t)
-    if carbon.intensity_file:
-        f = Path(carbon.intensity_file)
-        if not f.is_absolute() and base_dir is not None:
-            f = base_dir / f
-        vals = load_intensity_csv(f)
-        return GridSpec(f"series:{f}", series=IntensitySeries(f.name, vals, NO_ERROR, source=str(f)))
-    return grid_for_region(db, carbon.region)
+    return grid_spec_for(carbon, db, region, base_dir)
 
 
-def option_draws(opt: Option, world: World) -> dict[str, Any]:
+def option_attribution(opt: Option, db: DeviceDB, sampler: KeyedSampler) -> Attribution:
+    """attribute() of one option on the shared sampler (the same cells profile computes)."""
+    phases = opt.phases or [f"run{i}" for i in range(len(opt.uses[0].phase_time_s))] if opt.uses else []
+    a = attribute_uses(opt.uses, phases, opt.db or db, opt.inputs(sampler.draws, sampler.seed), sampler=sampler,
+                       scenario=opt.scenario or {}, workload={"requests": opt.requests,
+                                                              "prompt_tokens": opt.prompt_tokens,
+                                                              "generated_tokens": opt.generated_tokens})
+    a.usage = opt.usage
+    return a
+
+
+def option_draws(opt: Option, world: KeyedSampler, db: DeviceDB | None = None) -> dict[str, Any]:
     """Per-draw carbon of one option: totals, per tier, per 1k tokens and per request."""
-    emb, opj, warns = device_carbon(opt.uses, world, opt.allocation)
-    ci = world.grid(opt.grid)
-    pue = world.pue(opt.pue)
-    op = opj / J_PER_KWH * (ci * pue)[None, :]
+    a = option_attribution(opt, db or opt.db or getattr(world, "db"), world)
+    emb = np.nansum(a.embodied_g, axis=1)   # [device, draw]
+    op = np.nansum(a.operational_g, axis=1)
     tiers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for i, u in enumerate(opt.uses):
         e0, o0 = tiers.get(u.tier, (np.zeros(world.draws), np.zeros(world.draws)))
         tiers[u.tier] = (e0 + emb[i], o0 + op[i])
-    total = emb.sum(axis=0) + op.sum(axis=0)
-    return {"emb": emb.sum(axis=0), "op": op.sum(axis=0), "total": total, "tiers": tiers,
-            "per_1k": total / opt.generated_tokens * 1000 if opt.generated_tokens else None,
-            "per_req": total / opt.requests if opt.requests else None, "warnings": warns, "ci": ci, "pue": pue}
+    total = a.total_g
+    return {"emb": np.nansum(a.embodied_g, axis=(0, 1)), "op": np.nansum(a.operational_g, axis=(0, 1)), "total": total,
+            "tiers": tiers, "per_1k": total / opt.generated_tokens * 1000 if opt.generated_tokens else None,
+            "per_req": total / opt.requests if opt.requests else None, "warnings": a.warnings, "ci": a.ci,
+            "pue": a.pue, "attribution": a}
 
 
 TIER_ORDER = ["hbm", "host", "dram", "ssd", "hdd", "remote"]
@@ -549,42 +192,49 @@ TIER_ORDER = ["hbm", "host", "dram", "ssd", "hdd", "remote"]
 def compare(options: Sequence[Option], db: DeviceDB, *, draws: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Side-by-side carbon of options with paired Monte Carlo draws (pure given the options).
 
-    Every option is evaluated on one :class:`World`: draw ``d`` holds the same grid-intensity
-    quantile, PUE and device-model figures for all of them, so ``P(A < B)`` is the share of
-    draws in which A's gCO2e per 1k generated tokens is below B's.
+    Every option is attributed by attribute() on one keyed sampler: draw ``d`` holds the same
+    grid-intensity quantile, PUE and device-model figures for all of them (and for ``profile``
+    with the same seed and draws), so ``P(A < B)`` is the share of draws in which A's gCO2e per
+    1k generated tokens is below B's.
     """
+    from .report.build import build_report
+
     if len(options) < 2:
         raise StoragecarbonError("compare needs at least two options")
     world = World(db, draws, seed)
-    res = [option_draws(o, world) for o in options]
+    res = [option_draws(o, world, o.db or db) for o in options]
     tiers_seen = {t for r in res for t in r["tiers"]}
     tier_list = [t for t in TIER_ORDER if t in tiers_seen] + sorted(tiers_seen - set(TIER_ORDER))
     out_opts = []
     for o, r in zip(options, res):
+        rep = build_report(r["attribution"], scenario=o.name, slo=o.slo)
         lat = o.report.get("latency") or {}
+        by_tier = {t["tier"]: t for t in rep["tiers"]}
         rows = []
         for t in tier_list:
-            if t not in r["tiers"]:
+            if t not in by_tier:
                 rows.append({"tier": t, "present": False})
                 continue
             e, op = r["tiers"][t]
-            devs = [f"{u.count} x {u.key}" for u in o.uses if u.tier == t]
-            rows.append({"tier": t, "present": True, "devices": devs, "embodied_gco2e": bands(e),
-                         "operational_gco2e": bands(op), "total_gco2e": bands(e + op),
-                         "per_1k_tokens_gco2e": bands((e + op) / o.generated_tokens * 1000) if o.generated_tokens else None})
+            tr = by_tier[t]
+            rows.append({"tier": t, "present": True, "devices": tr["devices"], "embodied_gco2e": tr["embodied_gco2e"],
+                         "operational_gco2e": tr["operational_gco2e"], "total_gco2e": tr["total_gco2e"],
+                         "energy_kwh": tr["energy_kwh"], "energy_basis": tr["energy_basis"],
+                         "per_1k_tokens_gco2e": band((e + op) / o.generated_tokens * 1000) if o.generated_tokens else None})
         out_opts.append({
             "name": o.name, "source": o.source, "mode": o.mode.upper(),
             "mode_reason": o.report.get("mode_reason"),
             "requests": o.requests, "generated_tokens": o.generated_tokens,
             "duration_s": o.report.get("duration_s"),
-            "grid": {"label": o.grid.label, "source": o.grid.source, "gco2e_per_kwh": bands(r["ci"])},
+            "scope": o.scope,
+            "grid": {"label": o.grid.label, "source": o.grid.source, "gco2e_per_kwh": band(r["ci"])},
             "pue": {"best": o.pue.best, "source": o.pue.source}, "allocation": o.allocation,
-            "totals": {"embodied_gco2e": bands(r["emb"]), "operational_gco2e": bands(r["op"]),
-                       "total_gco2e": bands(r["total"])},
-            "per_1k_tokens_gco2e": bands(r["per_1k"]) if r["per_1k"] is not None else None,
-            "per_request_gco2e": bands(r["per_req"]) if r["per_req"] is not None else None,
+            "totals": rep["totals"], "headline": rep["headline"],
+            "per_1k_tokens_gco2e": rep["per_1k_tokens_gco2e"], "per_request_gco2e": rep["per_request_gco2e"],
             "embodied_share": float(np.median(r["emb"] / np.maximum(r["total"], 1e-300))),
-            "tiers": rows,
+            "tiers": rows, "devices": rep["devices"], "ledger": rep["ledger"], "wear": rep["wear"],
+            "missing": rep["missing"], "excludes": rep["excludes"], "coverage": rep["coverage"],
+            "device_overrides": rep["device_overrides"],
             "latency": {"ttft_ms": lat.get("ttft_ms"), "tpot_ms": lat.get("tpot_ms"), "slo": lat.get("slo") or {}},
             "slo_met": _slo_met(lat.get("slo") or {}),
             "warnings": sorted(set(r["warnings"])),
@@ -633,8 +283,9 @@ def compare(options: Sequence[Option], db: DeviceDB, *, draws: int = 2000, seed:
         "compare_version": COMPARE_VERSION,
         "metric": "gCO2e per 1k generated tokens" if all(r["per_1k"] is not None for r in res) else "gCO2e per run",
         "draws": draws, "seed": seed,
-        "pairing": ("one World of draws for every option: draw d shares the grid-intensity quantile, the PUE and the "
-                    "figures of each device model (device_db key) across options; P(A<B) counts draws with A below B"),
+        "pairing": ("one keyed sampler for every option (and for profile): draw d shares the grid-intensity quantile, "
+                    "the PUE and the figures of each device model (device_db key) across options; P(A<B) counts draws "
+                    "with A below B"),
         "tiers": tier_list,
         "options": out_opts,
         "pairs": pairs,
@@ -675,7 +326,7 @@ def _sources_of(options: Sequence[Option], world: World) -> dict[str, Any]:
     for o in options:
         for u in o.uses:
             if u.key and u.key not in out:
-                rec = world.db.resolve(u.key)
+                rec = (o.db or world.db).resolve(u.key)
                 if rec is not None:
                     out[u.key] = {"embodied": rec.embodied_kgco2e.source if rec.embodied_kgco2e else None,
                                   "lifetime": rec.lifetime_years.source,
@@ -1565,11 +1216,14 @@ def _key_table(world: World, keys: Sequence[str]) -> _KeyTable:
     mp = np.zeros(K, dtype=bool)
     for i, key in enumerate(uniq):
         kd = world.key(key)
-        idle[i], dyn[i] = kd.idle_w, kd.dyn_w
+        if kd.idle_w is not None:
+            idle[i] = kd.idle_w
+        if kd.dyn_w is not None:
+            dyn[i] = kd.dyn_w
         if kd.avg_w is not None:
             avg[i] = kd.avg_w
         if kd.te_g is not None and kd.tbw_b is not None:
-            wear[i] = kd.te_g / kd.tbw_b
+            wear[i] = ck.wear_g(1.0, kd.te_g, kd.tbw_b)
         me[i] = kd.te_g is None
         mp[i] = kd.no_power
     return _KeyTable(uniq, idle, dyn, wear, avg, me, mp)
@@ -1582,7 +1236,7 @@ def _life_for(slot: str, key: str | None, variant: LifetimeVariant) -> float | N
 
 
 def plan_carbon(perf: PerfResult, cfg: HwConfigs, world: World, grids: Sequence[GridSpec], pue: Triple,
-                lifetimes: Sequence[LifetimeVariant], allocation: str, *, chunk: int = 512,
+                lifetimes: Sequence[LifetimeVariant], allocation: str, *, chunk: int = 512, scope: str = "dedicated",
                 quantiles: Sequence[float] = (5, 50, 95), robust_q: float = 95.0,
                 candidate: np.ndarray | None = None, draws_of: dict[int, np.ndarray] | None = None) -> dict[str, Any]:
     """Per-draw carbon of every (hardware, lifetime, grid) configuration, reduced to percentiles.
@@ -1624,7 +1278,6 @@ def plan_carbon(perf: PerfResult, cfg: HwConfigs, world: World, grids: Sequence[
         ridx[s][ridx[s] < 0] = len(ratio_rows) - 1
     ci = np.vstack([world.grid(g) for g in grids])        # [G, D]
     pue_d = world.pue(pue)
-    cif = ci * pue_d[None, :] / J_PER_KWH                 # g per J
     gen = perf.generated_tokens
     D_s = np.nan_to_num(perf.duration_s)
     nq = len(quantiles)
@@ -1646,26 +1299,29 @@ def plan_carbon(perf: PerfResult, cfg: HwConfigs, world: World, grids: Sequence[
             cnt = counts[s][hs]
             units = perf.units_s[s][hs]
             sh = shares.get(s, 1.0)
-            opj += sh * ((cnt * D_s[hs])[:, None] * tab.idle[ki] + perf.busy[s][hs][:, None] * tab.dyn[ki]) \
-                + units[:, None] * tab.avg[ki]
-            time = units[:, None, None] * R[ridx[s][hs]]          # [h, L, D]
+            kind = "gpu" if s == "gpu" else ("host" if s in ("host", "cpu") else s)
+            held = ck.held_units_s(kind, scope, cnt, sh, D_s[hs], units)[:, None]   # [h, 1]
+            opj += ck.idle_energy_j(tab.idle[ki], held) + ck.dynamic_energy_j(tab.dyn[ki], perf.busy[s][hs][:, None], sh) \
+                + ck.average_energy_j(tab.avg[ki], held)
+            time = held[:, :, None] * R[ridx[s][hs]]              # [h, L, D]
             if s in ("ssd", "hdd") and allocation in ("wear", "max"):
-                wear = (perf.flash_written_b[s][hs][:, None] * tab.wear[ki])[:, None, :]
+                wear = ck.wear_g(perf.flash_written_b[s][hs][:, None], tab.wear[ki], 1.0)[:, None, :]
                 if allocation == "wear":
                     # as attribute(): rated flash by wear, other devices by time share
                     rated = np.broadcast_to((np.asarray(tab.wear[ki]) > 0).reshape(len(ki), -1).any(axis=1)[:, None, None],
                                             time.shape)
                     emb += np.where(rated, np.broadcast_to(wear, time.shape), time)
                 else:
-                    emb += np.maximum(time, wear)
+                    emb += ck.allocate(time, np.broadcast_to(wear, time.shape), "max", True)[0]
             else:
                 emb += time
-        op = opj[:, None, :] * cif[None, :, :]                       # [h, G, D]
+        op = ck.operational_g(opj[:, None, :], ci[None, :, :], pue_d[None, None, :])  # [h, G, D]
         tot = (emb[:, :, None, :] + op[:, None, :, :]) * (1000.0 / gen)  # [h, L, G, D] per 1k tokens
+        pc = np.percentile(tot, [*quantiles, robust_q], axis=-1)      # one partition for every quantile
         if draws_of is not None:
             draws_of.update({int(h): tot[k] for k, h in enumerate(hs)})
-        out_q[hs] = np.moveaxis(np.percentile(tot, quantiles, axis=-1), 0, -1)
-        out_rq[hs] = np.percentile(tot, robust_q, axis=-1)
+        out_q[hs] = np.moveaxis(pc[:nq], 0, -1)
+        out_rq[hs] = pc[nq]
         emb_q[hs] = np.moveaxis(np.percentile(emb * (1000.0 / gen), [5, 50, 95], axis=-1), 0, -1)
         op_q[hs] = np.moveaxis(np.percentile(op * (1000.0 / gen), [5, 50, 95], axis=-1), 0, -1)
         cm = cand[hs]
@@ -1688,6 +1344,15 @@ def plan_carbon(perf: PerfResult, cfg: HwConfigs, world: World, grids: Sequence[
             "missing_emb": {k: bool(tab.missing_emb[i]) for i, k in enumerate(tab.keys)},
             "missing_power": {k: bool(tab.missing_power[i]) for i, k in enumerate(tab.keys)},
             "grid_p50": [float(np.median(c)) for c in ci]}
+
+
+def carbon_db(db: DeviceDB, sw: "Sweep") -> DeviceDB:
+    """The device_db with a sweep's carbon-relevant overrides (idle power) as device_overrides."""
+    from .devicedb import DeviceOverride as DbOverride, FigureOverride
+
+    ov = {k: DbOverride(source=v.source, idle_w=FigureOverride(low=v.idle_w.low, best=v.idle_w.best, high=v.idle_w.high))
+          for k, v in sw.device_overrides.items() if v.idle_w is not None}
+    return db.with_overrides(ov)
 
 
 # =========================================================================== pareto
@@ -1742,8 +1407,7 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
         slo_ok &= perf.ttft_p90_ms <= slo.ttft_ms
     if slo.tpot_ms is not None:
         slo_ok &= perf.tpot_p90_ms <= slo.tpot_ms
-    idle_ov = {kk: v.idle_w.triple(v.source) for kk, v in sw.device_overrides.items() if v.idle_w is not None}
-    world = World(db, sw.draws, sw.seed, idle_overrides=idle_ov)
+    world = World(carbon_db(db, sw), sw.draws, sw.seed)
     pue = pue_triple(db, base.carbon.pue)
     lifetimes = list(sw.lifetimes)
     # configurations whose data is incomplete (a device without embodied figure, a GPU without
@@ -1763,7 +1427,8 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
     eligible = slo_ok & ~incomplete
     progress(f"carbon: {len(cfg) * len(lifetimes) * len(grids)} configurations x {sw.draws} draws")
     rq = 100.0 * sw.robust_quantile
-    car = plan_carbon(perf, cfg, world, grids, pue, lifetimes, base.carbon.allocation, robust_q=rq, candidate=eligible)
+    car = plan_carbon(perf, cfg, world, grids, pue, lifetimes, base.carbon.allocation, robust_q=rq, candidate=eligible,
+                      scope=base.carbon.scope)
     progress("ranking")
     H, Lv, G = len(cfg), len(lifetimes), len(grids)
     grid_labels = [g.label.split(":", 1)[1] for g in grids]
@@ -1918,10 +1583,11 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
         "assumptions": {
             "pue": {"best": pue.best, "low": pue.low, "high": pue.high, "source": pue.source},
             "allocation": base.carbon.allocation,
+            "scope": base.carbon.scope,
             "constants": {kk: v for kk, v in k.__dict__.items()},
             "device_overrides": {kk: v.model_dump() for kk, v in sw.device_overrides.items()},
             "pairing": "one World of draws: every configuration sees the same device-model, grid-quantile and PUE draws",
-            "sampling": "log-triangular on (low, best, high) per input, as attribute()",
+            "sampling": "the keyed sampler of attribute(): log-triangular on (low, best, high) per input",
         },
         "warnings": sorted({f"{kk}: no embodied figure in device_db (configurations with it are not ranked)"
                             for kk, v in car["missing_emb"].items() if v} |

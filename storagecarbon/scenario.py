@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from . import limits
-from .devicedb import DeviceDB
+from .devicedb import DeviceDB, DeviceOverride
 from .errors import ValidationError
 from .yamlio import LocatedYaml, StrictModel, load_yaml, parse_yaml, validate
 
@@ -271,6 +271,9 @@ class Carbon(_Strict):
     pue: str | float = "industry-average"
     lifetime_years: dict[str, float] = Field(default_factory=dict, description="device key or tier -> years")
     allocation: Literal["time", "wear", "max"] = "max"
+    scope: Literal["dedicated", "shared"] = Field(
+        default="dedicated", description="dedicated: every device in hardware, whole, for the run's time; "
+                                         "shared: capacity devices by occupancy (resident bytes / capacity)")
     draws: Annotated[int, limits.at_most(limits.DRAWS)] = Field(default=2000, ge=100)
     seed: int = 0
 
@@ -302,6 +305,8 @@ class Scenario(_Strict):
     carbon: Carbon
     slo: Slo = Slo()
     calibration: str | None = None
+    device_overrides: dict[str, DeviceOverride] = Field(
+        default_factory=dict, description="device_db key -> figures replaced for this scenario (each with a source)")
 
     @model_validator(mode="after")
     def _placement_matches_hardware(self) -> "Scenario":
@@ -334,6 +339,10 @@ def _check_devices(scn: Scenario, doc: LocatedYaml, db: DeviceDB) -> None:
         if dev.kind not in want:
             raise ValidationError(doc.file, doc.line_of(path), f"hardware.{tier}.device",
                                   f"{dev.key} is a {dev.kind}, not a {'/'.join(want)}")
+    for key in scn.device_overrides:
+        if db.resolve(key) is None:
+            raise ValidationError(doc.file, doc.line_of(("device_overrides", key)), f"device_overrides.{key}",
+                                  "unknown device (give a device_db key or exact alias)")
     if scn.carbon.region is not None and scn.carbon.region not in db.regions:
         raise ValidationError(doc.file, doc.line_of(("carbon", "region")), "carbon.region",
                               f"unknown region {scn.carbon.region!r} (allowed: {', '.join(sorted(db.regions))})")

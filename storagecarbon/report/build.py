@@ -1,4 +1,9 @@
-"""Build the report dictionary (the JSON schema every reporter renders) from an Attribution."""
+"""Build the report dictionary (the JSON every reporter renders) from an Attribution.
+
+The contract (docs/methodology.md, "report.json"): bands are ``{p5, p50, p95}`` or ``null``; a
+figure without data is ``null`` and appears in ``missing``; totals are sums of what is known and
+``excludes`` names what they leave out; ``coverage`` is the share of the plausible total covered.
+"""
 
 from __future__ import annotations
 
@@ -6,69 +11,158 @@ from typing import Any
 
 import numpy as np
 
-from ..attribution import Attribution, pct
+from ..carbon.attribute import Attribution
+from ..carbon.sampling import J_PER_KWH, band
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+STORAGE_TIERS = ("dram", "ssd", "hdd")
 
 
-def _carbon(emb: np.ndarray, op: np.ndarray) -> dict[str, Any]:
-    """emb/op: per-draw arrays (already summed over cells)."""
-    return {"embodied_gco2e": pct(emb), "operational_gco2e": pct(op), "total_gco2e": pct(emb + op)}
+def _band(x: np.ndarray | None, best: float | None = None) -> dict[str, float] | None:
+    if x is None:
+        return None
+    return band(x, best)
+
+
+def _cells(a: np.ndarray, b: np.ndarray, dev: np.ndarray | list[int] | slice, ph: Any = slice(None)):
+    """Per-draw sum over the selected (device, phase) cells and its central value; None if all missing."""
+    sub = a[dev][:, ph]
+    if sub.size == 0 or np.isnan(sub).all():
+        return None, None
+    axes = tuple(range(sub.ndim - 1))
+    return np.nansum(sub, axis=axes), float(np.nansum(b[dev][:, ph]))
+
+
+def _carbon(attr: Attribution, dev: Any, ph: Any = slice(None)) -> dict[str, Any]:
+    e, eb = _cells(attr.embodied_g, attr.embodied_best_g, dev, ph)
+    o, ob = _cells(attr.operational_g, attr.operational_best_g, dev, ph)
+    t = tb = None
+    if e is not None or o is not None:
+        t = (e if e is not None else 0.0) + (o if o is not None else 0.0)
+        tb = (eb or 0.0) + (ob or 0.0)
+    return {"embodied_gco2e": _band(e, eb), "operational_gco2e": _band(o, ob), "total_gco2e": _band(t, tb)}
+
+
+def _energy(attr: Attribution, dev: Any, ph: Any = slice(None)) -> dict[str, Any]:
+    j, jb = _cells(attr.energy_j, attr.energy_best_j, dev, ph)
+    idx = np.arange(len(attr.devices))[dev]
+    kinds = {attr.devices[i].energy_basis for i in np.atleast_1d(idx)}
+    basis = "missing" if j is None else ("measured" if kinds == {"measured"} else "modeled")
+    return {"energy_j": _band(j, jb), "energy_kwh": _band(None if j is None else j / J_PER_KWH,
+                                                           None if jb is None else jb / J_PER_KWH),
+            "energy_basis": basis}
+
+
+def _share(part: np.ndarray | None, whole: np.ndarray | None, pb: float | None, wb: float | None):
+    if part is None or whole is None or not np.all(whole > 0):
+        return None
+    return band(part / whole, (pb or 0.0) / wb if wb else None)
+
+
+def headline(attr: Attribution, generated: int) -> dict[str, Any]:
+    """Total, per 1k generated tokens, kWh and the storage (DRAM + SSD + HDD) share, each with its band."""
+    alld = slice(None)
+    e, eb = _cells(attr.embodied_g, attr.embodied_best_g, alld)
+    o, ob = _cells(attr.operational_g, attr.operational_best_g, alld)
+    j, jb = _cells(attr.energy_j, attr.energy_best_j, alld)
+    total = None if e is None and o is None else (e if e is not None else 0) + (o if o is not None else 0)
+    tb = (eb or 0.0) + (ob or 0.0)
+    st = np.array([d.tier in STORAGE_TIERS for d in attr.devices], dtype=bool)
+    se, seb = _cells(attr.embodied_g, attr.embodied_best_g, st) if st.any() else (None, None)
+    so, sob = _cells(attr.operational_g, attr.operational_best_g, st) if st.any() else (None, None)
+    stot = None if se is None and so is None else (se if se is not None else 0) + (so if so is not None else 0)
+    return {
+        "total_g": _band(total, tb),
+        "per_1k_tokens_g": _band(None if total is None or not generated else total / generated * 1000,
+                                 tb / generated * 1000 if generated else None),
+        "energy_kwh": _band(None if j is None else j / J_PER_KWH, None if jb is None else jb / J_PER_KWH),
+        "storage_share": {
+            "embodied": _share(se, e, seb, eb) if st.any() else None,
+            "operational": _share(so, o, sob, ob) if st.any() else None,
+            "total": _share(stot, total, (seb or 0) + (sob or 0), tb) if st.any() else None,
+        },
+    }
+
+
+def ledger_rows(attr: Attribution) -> list[dict[str, Any]]:
+    out = []
+    for r in attr.ledger:
+        net = None if r.cost_g is None or r.saving_g is None else r.cost_g - r.saving_g
+        netb = None if r.cost_best_g is None or r.saving_best_g is None else r.cost_best_g - r.saving_best_g
+        out.append({"tier": r.tier, "kind": r.kind, "devices": r.devices,
+                    "cost_g": _band(r.cost_g, r.cost_best_g), "wear_g": _band(r.wear_g),
+                    "saving_g": _band(r.saving_g, r.saving_best_g), "net_g": _band(net, netb),
+                    "p_pays_for_itself": None if net is None else float(np.mean(net < 0)),
+                    "hit_tokens": r.hit_tokens, "basis": r.basis})
+    return out
 
 
 def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | None] | None = None,
                  trace_path: str | None = None) -> dict[str, Any]:
     u = attr.usage
-    summ = u.summary or {}
-    mode = u.header.source
-    requests = int(summ.get("requests") or u.workload.get("requests_done") or u.requests_from_markers or 0)
-    prompt = int(summ.get("prompt_tokens") or u.workload.get("prompt_tokens") or 0)
-    generated = int(summ.get("generated_tokens") or u.workload.get("generated_tokens") or 0)
-    E, O = attr.embodied_g, attr.operational_g
-    emb_tot, op_tot = E.sum(axis=(0, 1)), O.sum(axis=(0, 1))
-    total = emb_tot + op_tot
+    summ = (u.summary if u is not None else None) or {}
+    mode = u.header.source if u is not None else "modeled"
+    w = attr.workload
+    requests = int(w.get("requests") or 0)
+    prompt = int(w.get("prompt_tokens") or 0)
+    generated = int(w.get("generated_tokens") or 0)
+    alld = slice(None)
+    tot = _carbon(attr, alld)
+    en = _energy(attr, alld)
+    total, tb = _cells(attr.embodied_g, attr.embodied_best_g, alld)
+    op, ob = _cells(attr.operational_g, attr.operational_best_g, alld)
+    run = None if total is None and op is None else (total if total is not None else 0) + (op if op is not None else 0)
+    runb = (tb or 0.0) + (ob or 0.0)
+
+    def _excl(ids: set[str]) -> list[str]:
+        return [x for x in attr.excludes if x.split(" ", 1)[0] in ids]
 
     tiers = []
     for tier in attr.tiers():
-        m = attr.tier_mask(tier)
-        idx = np.flatnonzero(m)
-        q = u.by_phase
-        row = {
-            "tier": tier,
-            "devices": [f"{attr.devices[i].count} x {attr.devices[i].db_key}" for i in idx],
-            "bytes_read": float(sum(q["bytes_read"][i].sum() for i in idx)),
-            "bytes_written": float(sum(q["bytes_written"][i].sum() for i in idx)),
-            "app_bytes_read": float(sum(q["app_bytes_read"][i].sum() for i in idx)),
-            "app_bytes_written": float(sum(q["app_bytes_written"][i].sum() for i in idx)),
-            "busy_s": float(sum(q["busy_s"][i].sum() for i in idx)),
-            "mean_resident_bytes": float(sum(q["resident_byte_s"][i].sum() for i in idx) / u.duration_s)
-            if u.duration_s > 0 else 0.0,
-            "energy_j_best": float(attr.energy_best_j[idx].sum()),
-            "energy_basis": sorted({attr.devices[i].energy for i in idx}),
-            "occupancy_basis": sorted({attr.devices[i].occupancy for i in idx}),
-            **_carbon(E[idx].sum(axis=(0, 1)), O[idx].sum(axis=(0, 1))),
-        }
-        row["block_vs_app_gap_bytes"] = row["app_bytes_written"] - row["bytes_written"]
+        idx = np.flatnonzero(attr.tier_mask(tier))
+        row: dict[str, Any] = {"tier": tier, "devices": [f"{attr.devices[i].count} x {attr.devices[i].db_key}" for i in idx]}
+        if u is not None:
+            q = u.by_phase
+            row.update({
+                "bytes_read": float(sum(q["bytes_read"][i].sum() for i in idx)),
+                "bytes_written": float(sum(q["bytes_written"][i].sum() for i in idx)),
+                "app_bytes_read": float(sum(q["app_bytes_read"][i].sum() for i in idx)),
+                "app_bytes_written": float(sum(q["app_bytes_written"][i].sum() for i in idx)),
+                "busy_s": float(sum(q["busy_s"][i].sum() for i in idx)),
+                "mean_resident_bytes": float(sum(q["resident_byte_s"][i].sum() for i in idx) / u.duration_s)
+                if u.duration_s > 0 else None,
+            })
+            row["block_vs_app_gap_bytes"] = row["app_bytes_written"] - row["bytes_written"]
+        row.update(_energy(attr, idx))
+        row["energy_methods"] = sorted({attr.devices[i].energy for i in idx})
+        row["occupancy_basis"] = sorted({attr.devices[i].occupancy for i in idx})
+        row.update(_carbon(attr, idx))
+        row["excludes"] = _excl({attr.devices[i].id for i in idx})
         tiers.append(row)
 
     devices = []
     for i, d in enumerate(attr.devices):
         devices.append({
             "id": d.id, "tier": d.tier, "db_key": d.db_key, "name": d.name, "count": d.count,
-            "stand_in": d.stand_in, "energy_basis": d.energy, "occupancy_basis": d.occupancy,
+            "stand_in": d.stand_in, **_energy(attr, [i]), "energy_method": d.energy,
+            "occupancy_basis": d.occupancy, "idle_capacity_share": d.idle_capacity_share,
+            "held_unit_s": d.held_units_s, "occupied_unit_s": d.occupied_units_s,
             "embodied_unit_kgco2e": None if d.embodied_unit_kg is None else
             {"low": d.embodied_unit_kg.low, "best": d.embodied_unit_kg.best, "high": d.embodied_unit_kg.high},
             "lifetime_years": None if d.lifetime is None else
             {"low": d.lifetime.low, "best": d.lifetime.best, "high": d.lifetime.high, "source": d.lifetime.source},
             "wear_beat_time_share_of_draws": float(attr.wear_share_won[i]),
-            **_carbon(E[i].sum(axis=0), O[i].sum(axis=0)),
+            "overridden": d.overridden,
+            **_carbon(attr, [i]),
         })
 
     phases = {}
+    T = attr.phase_time_s if attr.phase_time_s is not None else np.zeros(len(attr.phases))
     for j, p in enumerate(attr.phases):
-        if u.phase_time_s[j] <= 0 and E[:, j].sum() == 0 and O[:, j].sum() == 0:
+        c = _carbon(attr, alld, [j])
+        if T[j] <= 0 and all(v is None or v["p95"] == 0 for v in c.values()):
             continue
-        phases[p] = {"time_s": float(u.phase_time_s[j]), **_carbon(E[:, j].sum(axis=0), O[:, j].sum(axis=0))}
+        phases[p] = {"time_s": float(T[j]), **c, **_energy(attr, alld, [j])}
 
     lat = summ.get("latency") or {}
     slo = slo or {}
@@ -85,58 +179,82 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
             sources[d.db_key] = {"embodied": d.embodied_source or None, "power": d.power_source or None,
                                  "lifetime": d.lifetime.source if d.lifetime else None}
     inp = attr.inputs
+    g = inp.grid
+    if g.triple is not None:
+        grid_fig = {"low": g.triple.low, "best": g.triple.best, "high": g.triple.high, "source": g.source}
+    else:
+        lo, c, hi = (float(v) for v in np.percentile(g.series.values, [5, 50, 95]))
+        grid_fig = {"low": lo, "best": c, "high": hi, "source": g.source}
+    scope_txt = ("dedicated: every device in the scenario's hardware, whole, for the run's time" if inp.scope == "dedicated"
+                 else "shared: DRAM/SSD/HDD charged by occupancy (resident bytes / capacity); GPUs and hosts whole")
     return {
         "report_version": REPORT_VERSION,
         "scenario": scenario,
         "mode": mode,
         "trace": trace_path,
-        "truncated": u.truncated,
+        "truncated": bool(u.truncated) if u is not None else False,
+        "scope": inp.scope,
+        "scope_description": scope_txt,
         "requests": requests,
         "tokens": {"prompt": prompt, "generated": generated},
-        "duration_s": u.duration_s,
-        "totals": {"embodied_gco2e": pct(emb_tot), "operational_gco2e": pct(op_tot), "total_gco2e": pct(total)},
-        "per_request_gco2e": pct(total / requests) if requests else None,
-        "per_1k_tokens_gco2e": pct(total / generated * 1000) if generated else None,
+        "duration_s": float(u.duration_s) if u is not None else float(np.sum(T)),
+        "headline": headline(attr, generated),
+        "totals": {**tot, **en, "excludes": list(attr.excludes)},
+        "per_request_gco2e": _band(run / requests, runb / requests) if requests and run is not None else None,
+        "per_1k_tokens_gco2e": _band(run / generated * 1000, runb / generated * 1000) if generated and run is not None
+        else None,
+        "missing": list(attr.missing),
+        "excludes": list(attr.excludes),
+        "coverage": attr.coverage,
         "tiers": tiers,
         "devices": devices,
         "phases": phases,
+        "ledger": ledger_rows(attr),
+        "wear": list(attr.wear),
         "latency": latency,
         "sources": sources,
+        "device_overrides": attr.overrides,
         "assumptions": {
-            "grid_gco2e_per_kwh": {"low": inp.intensity_gco2e_per_kwh.low, "best": inp.intensity_gco2e_per_kwh.best,
-                                   "high": inp.intensity_gco2e_per_kwh.high, "source": inp.intensity_gco2e_per_kwh.source},
+            "grid_gco2e_per_kwh": grid_fig,
             "region": inp.region,
             "pue": {"low": inp.pue.low, "best": inp.pue.best, "high": inp.pue.high, "source": inp.pue.source},
             "allocation": inp.allocation,
-            "draws": inp.draws,
+            "scope": inp.scope,
+            "draws": int(attr.ci.shape[0]),
             "seed": inp.seed,
-            "sampling": "log-triangular on (low, best, high) per input; P5/P50/P95 over draws",
+            "sampling": "one keyed sampler: log-triangular on (low, best, high) per input (scipy.stats.triang), "
+                        "uniform streams keyed by device_db key, grid and PUE; P5/P50/P95 over draws, widened to "
+                        "contain the best-value estimate",
         },
         "provenance": {
             "mode": mode,
-            "sensors": u.header.sensors,
-            "notes": u.header.notes,
-            "measured_figures": sorted({f"{d.id}: {d.energy}" for d in attr.devices if d.energy.startswith("measured")}),
-            "modeled_figures": sorted({f"{d.id}: {d.energy}" for d in attr.devices if not d.energy.startswith("measured")}),
+            "sensors": u.header.sensors if u is not None else {},
+            "notes": u.header.notes if u is not None else [],
+            "measured_figures": sorted({f"{d.id}: {d.energy}" for d in attr.devices if d.energy_basis == "measured"}),
+            "modeled_figures": sorted({f"{d.id}: {d.energy}" for d in attr.devices if d.energy_basis == "modeled"}),
+            "missing_figures": sorted({f"{m['device']}: {m['field']} ({m['reason']})" for m in attr.missing}),
         },
         "warnings": attr.warnings,
-        "tool_versions": u.header.tool_versions,
+        "tool_versions": u.header.tool_versions if u is not None else {},
     }
 
 
 def interval_table(attr: Attribution) -> dict[str, np.ndarray]:
-    """Per-interval, per-device attribution at central values (for Parquet)."""
+    """Per-interval, per-device attribution at central values (for Parquet); NaN (null) where missing."""
     u = attr.usage
-    n_dev, n_int = u.by_interval["busy_s"].shape
+    assert u is not None
+    n_int = u.by_interval["busy_s"].shape[1]
     rows: dict[str, list] = {k: [] for k in ("interval", "t_start_s", "device", "tier", "bytes_read", "bytes_written",
                                               "app_bytes_read", "app_bytes_written", "busy_s", "resident_byte_s",
                                               "energy_j", "embodied_gco2e", "operational_gco2e")}
     # distribute each device's central embodied/operational over intervals by its usage driver
     for i, d in enumerate(attr.devices):
-        emb_total = float(attr.embodied_best_g[i].sum())
-        op_total = float(attr.operational_best_g[i].sum())
+        emb_total = float(np.sum(attr.embodied_best_g[i]))      # NaN stays NaN: missing is missing
+        op_total = float(np.sum(attr.operational_best_g[i]))
+        e_total = float(np.sum(attr.energy_best_j[i]))
         span = np.full(n_int, u.interval_s)
-        drv_emb = u.by_interval["resident_byte_s"][i] if u.has.get((d.id, "resident_byte_s")) else span
+        drv_emb = u.by_interval["resident_byte_s"][i] if (attr.inputs.scope == "shared" and
+                                                         u.has.get((d.id, "resident_byte_s"))) else span
         if u.has.get((d.id, "energy_j")):
             drv_op = u.by_interval["energy_j"][i]
         elif u.has.get((d.id, "power_j")):
@@ -145,7 +263,6 @@ def interval_table(attr: Attribution) -> dict[str, np.ndarray]:
             drv_op = span + u.by_interval["busy_s"][i]
         we = drv_emb / drv_emb.sum() if drv_emb.sum() > 0 else np.full(n_int, 1.0 / n_int)
         wo = drv_op / drv_op.sum() if drv_op.sum() > 0 else np.full(n_int, 1.0 / n_int)
-        e_j = float(attr.energy_best_j[i].sum()) * wo
         for j in range(n_int):
             rows["interval"].append(j)
             rows["t_start_s"].append(u.t_start + j * u.interval_s)
@@ -153,7 +270,7 @@ def interval_table(attr: Attribution) -> dict[str, np.ndarray]:
             rows["tier"].append(d.tier)
             for q in ("bytes_read", "bytes_written", "app_bytes_read", "app_bytes_written", "busy_s", "resident_byte_s"):
                 rows[q].append(float(u.by_interval[q][i, j]))
-            rows["energy_j"].append(float(e_j[j]))
+            rows["energy_j"].append(e_total * float(wo[j]))
             rows["embodied_gco2e"].append(emb_total * float(we[j]))
             rows["operational_gco2e"].append(op_total * float(wo[j]))
     return {k: np.asarray(v) for k, v in rows.items()}

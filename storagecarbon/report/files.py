@@ -10,8 +10,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..attribution import Attribution
+from ..carbon.attribute import Attribution
 from .build import interval_table
+
+
+def _table(cols: dict[str, Any]) -> pa.Table:
+    """Columns to a table with NaN as null (a missing figure is null, never 0)."""
+    return pa.table({k: pa.array(v, from_pandas=True) for k, v in cols.items()})
 
 
 def write_report_files(out_dir: Path, report: dict[str, Any], attr: Attribution, trace_path: Path) -> dict[str, str]:
@@ -20,7 +25,7 @@ def write_report_files(out_dir: Path, report: dict[str, Any], attr: Attribution,
     if trace_path.resolve() != (out_dir / "trace.arrows").resolve():
         shutil.copyfile(trace_path, out_dir / "trace.arrows")
     files["trace"] = str(out_dir / "trace.arrows")
-    table = pa.table(interval_table(attr))
+    table = _table(interval_table(attr))
     pq.write_table(table, out_dir / "intervals.parquet")
     files["intervals"] = str(out_dir / "intervals.parquet")
     # per device x phase at central values and draw percentiles
@@ -34,7 +39,7 @@ def write_report_files(out_dir: Path, report: dict[str, Any], attr: Attribution,
             rows["embodied_gco2e_best"].append(float(attr.embodied_best_g[i, j]))
             rows["operational_gco2e_best"].append(float(attr.operational_best_g[i, j]))
             rows["energy_j_best"].append(float(attr.energy_best_j[i, j]))
-    pq.write_table(pa.table(rows), out_dir / "device_phase.parquet")
+    pq.write_table(_table(rows), out_dir / "device_phase.parquet")
     files["device_phase"] = str(out_dir / "device_phase.parquet")
     report = {**report, "files": {**files, "report": str(out_dir / "report.json")}}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))

@@ -315,18 +315,22 @@ def trace_series(trace_path: str | Path, bins: int = 240) -> dict[str, Any]:
                         except Exception:  # noqa: BLE001 - a report renders without the device_db
                             db = False
                     rec = db.resolve(dev.db_key) if db else None
-                    res = tr.series(dev.id, "resident_bytes")
                     cap = dev.capacity_bytes or (rec.capacity_bytes if rec else None)
+                    from ..carbon import kernel
+
+                    scope = "dedicated"
                     if rec is not None and rec.kind in ("dram", "ssd", "hdd") and rec.idle_w is None \
-                            and rec.active_w is not None and res is not None and cap:
-                        held = np.minimum(_rate(res[0], res[1], edges, False) / cap, dev.count)
-                        power[dev.id] = (rec.active_w.central * held).tolist()
+                            and rec.active_w is not None and cap:
+                        # unit-seconds held per second: whole devices (dedicated scope)
+                        held = kernel.held_units_s(rec.kind, scope, dev.count, dev.share, 1.0, None)
+                        power[dev.id] = np.full(len(mids), kernel.average_energy_j(rec.active_w.central, held)).tolist()
                         basis[dev.id] = "modeled: average power x capacity held (CCF per-capacity method), device_db power"
-                    elif rec is not None and (rec.idle_w is not None or rec.active_w is not None):
-                        idle = rec.idle_w.central if rec.idle_w else 0.0
-                        act = rec.active_w.central if rec.active_w else idle
+                    elif rec is not None and rec.idle_w is not None and rec.active_w is not None:
+                        idle, act = rec.idle_w.central, rec.active_w.central
                         busy = _rate(s[0], s[1], edges, True)  # unit-seconds per second
-                        power[dev.id] = (dev.count * idle + max(act - idle, 0) * busy).tolist()
+                        held = kernel.held_units_s(rec.kind, scope, dev.count, dev.share, 1.0, None)
+                        power[dev.id] = (kernel.idle_energy_j(idle, held)
+                                         + kernel.dynamic_energy_j(max(act - idle, 0.0), busy, dev.share)).tolist()
                         basis[dev.id] = "modeled: idle + (active - idle) x busy share, device_db power"
         for metric, dst in (("bytes_read", rd), ("bytes_written", wr)):
             s = tr.series(dev.id, metric)
@@ -530,7 +534,7 @@ def _devices_block(rep: dict[str, Any]) -> str:
         e = d.get("energy_kwh")
         e_txt = "missing" if e is None else (U.band_in(e, U.Scale(1.0, "kWh")) if isinstance(e, dict) else f"{U.num(e)} kWh")
         rows.append(f"<tr><td>{_e(d.get('id'))}</td><td>{_e(d.get('count'))} × {_e(d.get('db_key'))}</td>"
-                    f"<td class=num>{_e(e_txt)}</td><td>{_e(d.get('energy_basis') or '')}</td>"
+                    f"<td class=num>{_e(e_txt)}</td><td>{_e(d.get('energy_method') or d.get('energy_basis') or '')}</td>"
                     f"<td class=num>{_e(U.share(d.get('idle_capacity_share'))) if 'idle_capacity_share' in d else '—'}</td></tr>")
     return ('<h3>Per device</h3><table class="devices"><tr><th>device</th><th>units</th><th>energy</th><th>basis</th>'
             '<th>idle capacity share</th></tr>' + "".join(rows) + "</table>")
@@ -622,7 +626,7 @@ def _profile_section(rep: dict[str, Any], trace_path: str | Path | None) -> str:
         rows.append(f"<tr><td>{_e(t['tier'])}</td><td>{_e(', '.join(d.replace(' x ', ' × ') for d in t.get('devices', [])))}</td>"
                     f"<td class=num>{cr(t.get('bytes_read', 0))}</td><td class=num>{cw(t.get('bytes_written', 0))}</td>"
                     f"<td class=num>{cm(t.get('mean_resident_bytes', 0))}</td><td class=num>{ce.band(t.get('embodied_gco2e'))}</td>"
-                    f"<td class=num>{co.band(t.get('operational_gco2e'))}</td><td>{_e('; '.join(t.get('energy_basis', [])))}</td></tr>")
+                    f"<td class=num>{co.band(t.get('operational_gco2e'))}</td><td>{_e('; '.join(t.get('energy_methods') or t.get('energy_basis') or []))}</td></tr>")
     if rows:
         out.append(f"<table class=tiers><tr><th>tier</th><th>devices</th><th>read ({cr.unit})</th><th>written ({cw.unit})</th>"
                    f"<th>mean occupancy ({cm.unit})</th><th>embodied ({ce.unit})</th><th>operational ({co.unit})</th>"

@@ -158,7 +158,8 @@ def _tier_energy(t: Mapping[str, Any]) -> tuple[float | None, bool]:
     """(energy in J, complete?) of a tier, from the report's own figures; None when wholly missing."""
     if "energy_j" in t:
         b = band_of(t.get("energy_j"))
-        return (None if b is None else b["p50"]), b is not None
+        partial = any(str(x).endswith(("operational", "energy")) for x in t.get("excludes") or [])
+        return (None if b is None else b["p50"]), b is not None and not partial
     basis = t.get("energy_basis") or []
     missing = [b for b in basis if str(b).startswith("missing")]
     if basis and len(missing) == len(basis):
@@ -378,7 +379,9 @@ def _basis_groups(entries: Iterable[str]) -> dict[str, list[str]]:
 
 def energy_basis_lines(rep: Mapping[str, Any]) -> list[str]:
     devs = rep.get("devices") or []
-    if devs and all("energy_basis" in d for d in devs):
+    if devs and all("energy_method" in d for d in devs):
+        entries = [f"{d['id']}: {d['energy_method']}" for d in devs]
+    elif devs and all("energy_basis" in d for d in devs):
         entries = [f"{d['id']}: {d['energy_basis']}" for d in devs]
     else:
         prov = rep.get("provenance") or {}
