@@ -170,9 +170,9 @@ def test_fuzz_raw_yaml(rnd):
 
 
 # -------------------------------------------------------------------------------- device record
-_GPUS = yaml.safe_load((ROOT / "device_db" / "gpus.yaml").read_text())["devices"]
-_STORAGE = yaml.safe_load((ROOT / "device_db" / "storage.yaml").read_text())["devices"]
-_GRID = yaml.safe_load((ROOT / "device_db" / "grid.yaml").read_text())
+_GPUS = yaml.safe_load((ROOT / "storagecarbon" / "device_db" / "gpus.yaml").read_text())["devices"]
+_STORAGE = yaml.safe_load((ROOT / "storagecarbon" / "device_db" / "storage.yaml").read_text())["devices"]
+_GRID = yaml.safe_load((ROOT / "storagecarbon" / "device_db" / "grid.yaml").read_text())
 DEVICE_FILES = [{"devices": _GPUS[:2]}, {"devices": _STORAGE[:2]},
                 {"regions": _GRID.get("regions", [])[:2], "pue": _GRID.get("pue", [])[:1]}]
 
