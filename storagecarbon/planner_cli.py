@@ -177,7 +177,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare options side by side per tier, with paired probabilities that one emits less than another."""
         from .devicedb import DeviceDB
-        from .planner import compare as run_compare, load_option
+        from .planner import compare as run_compare, load_option, option_names
 
         if len(inputs) < 2:
             raise StoragecarbonError("compare: give at least two scenarios, report directories or traces")
@@ -191,7 +191,9 @@ def register(app: typer.Typer) -> None:
             root = Path(tmp.name)
         try:
             with err.status("comparing…") as st:
-                opts = [load_option(p, db, out_root=root, region=region, progress=lambda s: st.update(s)) for p in inputs]
+                names = option_names(inputs)
+                opts = [load_option(p, db, out_root=root, region=region, progress=lambda s: st.update(s), name=n)
+                        for p, n in zip(inputs, names)]
                 st.update("paired draws")
                 res = run_compare(opts, db, draws=draws, seed=seed)
         finally:

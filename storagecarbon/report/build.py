@@ -27,6 +27,14 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
     E, O = attr.embodied_g, attr.operational_g
     emb_tot, op_tot = E.sum(axis=(0, 1)), O.sum(axis=(0, 1))
     total = emb_tot + op_tot
+    # per-request and per-1k-token figures: the serving window when the run marks one (start-up apart)
+    unit_phase = summ.get("per_unit_phase")
+    if unit_phase in attr.phases:
+        j = attr.phases.index(unit_phase)
+        unit_total = E[:, j].sum(axis=0) + O[:, j].sum(axis=0)
+        unit_basis = f"phase {unit_phase} ({u.phase_time_s[j]:.3g} s)"
+    else:
+        unit_total, unit_basis = total, "whole run"
 
     tiers = []
     for tier in attr.tiers():
@@ -35,7 +43,8 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
         q = u.by_phase
         row = {
             "tier": tier,
-            "devices": [f"{attr.devices[i].count} x {attr.devices[i].db_key}" for i in idx],
+            "devices": [f"{attr.devices[i].count} x {attr.devices[i].db_key or attr.devices[i].id + ' (no device record)'}"
+                        for i in idx],
             "bytes_read": float(sum(q["bytes_read"][i].sum() for i in idx)),
             "bytes_written": float(sum(q["bytes_written"][i].sum() for i in idx)),
             "app_bytes_read": float(sum(q["app_bytes_read"][i].sum() for i in idx)),
@@ -48,6 +57,13 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
             "occupancy_basis": sorted({attr.devices[i].occupancy for i in idx}),
             **_carbon(E[idx].sum(axis=(0, 1)), O[idx].sum(axis=(0, 1))),
         }
+        # missing is missing: a tier none of whose devices has a figure reports None, not 0 g
+        if all(attr.devices[i].energy.startswith("missing") for i in idx):
+            row["operational_gco2e"] = None
+        if all(attr.devices[i].occupancy.startswith("missing") for i in idx):
+            row["embodied_gco2e"] = None
+        if row["operational_gco2e"] is None or row["embodied_gco2e"] is None:
+            row["total_gco2e"] = None
         row["block_vs_app_gap_bytes"] = row["app_bytes_written"] - row["bytes_written"]
         tiers.append(row)
 
@@ -69,6 +85,12 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
         if u.phase_time_s[j] <= 0 and E[:, j].sum() == 0 and O[:, j].sum() == 0:
             continue
         phases[p] = {"time_s": float(u.phase_time_s[j]), **_carbon(E[:, j].sum(axis=0), O[:, j].sum(axis=0))}
+    # missing is missing: with no device figure at all, no sum is reported as 0 g
+    missing = sorted(d.id for d in attr.devices if d.energy.startswith("missing") and d.occupancy.startswith("missing"))
+    nothing_known = bool(attr.devices) and len(missing) == len(attr.devices)
+    if nothing_known:
+        for ph in phases.values():
+            ph.update({"embodied_gco2e": None, "operational_gco2e": None, "total_gco2e": None})
 
     lat = summ.get("latency") or {}
     slo = slo or {}
@@ -78,6 +100,9 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
         got = (lat.get(key) or {}).get("p90") if lat.get(key) else None
         if target is not None:
             latency["slo"][key] = {"target": target, "p90": got, "met": None if got is None else bool(got <= target)}
+            share = ((lat.get("slo") or {}).get(key) or {}).get("share_within")
+            if share is not None:
+                latency["slo"][key]["share_within"] = share
 
     sources = {}
     for d in attr.devices:
@@ -94,9 +119,16 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
         "requests": requests,
         "tokens": {"prompt": prompt, "generated": generated},
         "duration_s": u.duration_s,
-        "totals": {"embodied_gco2e": pct(emb_tot), "operational_gco2e": pct(op_tot), "total_gco2e": pct(total)},
-        "per_request_gco2e": pct(total / requests) if requests else None,
-        "per_1k_tokens_gco2e": pct(total / generated * 1000) if generated else None,
+        "totals": {"embodied_gco2e": None, "operational_gco2e": None, "total_gco2e": None} if nothing_known else
+        {"embodied_gco2e": pct(emb_tot), "operational_gco2e": pct(op_tot), "total_gco2e": pct(total)},
+        "per_request_gco2e": pct(unit_total / requests) if requests and not nothing_known else None,
+        "per_1k_tokens_gco2e": pct(unit_total / generated * 1000) if generated and not nothing_known else None,
+        "per_unit_basis": unit_basis,
+        "missing_devices": missing,
+        "command": {"argv": summ.get("argv"), "exit_code": summ.get("exit_code"),
+                    "failed": bool(summ.get("exit_code")) or bool(summ.get("error"))}
+        if ("exit_code" in summ or "argv" in summ) else None,
+        "serving": summ.get("serving"),
         "tiers": tiers,
         "devices": devices,
         "phases": phases,

@@ -415,7 +415,8 @@ def _profile_section(rep: dict[str, Any], trace_path: str | Path | None) -> str:
     out.append(f'<p class="note">{rep.get("requests", 0)} requests; prompt {tok.get("prompt", 0)} and generated '
                f'{tok.get("generated", 0)} tokens; duration {_num(rep.get("duration_s"))} s.</p>')
     bars = [{"label": t["tier"], "emb": t["embodied_gco2e"]["p50"], "op": t["operational_gco2e"]["p50"],
-             "lo": t["total_gco2e"]["p5"], "hi": t["total_gco2e"]["p95"]} for t in rep.get("tiers", [])]
+             "lo": t["total_gco2e"]["p5"], "hi": t["total_gco2e"]["p95"]} for t in rep.get("tiers", [])
+            if t.get("total_gco2e") is not None]  # a tier without any device figure is missing, not a 0 bar
     out.append("<h2>Per tier</h2>")
     out.append(stacked_bars([{"name": "", "bars": bars}], title="gCO2e per tier (stacked P50, whisker P5–P95 of the total)"))
     rows = []

@@ -27,7 +27,7 @@ def fmt_g(x: float) -> str:
 
 def band(b: dict[str, float] | None) -> str:
     if not b:
-        return "—"
+        return "missing"
     return f"{fmt_g(b['p50'])} [{fmt_g(b['p5'])}–{fmt_g(b['p95'])}]"
 
 
@@ -42,8 +42,16 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     mode = report["mode"].upper()
     style = "bold green" if mode == "MEASURED" else "bold yellow"
+    cmd = report.get("command") or {}
+    if cmd.get("failed"):
+        mode, style = f"{mode}: COMMAND FAILED (exit {cmd.get('exit_code')})", "bold red"
     title = Text.assemble((f" {mode} ", f"{style} reverse"), "  ", (report["scenario"], "bold"))
     sub = []
+    if cmd.get("failed"):
+        sub.append(f"the recorded command failed (exit code {cmd.get('exit_code')}): figures cover what ran until then")
+    if report.get("missing_devices"):
+        sub.append(f"no device record for {', '.join(report['missing_devices'])}: their carbon is missing, not zero "
+                   "(map them: storagecarbon report TRACE --scenario S)")
     if mode == "MODELED":
         sub.append("figures come from the performance model and device_db, not from sensors on this machine")
     if report.get("truncated"):
@@ -59,7 +67,9 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
         if row["app_bytes_written"] and row["app_bytes_written"] != row["bytes_written"]:
             written += f"\n(app {fmt_bytes(row['app_bytes_written'])})"
         t.add_row(row["tier"], "\n".join(row["devices"]), fmt_bytes(row["bytes_read"]), written,
-                  fmt_bytes(row["mean_resident_bytes"]), band(row["embodied_gco2e"]), band(row["operational_gco2e"]))
+                  fmt_bytes(row["mean_resident_bytes"]),
+                  band(row["embodied_gco2e"]) if row["embodied_gco2e"] is not None else "missing",
+                  band(row["operational_gco2e"]) if row["operational_gco2e"] is not None else "missing")
     console.print(t)
 
     s = Table(title="Summary", show_header=True)
@@ -72,8 +82,10 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
     for name, ph in report["phases"].items():
         s.add_row(f"phase {name} ({ph['time_s']:.3g} s)", band(ph["embodied_gco2e"]), band(ph["operational_gco2e"]),
                   band(ph["total_gco2e"]))
-    s.add_row("per request", "", "", band(report.get("per_request_gco2e")))
-    s.add_row("per 1k generated tokens", "", "", band(report.get("per_1k_tokens_gco2e")))
+    basis = report.get("per_unit_basis")
+    on = f" ({basis})" if basis and basis != "whole run" else ""
+    s.add_row(f"per request{on}", "", "", band(report.get("per_request_gco2e")))
+    s.add_row(f"per 1k generated tokens{on}", "", "", band(report.get("per_1k_tokens_gco2e")))
     console.print(s)
     console.print(f"requests {report['requests']}  tokens: prompt {report['tokens']['prompt']}, generated "
                   f"{report['tokens']['generated']}  duration {report['duration_s']:.3g} s")
@@ -87,7 +99,10 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
             slo = lat.get("slo", {}).get(key)
             if slo:
                 ok = slo["met"]
-                txt += f" (SLO {slo['target']:g} ms: " + ("[green]met[/]" if ok else "[red]missed[/]") + ")"
+                txt += f" (SLO {slo['target']:g} ms: " + ("[green]met[/]" if ok else "[red]missed[/]")
+                if slo.get("share_within") is not None:
+                    txt += f", {slo['share_within']:.0%} of requests within"
+                txt += ")"
             parts.append(txt)
     if parts:
         console.print("Latency: " + "; ".join(parts))
