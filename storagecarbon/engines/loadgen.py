@@ -18,6 +18,10 @@ with ``ignore_eos`` at temperature 0, ``--concurrency`` requests in flight. ``--
 --reset-prefix-cache`` replays the same prompts after resetting vLLM's own prefix cache (``POST
 /reset_prefix_cache``, needs ``VLLM_SERVER_DEV_MODE=1`` on the server), so a KV connector
 (LMCache, offloading) serves the second pass. Only loopback URLs are accepted.
+
+``--bench "ARGS"`` sends vLLM's own benchmark instead (``vllm bench serve --base-url URL --model M
+ARGS``, e.g. ``--bench "--dataset-name random --random-input-len 128 --num-prompts 16"``); its exit
+code is the load's, and the serving window comes from the engine's activity instead of markers.
 """
 
 from __future__ import annotations
@@ -157,6 +161,19 @@ def run_load(base: str, *, requests: int, prompt_tokens: int, shared_prefix: int
     return out
 
 
+def run_bench(base: str, args: str) -> int:
+    """``vllm bench serve`` against ``base``; its exit code. No load markers: the benchmark spends
+    seconds importing before its first request, so the serving window comes from the engine's own
+    activity (the stat-logger plugin's first and last step with tokens, or vLLM's counters)."""
+    import shlex
+    import shutil
+
+    here = os.path.join(os.path.dirname(sys.executable), "vllm")
+    exe = here if os.path.exists(here) else (shutil.which("vllm") or "vllm")
+    cmd = [exe, "bench", "serve", "--base-url", base, "--model", served_model(base), *shlex.split(args)]
+    return subprocess.call(cmd, stdin=subprocess.DEVNULL)
+
+
 def _check_loopback(url: str) -> str:
     host = urlparse(url).hostname
     if host not in LOOPBACK:
@@ -201,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-timeout", type=float, default=300.0, help="s to wait for /health")
     ap.add_argument("--stop-grace", type=float, default=20.0, help="s between SIGTERM and SIGKILL of the server")
     ap.add_argument("--result", help="write the load's result JSON here")
+    ap.add_argument("--bench", metavar="ARGS", help="run `vllm bench serve --base-url URL --model M ARGS` as the load")
     a = ap.parse_args(argv)
     if a.url:
         base = _check_loopback(a.url)
@@ -225,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loadgen: server at {base} {why}", file=sys.stderr)
             return EXIT_SERVER
         emit_marker("server_ready", base)
+        if a.bench is not None:
+            return run_bench(base, a.bench)
         res = run_load(base, requests=a.requests, prompt_tokens=a.prompt_tokens, shared_prefix=a.shared_prefix,
                        output_tokens=a.output_tokens, concurrency=a.concurrency, passes=a.passes,
                        reset_prefix_cache=a.reset_prefix_cache, seed=a.seed)

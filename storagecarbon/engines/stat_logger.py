@@ -330,12 +330,12 @@ def patch_lmcache_connector(mod: Any) -> None:
 
     def get_kv_connector_stats(self: Any) -> Any:
         d = _tap_delta()
-        return globals()["StoragecarbonLMCacheStats"](data={LMCACHE_KEY: d}) if d else None
+        return _lazy("StoragecarbonLMCacheStats")(data={LMCACHE_KEY: d}) if d else None
 
     def build_kv_connector_stats(klass: Any, data: dict[str, Any] | None = None) -> Any:
         if not data or LMCACHE_KEY not in data:
             return None
-        return globals()["StoragecarbonLMCacheStats"](data=data)
+        return _lazy("StoragecarbonLMCacheStats")(data=data)
 
     cls.get_kv_connector_stats = get_kv_connector_stats
     cls.build_kv_connector_stats = classmethod(build_kv_connector_stats)
@@ -346,6 +346,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_last_taps.clear)
 
 _LAZY = {"StoragecarbonStatLogger": _make_logger_class, "StoragecarbonLMCacheStats": _make_tap_stats_class}
+
+
+def _lazy(name: str) -> Any:
+    cls = globals().get(name)
+    return cls if cls is not None else __getattr__(name)
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: build vLLM-bound classes on first use only
