@@ -191,8 +191,12 @@ def test_emitter_writes_markers_the_sensor_reads(tmp_path, monkeypatch):
               _Obj(num_generation_tokens=3, num_prompt_tokens=5))
     sensor = VllmStatsSensor(markers, dram_device="dram", disk_device="ssd0")
     assert sensor.probe().available
-    rows = {(d, m): v for d, m, v in sensor.read()}
+    got = sensor.read()
+    # the totals count from the engine's start: a 0 baseline first, so the first step's bytes count
+    assert [v for d, m, v in got if (d, m) == ("dram", "app_bytes_written")] == [0.0, 10]
+    rows = {(d, m): v for d, m, v in got}
     assert rows[("dram", "app_bytes_written")] == 10 and rows[("ssd0", "app_bytes_written")] == 20
+    assert {(d, m): v for d, m, v in sensor.read()} == rows  # later reads: the totals only
     lines = [json.loads(x) for x in markers.read_text().splitlines()]
     assert [x["event"] for x in lines] == ["vllm_engine_ready", MARKER_EVENT]
     assert sensor.summary()["ready_unix"] is not None and sensor.summary()["first_active_unix"] is not None

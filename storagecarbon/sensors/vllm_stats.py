@@ -9,8 +9,10 @@ same file and turns the latest totals' ``tiers`` into channels:
 * ``disk`` (LMCache's local disk tier) and vLLM's secondary tiers (``1:fs``, ...) -> the same
   metrics of the disk device (summed over those tiers).
 
-Totals are per engine (``engine`` in each line) and summed over engines. No plugin line yet means
-no reading (no rows), never zeros. The last totals also go to the footer (``summary()``).
+Totals are per engine (``engine`` in each line) and summed over engines. The plugin's totals count
+from the engine's start, so once the engine has announced itself (``vllm_engine_ready``) or sent its
+first totals, the channels read 0 first (a true reading: nothing moved before the engine existed),
+then the totals; before that there is no reading (no rows), never zeros. The last totals also go to the footer (``summary()``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class VllmStatsSensor(SensorBase):
         self.first_active_unix: float | None = None
         self.last_active_unix: float | None = None
         self._prev_iter: dict[int, int] = {}
+        self._based = False
 
     def probe(self) -> Probe:
         if not self.markers_file.parent.is_dir():
@@ -82,8 +85,12 @@ class VllmStatsSensor(SensorBase):
             self._prev_iter[eng] = it
             self.last[eng] = d
             self.lines += 1
+        base: list[Row] = []
+        if not self._based and (self.ready_unix is not None or self.last):
+            self._based = True
+            base = [(dev, metric, 0.0) for dev, metric, _ in self.channels()]
         if not self.last:
-            return []
+            return base
         acc: dict[tuple[str, str], float] = {}
         for d in self.last.values():
             for tier, vals in (d.get("tiers") or {}).items():
@@ -92,7 +99,7 @@ class VllmStatsSensor(SensorBase):
                     continue
                 for key, metric in (("bytes_written", "app_bytes_written"), ("bytes_read", "app_bytes_read")):
                     acc[(dev, metric)] = acc.get((dev, metric), 0.0) + float(vals.get(key, 0.0) or 0.0)
-        return [(dev, metric, v) for (dev, metric), v in acc.items()]
+        return base + [(dev, metric, v) for (dev, metric), v in acc.items()]
 
     def totals(self) -> dict[str, Any] | None:
         """The latest totals summed over engines (``None`` before the first plugin line)."""
