@@ -403,7 +403,8 @@ def default_sensors(tree: Any, tiermap: Any, *, tap_dir: str | Path | None, scen
     the disk device (the process-tree counters of :mod:`.sensors.procio` cover every file the
     tree touches; the taps only the KV cache). ``lmcache=None``: on when the scenario enables an
     LMCache CPU or disk tier. ``vllm_stats_markers``: the marker file the project's vLLM
-    stat-logger plugin writes to; its sensor then comes first and owns the per-tier KV bytes.
+    stat-logger plugin writes to, given when the command itself serves vLLM; the plugin's sensor
+    then comes first and owns the per-tier KV bytes, and the metrics scrape counts from zero.
     """
     from .sensors.diskstats import DiskstatsSensor
     from .sensors.lmcache_tap import LMCacheTapSensor
@@ -431,7 +432,7 @@ def default_sensors(tree: Any, tiermap: Any, *, tap_dir: str | Path | None, scen
     out.append(nvml if nvml is not None else NvmlSensor())
     out.append(RaplSensor(host_device="host", dram_device="dram"))
     if vllm_url:
-        out.append(VllmMetricsSensor(vllm_url))
+        out.append(VllmMetricsSensor(vllm_url, counts_from_zero=vllm_stats_markers is not None))
     return out
 
 

@@ -5,7 +5,8 @@
 
 With a server command after ``--`` it starts the server (its own process group), waits for
 ``/health``, sends the load, then stops the server (SIGTERM to it, SIGKILL to its group after ``--stop-grace``) and
-exits with the load's status: 0 when every request succeeded, 1 when some failed, 3 when the server
+exits with the load's status (the server stays up ``--linger`` s after the load, so a recorder's
+last scrape of ``/metrics`` sees the final counters): 0 when every request succeeded, 1 when some failed, 3 when the server
 died or never became ready. Under ``storagecarbon record`` it marks, through
 ``$STORAGECARBON_MARKERS`` (:func:`storagecarbon.recorder.emit_marker`), the serving phases the
 report uses: ``server_ready`` (``/health`` answered), ``load_start`` / ``load_end`` (first request
@@ -217,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ready-timeout", type=float, default=300.0, help="s to wait for /health")
     ap.add_argument("--stop-grace", type=float, default=20.0, help="s between SIGTERM and SIGKILL of the server")
+    ap.add_argument("--linger", type=float, default=1.5,
+                    help="s to keep the server up after the load, so a recorder scrapes its final counters")
     ap.add_argument("--result", help="write the load's result JSON here")
     ap.add_argument("--bench", metavar="ARGS", help="run `vllm bench serve --base-url URL --model M ARGS` as the load")
     a = ap.parse_args(argv)
@@ -266,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = EXIT_SERVER
     finally:
         if proc is not None and proc.poll() is None:
+            time.sleep(max(0.0, a.linger))
             emit_marker("server_stop", "SIGTERM")
             _stop(proc, a.stop_grace)
     return rc

@@ -374,9 +374,15 @@ def finalize_serving(trace_path: str | Path, *, slo: dict[str, float | None] | N
         summary["per_unit_phase"] = "serving"
     if hists:
         summary["latency"] = latency_summary(hists, slo)
+    notes = [f"serving window: {info['window_source']}"]
     plug = (sensors.get("vllm_stats") or {}).get("totals")
     if plug:
         info["plugin"] = plug
-    finalize(trace_path, markers=markers, summary=summary,
-             notes=[f"serving window: {info['window_source']}"])
+        ser = t.series("workload", "requests_done")
+        scraped = float(ser[1][-1] - (0.0 if (sensors.get("vllm_metrics") or {}).get("counts_from_zero") else ser[1][0])) \
+            if ser is not None and len(ser[1]) else None
+        if scraped is not None and plug.get("finished_requests") is not None and scraped != plug["finished_requests"]:
+            notes.append(f"vLLM's /metrics last answered with {scraped:g} requests done, its engine finished "
+                         f"{plug['finished_requests']} (stat-logger plugin): the last scrape missed the end")
+    finalize(trace_path, markers=markers, summary=summary, notes=notes)
     return info

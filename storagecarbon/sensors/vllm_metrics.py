@@ -220,14 +220,18 @@ class VllmMetricsSensor(SensorBase):
     """Scrapes ``url`` (e.g. ``http://127.0.0.1:8000/metrics``) each read.
 
     ``lmcache_url`` / ``lmcache_resident`` (``{"cpu": "dram", "disk": "ssd0"}``) optionally add the
-    LMCache usage gauges as ``resident_bytes`` of those devices.
+    LMCache usage gauges as ``resident_bytes`` of those devices. ``counts_from_zero``: the server was
+    started by the recorded command, so its counters and histograms count from 0 and the first
+    successful scrape (which may come late, mid-load, on a busy machine) is preceded by a 0 reading.
     """
 
     name = "vllm_metrics"
 
     def __init__(self, url: str, *, device: str = WORKLOAD_DEVICE, timeout_s: float = 0.5,
-                 lmcache_url: str | None = None, lmcache_resident: dict[str, str] | None = None):
+                 lmcache_url: str | None = None, lmcache_resident: dict[str, str] | None = None,
+                 counts_from_zero: bool = False):
         self.url = url
+        self.counts_from_zero = counts_from_zero
         self.device = device
         self.timeout_s = timeout_s
         self.lmcache_url = lmcache_url
@@ -275,7 +279,7 @@ class VllmMetricsSensor(SensorBase):
             self.last_activity_unix = t
         self._prev_counts, self._prev_t = counts, t
         hists = latency_histograms(s)
-        if not self._hist_first:
+        if self.scrapes == 1 and not self.counts_from_zero:
             self._hist_first = hists
         self._hist_last = hists
 
@@ -285,7 +289,10 @@ class VllmMetricsSensor(SensorBase):
         s = self._fetch(self.url)
         if s is not None:
             self.scrapes += 1
-            rows += workload_rows(s, self.device)
+            w = workload_rows(s, self.device)
+            if self.scrapes == 1 and self.counts_from_zero:
+                rows += [(d, m, 0.0) for d, m, _ in w]
+            rows += w
             self._track(s, t)
         if self.lmcache_url and self.lmcache_resident:
             ls = self._fetch(self.lmcache_url)
@@ -301,6 +308,7 @@ class VllmMetricsSensor(SensorBase):
         return {k: h.minus(self._hist_first.get(k)) for k, h in self._hist_last.items()}
 
     def summary(self) -> dict[str, Any]:
-        return {"url": self.url, "scrapes": self.scrapes, "first_ok_unix": self.first_ok_unix,
+        return {"url": self.url, "scrapes": self.scrapes, "counts_from_zero": self.counts_from_zero,
+                "first_ok_unix": self.first_ok_unix,
                 "first_activity_unix": self.first_activity_unix, "last_activity_unix": self.last_activity_unix,
                 "histograms": {k: h.to_json() for k, h in self.histograms().items()}}
