@@ -349,3 +349,37 @@ def test_compare_names_two_traces_of_one_folder_by_stem(tmp_path):
     other.mkdir()
     (other / "trace.arrows").write_bytes(b"")
     assert option_names([d / "a.arrows", other / "trace.arrows"]) == [None, None]  # folders differ: folder names
+
+
+def test_metrics_of_a_server_the_command_starts_count_from_zero():
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from storagecarbon.sensors.vllm_metrics import VllmMetricsSensor
+
+    body = (DATA / "vllm_metrics.prom").read_bytes()  # a real exposition: 3 requests already done
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/metrics"
+        # GIVEN the first successful scrape comes late (the server was busy): the requests before it count
+        fresh = VllmMetricsSensor(url, counts_from_zero=True)
+        assert [v for _, m, v in fresh.read() if m == "requests_done"] == [0.0, 3.0]
+        assert fresh.histograms()["ttft_ms"].count == 3
+        # a server that was already running: its earlier requests are not this run's
+        attached = VllmMetricsSensor(url)
+        assert [v for _, m, v in attached.read() if m == "requests_done"] == [3.0]
+        assert attached.histograms()["ttft_ms"].count == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
