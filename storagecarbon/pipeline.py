@@ -182,10 +182,19 @@ class AttributedTrace:
 def attribute_trace(trace: str | Path, db: DeviceDB, carbon: Carbon | None, *, scenario: str,
                     region: str | None = None, draws: int | None = None, slo: dict | None = None,
                     base_dir: Path | None = None, out_dir: Path | None = None,
-                    gco2e_per_kwh: float | None = None, scope: str | None = None) -> AttributedTrace:
-    """A saved trace -> attribute() -> report (``report`` re-attributes with another region, intensity or scope)."""
+                    gco2e_per_kwh: float | None = None, scope: str | None = None,
+                    hardware: Scenario | None = None) -> AttributedTrace:
+    """A saved trace -> attribute() -> report (``report`` re-attributes with another region, intensity or scope).
+
+    ``hardware``: a scenario whose hardware maps the trace's unidentified devices after the fact
+    (:func:`storagecarbon.tiermap.remap_devices`)."""
     trace = Path(trace)
     usage = aggregate(trace)
+    if hardware is not None:
+        from .tiermap import remap_devices
+
+        usage.header.devices, mapped = remap_devices(usage.header.devices, hardware, db)
+        usage.header.notes = list(usage.header.notes) + mapped
     echo = usage.header.scenario or {}
     if carbon is None:
         try:

@@ -116,9 +116,27 @@ class Option:
                             scope=self.scope)  # type: ignore[arg-type]
 
 
+def option_names(paths: list[str | Path]) -> list[str | None]:
+    """Names for compare's options: ``None`` (the default: scenario name, report folder, trace's
+    folder) unless two inputs would share one; then trace files are named by their stem (and by
+    folder/stem if stems collide too), so two traces in one folder stay two options."""
+    def default(p: Path) -> str:
+        return p.stem if p.suffix in (".yaml", ".yml") else (p.name if p.is_dir() else (p.parent.name or p.stem))
+
+    ps = [Path(x) for x in paths]
+    base = [default(p) for p in ps]
+    out: list[str | None] = [None] * len(ps)
+    for i, p in enumerate(ps):
+        if base.count(base[i]) > 1 and p.is_file() and p.suffix not in (".yaml", ".yml"):
+            stems = [q.stem for q in ps]
+            out[i] = p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}/{p.stem}"
+    return out
+
+
 def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str | None = None,
-                progress: Callable[[str], None] = lambda s: None) -> Option:
-    """A scenario (modeled profile), a report directory or a trace file -> :class:`Option` (IO edge)."""
+                progress: Callable[[str], None] = lambda s: None, name: str | None = None) -> Option:
+    """A scenario (modeled profile), a report directory or a trace file -> :class:`Option` (IO edge).
+    ``name``: the option's name for a trace or report folder (default: its folder's name)."""
     from .pipeline import attribute_trace, default_report_dir, profile
     from .scenario import Carbon, load_scenario
 
@@ -134,7 +152,7 @@ def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str |
         trace = p / "trace.arrows" if p.is_dir() else p
         if not trace.exists():
             raise StoragecarbonError(f"{p}: not a scenario (.yaml), a report directory with trace.arrows, or a trace file")
-        name = p.name if p.is_dir() else (p.parent.name or p.stem)
+        name = name or (p.name if p.is_dir() else (p.parent.name or p.stem))
         progress(f"reading {trace}")
         res2 = attribute_trace(trace, db, None, scenario=name, region=region)
         report, attr, odb = res2.report, res2.attribution, res2.db or db

@@ -335,7 +335,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare options side by side per tier, with paired probabilities that one emits less than another."""
         from .devicedb import DeviceDB
-        from .planner import compare as run_compare, load_option
+        from .planner import compare as run_compare, load_option, option_names
 
         if len(inputs) < 2:
             raise StoragecarbonError("compare: give at least two scenarios, report directories or traces")
@@ -349,7 +349,9 @@ def register(app: typer.Typer) -> None:
             root = Path(tmp.name)
         try:
             with progress(err, "compare") as step:
-                opts = [load_option(p, db, out_root=root, region=region, progress=step) for p in inputs]
+                names = option_names(inputs)
+                opts = [load_option(p, db, out_root=root, region=region, progress=step, name=n)
+                        for p, n in zip(inputs, names)]
                 step("paired draws")
                 res = run_compare(opts, db, draws=draws, seed=seed)
         finally:

@@ -506,15 +506,28 @@ def _end_group(pgid: int, grace_s: float, exclude: int | None = None) -> list[in
     return alive
 
 
+def serving_sensors(tiermap: Any, vllm_stats_markers: str | Path | None) -> list[Any]:
+    """The stat-logger plugin's sensor (first in line, so it owns the KV bytes it reports)."""
+    if vllm_stats_markers is None:
+        return []
+    from .sensors.vllm_stats import VllmStatsSensor
+
+    return [VllmStatsSensor(vllm_stats_markers, dram_device="dram" if tiermap.has("dram") else None,
+                            disk_device=tiermap.primary_disk)]
+
+
 def default_sensors(tree: Any, tiermap: Any, *, tap_dir: str | Path | None, scenario: Any = None,
                     lmcache: bool | None = None, vllm_url: str | None = None,
-                    nvml: Any = None, base_dir: str | Path | None = None) -> list[Any]:
+                    nvml: Any = None, base_dir: str | Path | None = None,
+                    vllm_stats_markers: str | Path | None = None) -> list[Any]:
     """The default sensors of a recorded command, in channel-priority order.
 
     LMCache taps come first so that, when present, their per-tier bytes own ``app_bytes_*`` of
     the disk device (the process-tree counters of :mod:`.sensors.procio` cover every file the
     tree touches; the taps only the KV cache). ``lmcache=None``: on when the scenario enables an
-    LMCache CPU or disk tier.
+    LMCache CPU or disk tier. ``vllm_stats_markers``: the marker file the project's vLLM
+    stat-logger plugin writes to, given when the command itself serves vLLM; the plugin's sensor
+    then comes first and owns the per-tier KV bytes, and the metrics scrape counts from zero.
     """
     from .sensors.diskstats import DiskstatsSensor
     from .sensors.lmcache_tap import LMCacheTapSensor
@@ -524,7 +537,7 @@ def default_sensors(tree: Any, tiermap: Any, *, tap_dir: str | Path | None, scen
     from .sensors.rapl import RaplSensor
     from .sensors.vllm_metrics import VllmMetricsSensor
 
-    out: list[Any] = []
+    out: list[Any] = serving_sensors(tiermap, vllm_stats_markers)
     if lmcache is None and scenario is not None:
         kv = scenario.placement.kv
         lmcache = any(x is not None and x.enabled for x in (kv.local_cpu, kv.local_disk))
@@ -542,7 +555,7 @@ def default_sensors(tree: Any, tiermap: Any, *, tap_dir: str | Path | None, scen
     out.append(nvml if nvml is not None else NvmlSensor())
     out.append(RaplSensor(host_device="host", dram_device="dram"))
     if vllm_url:
-        out.append(VllmMetricsSensor(vllm_url))
+        out.append(VllmMetricsSensor(vllm_url, counts_from_zero=vllm_stats_markers is not None))
     return out
 
 
@@ -572,7 +585,8 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
                    sensors: list[Any] | None = None, cwd: str | Path | None = None,
                    disk_path: str | Path | None = None, db: Any = None, grace_s: float = 5.0,
                    vllm_url: str | None = None, lmcache: bool | None = None,
-                   summary: dict[str, Any] | None = None) -> int:
+                   summary: dict[str, Any] | None = None, notes: list[str] | None = None,
+                   vllm_stats: bool = False) -> int:
     """Run ``argv`` under a recorder writing ``out_path``; return its exit code.
 
     * The command runs in its own session/process group with ``STORAGECARBON_MARKERS`` (a marker
@@ -586,7 +600,8 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
     * Exit code: the command's; 128+N when it died of signal N; 124 on timeout; 127/126 when it
       cannot be started. The trace is always closed, with a footer summary.
     * ``sensors=None``: :func:`default_sensors` (procio + memory on the tree, diskstats for mapped
-      disks, NVML and RAPL when available, LMCache taps when the scenario uses LMCache). The disk
+      disks, NVML and RAPL when available, LMCache taps when the scenario uses LMCache, the vLLM
+      stat-logger plugin's totals when ``vllm_stats``). ``notes`` go to the trace header. The disk
       device is the scenario's ssd/hdd tier (its ``path`` or LMCache's ``local_disk`` path), else the
       disk holding ``disk_path`` (default: ``cwd``).
     """
@@ -596,7 +611,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
 
     argv = [str(a) for a in argv]
     cwd = str(cwd) if cwd is not None else os.getcwd()
-    notes: list[str] = []
+    notes = list(notes or [])
     echo = scenario
     scenario, why = _coerce_scenario(scenario)
     if why:
@@ -632,7 +647,8 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
                        memory_bytes=float(psutil.virtual_memory().total))
         notes += tm.notes
         sensors = default_sensors(tree, tm, tap_dir=tap_dir, scenario=scenario, lmcache=lmcache,
-                                  vllm_url=vllm_url, nvml=nv, base_dir=cwd)
+                                  vllm_url=vllm_url, nvml=nv, base_dir=cwd,
+                                  vllm_stats_markers=markers if vllm_stats else None)
         header_base: dict[str, Any] = {"devices": tm.devices, "notes": notes, "scenario": echo,
                                        "host": {"tier_map": tm.header_dict()["tier_map"]}}
     else:

@@ -357,3 +357,41 @@ def map_tiers(scenario: Any = None, *, db: Any = None, gpus: list[DeviceEntry] |
                 if os.path.realpath(kv_p).startswith(os.path.realpath(p)):
                     tm.primary_disk = did
     return tm
+
+
+def remap_devices(devices: list[DeviceEntry], scenario: Any, db: Any = None,
+                  label: str = "--scenario") -> tuple[list[DeviceEntry], list[str]]:
+    """Map a recorded trace's devices to the scenario's hardware after the fact (``report --scenario``).
+
+    Same ids and order (usage arrays are indexed by them). What the recording identified itself (a
+    GPU by its NVML name, a disk by its model, both resolved to device_db) is kept; what it could
+    not (``db_key`` None, or a stand-in) takes the scenario's device of the same tier, as
+    :func:`map_tiers` would have at record time: host count and share, DRAM count (capacity from
+    the per-GB record), disk count. Returns the devices and notes saying what was mapped.
+    """
+    tiers = scenario.hardware.tiers()
+    out: list[DeviceEntry] = []
+    notes: list[str] = []
+    for d in devices:
+        hw = tiers.get(d.tier)
+        if hw is None or (d.db_key is not None and not d.stand_in):
+            out.append(d)
+            continue
+        key = _resolve(db, hw.device)
+        if key is None:
+            notes.append(f"{d.id}: {label} device {hw.device!r} is not in device_db; left unmapped")
+            out.append(d)
+            continue
+        if d.tier == "host":
+            new = replace(d, db_key=key, count=hw.count, share=hw.share)
+        elif d.tier == "dram":
+            new = replace(d, db_key=key, count=hw.count, capacity_bytes=None)
+        elif d.tier == "hbm":
+            new = replace(d, db_key=key, stand_in=True, note=f"{d.name or d.id}: mapped by {label} (stand-in)")
+        else:
+            virtual = "virtual" in (d.note or "")
+            new = replace(d, db_key=key, count=hw.count if not d.name or virtual else d.count,
+                          stand_in=True, note=(STAND_IN_VIRTUAL if virtual else f"mapped by {label}: stand-in"))
+        notes.append(f"{d.id}: mapped to {key} by {label}")
+        out.append(new)
+    return out, notes

@@ -407,15 +407,16 @@ def test_prometheus_edge_cases():
         'vllm:request_success_total{finished_reason="error"} 1',
         'vllm:request_success_total{finished_reason="length",} 2',
         'lat_bucket{le="+Inf"} +Inf',
-        "broken_line_without_value",
-        'bad{label=unquoted} 1',
     ])
     s = parse_prometheus(text)
     assert dict(s["vllm:prompt_tokens_total"][0][0])["model_name"] == 'a "quoted", {braced} name'
     rows = {m: v for _, m, v in workload_rows(s)}
     assert rows == {"prompt_tokens": 15.5, "generated_tokens": 300.0, "requests_done": 6.0}
     assert s["lat_bucket"][0][1] == float("inf")
-    assert "broken_line_without_value" not in s and "bad" not in s
+    # a malformed exposition is refused whole, as Prometheus refuses the scrape
+    for bad in ("broken_line_without_value", "bad{label=unquoted} 1"):
+        with pytest.raises(ValueError):
+            parse_prometheus(text + "\n" + bad)
 
 
 def test_vllm_metrics_sensor_scrapes_loopback_only():

@@ -511,10 +511,17 @@ def _patch_local_cpu(mod) -> None:
     cls._storagecarbon = True
 
 
+def _patch_connector_stats(mod) -> None:
+    from .stat_logger import patch_lmcache_connector  # tap counters as kv_connector_stats
+
+    patch_lmcache_connector(mod)
+
+
 _PATCHES = {
     "lmcache.v1.gpu_connector": _patch_gpu_connector,
     "lmcache.v1.storage_backend.local_disk_backend": _patch_local_disk,
     "lmcache.v1.storage_backend.local_cpu_backend": _patch_local_cpu,
+    "vllm.distributed.kv_transfer.kv_connector.v1.lmcache_connector": _patch_connector_stats,
 }
 
 

@@ -113,6 +113,22 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
     op, ob = _cells(attr.operational_g, attr.operational_best_g, alld)
     run = None if total is None and op is None else (total if total is not None else 0) + (op if op is not None else 0)
     runb = (tb or 0.0) + (ob or 0.0)
+    # per-request and per-1k-token figures: the serving window when the run marks one (start-up apart)
+    unit, unitb, unit_basis = run, runb, "whole run"
+    unit_phase = summ.get("per_unit_phase")
+    if unit_phase in attr.phases:
+        j = attr.phases.index(unit_phase)
+        ue, ueb = _cells(attr.embodied_g, attr.embodied_best_g, alld, [j])
+        uo, uob = _cells(attr.operational_g, attr.operational_best_g, alld, [j])
+        unit = None if ue is None and uo is None else (ue if ue is not None else 0) + (uo if uo is not None else 0)
+        unitb = (ueb or 0.0) + (uob or 0.0)
+        tj = float(attr.phase_time_s[j]) if attr.phase_time_s is not None else 0.0
+        unit_basis = f"phase {unit_phase} ({tj:.3g} s)"
+    per_request = _band(unit / requests, unitb / requests) if requests and unit is not None else None
+    per_1k = _band(unit / generated * 1000, unitb / generated * 1000) if generated and unit is not None else None
+    hd = headline(attr, generated)
+    if unit_basis != "whole run":
+        hd["per_1k_tokens_g"] = per_1k
 
     def _excl(ids: set[str]) -> list[str]:
         return [x for x in attr.excludes if x.split(" ", 1)[0] in ids]
@@ -120,7 +136,9 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
     tiers = []
     for tier in attr.tiers():
         idx = np.flatnonzero(attr.tier_mask(tier))
-        row: dict[str, Any] = {"tier": tier, "devices": [f"{attr.devices[i].count} x {attr.devices[i].db_key}" for i in idx]}
+        row: dict[str, Any] = {"tier": tier, "devices": [
+            f"{attr.devices[i].count} x {attr.devices[i].db_key or attr.devices[i].id + ' (no device record)'}"
+            for i in idx]}
         if u is not None:
             q = u.by_phase
             row.update({
@@ -172,6 +190,9 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
         got = (lat.get(key) or {}).get("p90") if lat.get(key) else None
         if target is not None:
             latency["slo"][key] = {"target": target, "p90": got, "met": None if got is None else bool(got <= target)}
+            share = ((lat.get("slo") or {}).get(key) or {}).get("share_within")
+            if share is not None:
+                latency["slo"][key]["share_within"] = share
 
     sources = {}
     for d in attr.devices:
@@ -198,11 +219,17 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
         "requests": requests,
         "tokens": {"prompt": prompt, "generated": generated},
         "duration_s": float(u.duration_s) if u is not None else float(np.sum(T)),
-        "headline": headline(attr, generated),
+        "headline": hd,
         "totals": {**tot, **en, "excludes": list(attr.excludes)},
-        "per_request_gco2e": _band(run / requests, runb / requests) if requests and run is not None else None,
-        "per_1k_tokens_gco2e": _band(run / generated * 1000, runb / generated * 1000) if generated and run is not None
-        else None,
+        "per_request_gco2e": per_request,
+        "per_1k_tokens_gco2e": per_1k,
+        "per_unit_basis": unit_basis,
+        "missing_devices": sorted(d.id for i, d in enumerate(attr.devices)
+                                  if _carbon(attr, [i])["total_gco2e"] is None),
+        "command": {"argv": summ.get("argv"), "exit_code": summ.get("exit_code"),
+                    "failed": bool(summ.get("exit_code")) or bool(summ.get("error"))}
+        if ("exit_code" in summ or "argv" in summ) else None,
+        "serving": summ.get("serving"),
         "missing": list(attr.missing),
         "excludes": list(attr.excludes),
         "coverage": attr.coverage,

@@ -612,7 +612,8 @@ def _profile_section(rep: dict[str, Any], trace_path: str | Path | None) -> str:
     bars = [{"label": t["tier"], "emb": (t.get("embodied_gco2e") or {}).get("p50") or 0.0,
              "op": (t.get("operational_gco2e") or {}).get("p50") or 0.0,
              "lo": (t.get("total_gco2e") or {}).get("p5"), "hi": (t.get("total_gco2e") or {}).get("p95")}
-            for t in rep.get("tiers", [])]
+            for t in rep.get("tiers", [])
+            if t.get("total_gco2e") is not None]  # a tier without any device figure is missing, not a 0 bar
     if bars:
         out.append("<h2>Per tier</h2>")
         out.append(stacked_bars([{"name": "", "bars": bars}], title="gCO2e per tier (stacked P50, whisker P5–P95 of the total)"))

@@ -82,6 +82,8 @@ def slo_lines(slo: Mapping[str, Any] | None) -> tuple[str, list[str]]:
         else:
             verdicts.append("met")
             lines.append(f"{name} p90 {U.millis(p90)} ≤ {U.millis(target)} ({U.share(head)} headroom)")
+        if v.get("share_within") is not None:
+            lines[-1] = lines[-1] + f"; {U.share(v['share_within'])} of requests within"
     if "missed" in verdicts:
         verdict = "[bold red]missed[/]"
     elif "missing" in verdicts:
@@ -120,11 +122,17 @@ def headline(rep: Mapping[str, Any], console: Console) -> Panel:
     total = hd.get("total_g") if "total_g" in hd else (rep.get("totals") or {}).get("total_gco2e")
     per1k = hd.get("per_1k_tokens_g") if "per_1k_tokens_g" in hd else rep.get("per_1k_tokens_gco2e")
     tok = rep.get("tokens") or {}
+    cmd = rep.get("command") or {}
+    if cmd.get("failed"):
+        g.add_row("[red]command[/]", f"[red]the recorded command failed (exit code {cmd.get('exit_code')}): figures "
+                                     "cover what ran until then[/]")
+    basis = rep.get("per_unit_basis")
+    on = f" ({basis})" if basis and basis != "whole run" else ""
     g.add_row("total", f"[bold]{U.band(band_of(total))}[/] CO2e per run")
-    g.add_row("per 1k tokens", f"[bold]{U.band(band_of(per1k))}[/] per 1k generated tokens"
+    g.add_row("per 1k tokens", f"[bold]{U.band(band_of(per1k))}[/] per 1k generated tokens{escape(on)}"
               + ("" if tok.get("generated") else " (none generated)"))
     if rep.get("per_request_gco2e"):
-        g.add_row("per request", U.band(rep["per_request_gco2e"]))
+        g.add_row("per request", U.band(rep["per_request_gco2e"]) + escape(on))
     if "energy_kwh" in hd:
         e = band_of(hd.get("energy_kwh"))
         g.add_row("energy", U.MISSING if e is None else U.band_in(e, U.Scale(1.0, "kWh")))
@@ -146,11 +154,18 @@ def headline(rep: Mapping[str, Any], console: Console) -> Panel:
         g.add_row("coverage", U.MISSING if cov is None else f"{U.share(cov)} of the plausible total has data")
     if rep.get("excludes"):
         g.add_row("excludes", escape(", ".join(rep["excludes"])))
+    if rep.get("missing_devices"):
+        g.add_row("no record", escape(f"{', '.join(rep['missing_devices'])}: carbon missing, not zero (map them: "
+                                      "storagecarbon report TRACE --scenario S)"))
     mode = str(rep.get("mode", "?")).upper()
     g.add_row(mode, escape(mode_why(rep)) + ("\n[yellow]the trace was cut short: figures cover the recorded part only[/]"
                                      if rep.get("truncated") else ""))
-    title = Text.assemble(mode_badge(rep.get("mode")), "  ", (str(rep.get("scenario", "")), "bold"))
-    return Panel(g, title=title, title_align="left", border_style="green" if mode == "MEASURED" else "yellow")
+    badge = mode_badge(rep.get("mode"))
+    if cmd.get("failed"):
+        badge = Text(f" {mode}: COMMAND FAILED (exit {cmd.get('exit_code')}) ", style="bold red reverse")
+    title = Text.assemble(badge, "  ", (str(rep.get("scenario", "")), "bold"))
+    border = "red" if cmd.get("failed") else "green" if mode == "MEASURED" else "yellow"
+    return Panel(g, title=title, title_align="left", border_style=border)
 
 
 # ------------------------------------------------------------------------------ tiers

@@ -1,18 +1,25 @@
-"""Token and request counters scraped from a served vLLM's Prometheus endpoint (loopback only).
+"""Requests, tokens and latency histograms scraped from a served vLLM's Prometheus endpoint.
 
-``vllm serve`` (or ``python -m vllm.entrypoints.openai.api_server``) exposes ``/metrics`` in the
-Prometheus text format. Mapped to the ``workload`` pseudo-device (summed over label sets:
-engines, models):
+``vllm serve`` exposes ``/metrics`` in the Prometheus text format; it is parsed with
+``prometheus_client.parser`` (the reference parser of the format) and mapped to the ``workload``
+pseudo-device (summed over label sets: engines, models):
 
 * ``vllm:prompt_tokens_total`` -> ``prompt_tokens``
 * ``vllm:generation_tokens_total`` -> ``generated_tokens``
 * ``vllm:request_success_total`` -> ``requests_done``, counting the finished reasons that served
   the request (``stop``, ``length``, ``repetition``, ...) and not ``abort`` or ``error``.
 
+Latency comes from vLLM's own histograms (:data:`LATENCY_HISTOGRAMS`): the first and the last
+successful scrape are kept and their difference goes to the footer summary (``summary()``), from
+which :func:`latency_summary` gives percentiles (Prometheus' ``histogram_quantile`` rule: linear
+inside the bucket) and the share of requests within an SLO target. The sensor also notes when the
+endpoint first answered (the server is ready: vLLM binds its HTTP port only after the engine is up)
+and the first and last scrape at which the request counters moved (the load's start and end, for
+loads that do not mark them).
+
 Optionally, LMCache's usage gauges (``lmcache:local_cache_usage`` = CPU tier bytes,
 ``lmcache:local_storage_usage`` = disk tier bytes, from the LMCache internal API server's
-``/metrics``) map to ``resident_bytes`` of devices named in ``lmcache_resident``. LMCache pushes
-them every 10 s, so they are coarse.
+``/metrics``) map to ``resident_bytes`` of devices named in ``lmcache_resident``.
 
 Only loopback URLs are scraped (``127.0.0.1``, ``::1``, ``localhost``): the recorder must never
 reach outside the machine. Until the first successful scrape (server still loading) a failed
@@ -22,11 +29,14 @@ scrape is "no reading yet"; after it, a failure raises so the recorder counts it
 from __future__ import annotations
 
 import math
-import re
+import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from .base import WORKLOAD_DEVICE, ChannelSpec, Probe, Row, SensorBase
 
@@ -38,67 +48,33 @@ TOKEN_METRICS = {
 REQUESTS_METRIC = "vllm:request_success_total"
 NOT_SERVED = {"abort", "error"}
 LMCACHE_GAUGES = {"cpu": "lmcache:local_cache_usage", "disk": "lmcache:local_storage_usage"}
+# Latency histograms, first name found wins. TPOT: vLLM >= 0.11 has the per-request mean
+# (``request_time_per_output_token``, what ``vllm bench serve`` calls TPOT); older releases had
+# ``time_per_output_token`` (per token); ``inter_token_latency`` (per token gap) is the fallback.
+LATENCY_HISTOGRAMS = {
+    "ttft_ms": ("vllm:time_to_first_token_seconds",),
+    "tpot_ms": ("vllm:request_time_per_output_token_seconds", "vllm:time_per_output_token_seconds",
+                "vllm:inter_token_latency_seconds"),
+}
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 
 Labels = tuple[tuple[str, str], ...]
-_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+Samples = dict[str, list[tuple[Labels, float]]]
 
 
-def _unescape(v: str) -> str:
-    return v.replace("\\\\", "\x00").replace('\\"', '"').replace("\\n", "\n").replace("\x00", "\\")
-
-
-def _parse_value(s: str) -> float:
-    s = s.strip()
-    if s in ("+Inf", "Inf"):
-        return math.inf
-    if s == "-Inf":
-        return -math.inf
-    return float(s)  # also "NaN"
-
-
-def parse_prometheus(text: str) -> dict[str, list[tuple[Labels, float]]]:
+def parse_prometheus(text: str) -> Samples:
     """Prometheus text exposition -> ``{sample name: [(labels, value), ...]}``.
 
-    Comments (``# HELP``/``# TYPE``) and malformed lines are skipped; label values may hold
-    escaped quotes, commas and braces; a trailing timestamp is ignored.
+    Uses ``prometheus_client.parser``; a malformed exposition raises ``ValueError``.
     """
-    out: dict[str, list[tuple[Labels, float]]] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            if "{" in line and line.index("{") < (line.index(" ") if " " in line else len(line)):
-                name = line[:line.index("{")]
-                rest = line[line.index("{") + 1:]
-                labels: list[tuple[str, str]] = []
-                pos = 0
-                while True:
-                    while pos < len(rest) and rest[pos] in " ,":
-                        pos += 1
-                    if pos < len(rest) and rest[pos] == "}":
-                        pos += 1
-                        break
-                    m = _LABEL_RE.match(rest, pos)
-                    if m is None:
-                        raise ValueError("bad labels")
-                    labels.append((m.group(1), _unescape(m.group(2))))
-                    pos = m.end()
-                fields = rest[pos:].split()
-            else:
-                parts = line.split()
-                name, fields, labels = parts[0], parts[1:], []
-            if not fields:
-                continue
-            value = _parse_value(fields[0])
-        except (ValueError, IndexError):
-            continue
-        out.setdefault(name, []).append((tuple(sorted(labels)), value))
+    out: Samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((tuple(sorted(s.labels.items())), float(s.value)))
     return out
 
 
-def metric_sum(samples: dict[str, list[tuple[Labels, float]]], name: str,
-               exclude: dict[str, set[str]] | None = None) -> float | None:
+def metric_sum(samples: Samples, name: str, exclude: dict[str, set[str]] | None = None) -> float | None:
     """Sum of a sample name over its label sets (``None`` when absent), skipping excluded labels."""
     rows = samples.get(name)
     if rows is None:
@@ -111,7 +87,7 @@ def metric_sum(samples: dict[str, list[tuple[Labels, float]]], name: str,
     return total
 
 
-def workload_rows(samples: dict[str, list[tuple[Labels, float]]], device: str = WORKLOAD_DEVICE) -> list[Row]:
+def workload_rows(samples: Samples, device: str = WORKLOAD_DEVICE) -> list[Row]:
     rows: list[Row] = []
     for pname, metric in TOKEN_METRICS.items():
         v = metric_sum(samples, pname)
@@ -123,6 +99,118 @@ def workload_rows(samples: dict[str, list[tuple[Labels, float]]], device: str = 
     return rows
 
 
+@dataclass(frozen=True)
+class Histogram:
+    """A cumulative Prometheus histogram summed over its label sets (``le`` apart)."""
+
+    name: str
+    buckets: tuple[tuple[float, float], ...]   # (upper bound, cumulative count), ascending, +Inf last
+    count: float
+    sum: float
+
+    @classmethod
+    def from_samples(cls, samples: Samples, name: str) -> "Histogram | None":
+        rows = samples.get(f"{name}_bucket")
+        if not rows:
+            return None
+        acc: dict[float, float] = {}
+        for labels, v in rows:
+            le = dict(labels).get("le")
+            if le is None:
+                continue
+            b = float(le)  # "+Inf" parses to inf
+            acc[b] = acc.get(b, 0.0) + v
+        count = metric_sum(samples, f"{name}_count")
+        total = metric_sum(samples, f"{name}_sum")
+        buckets = tuple(sorted(acc.items()))
+        if not buckets:
+            return None
+        return cls(name, buckets, count if count is not None else buckets[-1][1], total or 0.0)
+
+    def minus(self, earlier: "Histogram | None") -> "Histogram":
+        """Observations made after ``earlier`` (same buckets; a counter reset keeps ``self``)."""
+        if earlier is None or earlier.count > self.count:
+            return self
+        prev = dict(earlier.buckets)
+        return Histogram(self.name, tuple((le, c - prev.get(le, 0.0)) for le, c in self.buckets),
+                         self.count - earlier.count, self.sum - earlier.sum)
+
+    def quantile(self, q: float) -> float | None:
+        """Prometheus ``histogram_quantile``: linear inside the bucket holding rank ``q·count``;
+        a rank in the +Inf bucket answers the highest finite bound. ``None`` without observations."""
+        if self.count <= 0 or not self.buckets:
+            return None
+        rank = q * self.buckets[-1][1]
+        lo_bound, lo_count = 0.0, 0.0
+        for le, c in self.buckets:
+            if c >= rank:
+                if math.isinf(le):
+                    return lo_bound
+                if c == lo_count:
+                    return le
+                return lo_bound + (le - lo_bound) * (rank - lo_count) / (c - lo_count)
+            lo_bound, lo_count = le, c
+        return lo_bound
+
+    def share_within(self, x: float) -> float | None:
+        """Share of observations <= ``x`` (linear inside the bucket holding ``x``)."""
+        if self.count <= 0 or not self.buckets:
+            return None
+        total = self.buckets[-1][1]
+        lo_bound, lo_count = 0.0, 0.0
+        for le, c in self.buckets:
+            if x <= le:
+                if math.isinf(le):
+                    return lo_count / total  # beyond the last finite bound: only what is known below
+                return (lo_count + (c - lo_count) * (x - lo_bound) / (le - lo_bound)) / total if le > lo_bound \
+                    else c / total
+            lo_bound, lo_count = le, c
+        return 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "count": self.count, "sum": self.sum,
+                "buckets": [["+Inf" if math.isinf(le) else le, c] for le, c in self.buckets]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Histogram":
+        return cls(d["name"], tuple((float(le), float(c)) for le, c in d["buckets"]), float(d["count"]),
+                   float(d["sum"]))
+
+
+def latency_histograms(samples: Samples) -> dict[str, Histogram]:
+    out = {}
+    for key, names in LATENCY_HISTOGRAMS.items():
+        for n in names:
+            h = Histogram.from_samples(samples, n)
+            if h is not None:
+                out[key] = h
+                break
+    return out
+
+
+def latency_summary(hists: dict[str, Histogram], slo: dict[str, float | None] | None = None) -> dict[str, Any]:
+    """``{"ttft_ms": {"mean", "p50", "p90", "p99", "count", "metric", "method"}|None, "tpot_ms": ...,
+    "slo": {key: {"target", "share_within"}}}`` in milliseconds, from histograms of seconds."""
+    out: dict[str, Any] = {}
+    slo_out: dict[str, Any] = {}
+    for key in LATENCY_HISTOGRAMS:
+        h = hists.get(key)
+        if h is None or h.count <= 0:
+            out[key] = None
+            continue
+        st: dict[str, Any] = {"mean": h.sum / h.count * 1e3, "count": h.count, "metric": h.name,
+                              "method": "vLLM histogram, linear inside buckets (Prometheus histogram_quantile)"}
+        for name, q in QUANTILES.items():
+            v = h.quantile(q)
+            st[name] = None if v is None else v * 1e3
+        out[key] = st
+        target = (slo or {}).get(key)
+        if target is not None:
+            slo_out[key] = {"target": target, "share_within": h.share_within(target / 1e3)}
+    out["slo"] = slo_out
+    return out
+
+
 def is_loopback(url: str) -> bool:
     host = urlparse(url).hostname
     return host in LOOPBACK
@@ -132,20 +220,31 @@ class VllmMetricsSensor(SensorBase):
     """Scrapes ``url`` (e.g. ``http://127.0.0.1:8000/metrics``) each read.
 
     ``lmcache_url`` / ``lmcache_resident`` (``{"cpu": "dram", "disk": "ssd0"}``) optionally add the
-    LMCache usage gauges as ``resident_bytes`` of those devices.
+    LMCache usage gauges as ``resident_bytes`` of those devices. ``counts_from_zero``: the server was
+    started by the recorded command, so its counters and histograms count from 0 and the first
+    successful scrape (which may come late, mid-load, on a busy machine) is preceded by a 0 reading.
     """
 
     name = "vllm_metrics"
 
     def __init__(self, url: str, *, device: str = WORKLOAD_DEVICE, timeout_s: float = 0.5,
-                 lmcache_url: str | None = None, lmcache_resident: dict[str, str] | None = None):
+                 lmcache_url: str | None = None, lmcache_resident: dict[str, str] | None = None,
+                 counts_from_zero: bool = False):
         self.url = url
+        self.counts_from_zero = counts_from_zero
         self.device = device
         self.timeout_s = timeout_s
         self.lmcache_url = lmcache_url
         self.lmcache_resident = dict(lmcache_resident or {}) if lmcache_url else {}
         self._ok = {url: False, lmcache_url: False}
         self.scrapes = 0
+        self.first_ok_unix: float | None = None
+        self.first_activity_unix: float | None = None   # last scrape before the counters first moved
+        self.last_activity_unix: float | None = None    # first scrape after they last moved
+        self._prev_t: float | None = None
+        self._prev_counts: tuple[float | None, ...] | None = None
+        self._hist_first: dict[str, Histogram] = {}
+        self._hist_last: dict[str, Histogram] = {}
 
     def probe(self) -> Probe:
         for u in (self.url, self.lmcache_url):
@@ -158,7 +257,7 @@ class VllmMetricsSensor(SensorBase):
         out += [(dev, "resident_bytes", self.name) for dev in self.lmcache_resident.values()]
         return out
 
-    def _fetch(self, url: str) -> dict[str, list[tuple[Labels, float]]] | None:
+    def _fetch(self, url: str) -> Samples | None:
         try:
             with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:  # noqa: S310 - loopback only
                 text = resp.read().decode("utf-8", "replace")
@@ -169,12 +268,32 @@ class VllmMetricsSensor(SensorBase):
         self._ok[url] = True
         return parse_prometheus(text)
 
+    def _track(self, s: Samples, t: float) -> None:
+        if self.first_ok_unix is None:
+            self.first_ok_unix = t
+        counts = (metric_sum(s, "vllm:prompt_tokens_total"), metric_sum(s, "vllm:generation_tokens_total"),
+                  metric_sum(s, REQUESTS_METRIC))
+        if self._prev_counts is not None and counts != self._prev_counts:
+            if self.first_activity_unix is None:
+                self.first_activity_unix = self._prev_t
+            self.last_activity_unix = t
+        self._prev_counts, self._prev_t = counts, t
+        hists = latency_histograms(s)
+        if self.scrapes == 1 and not self.counts_from_zero:
+            self._hist_first = hists
+        self._hist_last = hists
+
     def read(self) -> list[Row]:
         rows: list[Row] = []
+        t = time.time()
         s = self._fetch(self.url)
         if s is not None:
             self.scrapes += 1
-            rows += workload_rows(s, self.device)
+            w = workload_rows(s, self.device)
+            if self.scrapes == 1 and self.counts_from_zero:
+                rows += [(d, m, 0.0) for d, m, _ in w]
+            rows += w
+            self._track(s, t)
         if self.lmcache_url and self.lmcache_resident:
             ls = self._fetch(self.lmcache_url)
             if ls is not None:
@@ -184,5 +303,12 @@ class VllmMetricsSensor(SensorBase):
                         rows.append((dev, "resident_bytes", v))
         return rows
 
+    def histograms(self) -> dict[str, Histogram]:
+        """Observations between the first and the last successful scrape."""
+        return {k: h.minus(self._hist_first.get(k)) for k, h in self._hist_last.items()}
+
     def summary(self) -> dict[str, Any]:
-        return {"url": self.url, "scrapes": self.scrapes}
+        return {"url": self.url, "scrapes": self.scrapes, "counts_from_zero": self.counts_from_zero,
+                "first_ok_unix": self.first_ok_unix,
+                "first_activity_unix": self.first_activity_unix, "last_activity_unix": self.last_activity_unix,
+                "histograms": {k: h.to_json() for k, h in self.histograms().items()}}
