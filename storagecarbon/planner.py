@@ -23,10 +23,8 @@ Everything here is a pure function of its arguments except the ``load_*`` helper
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
