@@ -11,6 +11,7 @@ import numpy as np
 from .attribution import Attribution, CarbonInputs, Triple, attribute, carbon_inputs_for
 from .devicedb import DeviceDB
 from .errors import EngineError, StoragecarbonError
+from .model.constants import constants_for
 from .report.build import build_report
 from .report.files import write_report_files
 from .scenario import Carbon, Scenario
@@ -60,20 +61,6 @@ def inputs_for(carbon: Carbon, db: DeviceDB, base_dir: Path | None = None, **kw:
             p = base_dir / p
         series = load_intensity_series(p)
     return carbon_inputs_for(carbon, db, intensity_series=series, **kw)
-
-
-def resolve_calibration(path: str | None, scenario_path: Path) -> Path | None:
-    """A scenario's ``calibration:`` path: as given (absolute or from the current directory), else
-    relative to the scenario's folder or one of its parents (e.g. the repository root)."""
-    if path is None:
-        return None
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    for base in [scenario_path.resolve().parent, *scenario_path.resolve().parents]:
-        if (base / p).exists():
-            return base / p
-    return p  # load_constants reports it missing, naming the path
 
 
 def hardware_present(scn: Scenario, db: DeviceDB) -> tuple[bool, str]:
@@ -145,9 +132,7 @@ def profile(scenario_path: str | Path, *, db: DeviceDB | None = None, out_dir: s
     else:
         progress(f"modeling: {why}" if mode == "auto" else "modeling (requested)")
         trace = out / "trace.arrows"
-        from .perfmodel import load_constants
-
-        run_model(scn, db, trace, constants=load_constants(resolve_calibration(scn.calibration, scenario_path)))
+        run_model(scn, db, trace, constants=constants_for(scn, scenario_path))
         reason = f"MODELED ({why})" if mode == "auto" else "MODELED (requested)"
     progress("attributing")
     res = attribute_trace(trace, db, scn.carbon, scenario=scn.name or scenario_path.stem, region=region, draws=draws,

@@ -221,6 +221,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Sweep tier configurations with the analytic model; Pareto frontier and a robust (P95) pick."""
         from .devicedb import DeviceDB
+        from .model.constants import constants_for
         from .planner import load_sweep, plan as run_plan
         from .scenario import load_scenario
 
@@ -229,8 +230,10 @@ def register(app: typer.Typer) -> None:
         db = DeviceDB.load(db_dir)
         base = load_scenario(scenario, db)
         loaded = load_sweep(sweep, db)
+        constants = constants_for(base, scenario)  # calibration: resolved as profile resolves it
         with err.status("planning…") as st:
-            res = run_plan(base, loaded, db, top=top, progress=lambda s: st.update(s), detail_grid=grid)
+            res = run_plan(base, loaded, db, top=top, constants=constants, progress=lambda s: st.update(s),
+                           detail_grid=grid)
         if html is not None:
             from .report.html import write_html
 
