@@ -124,33 +124,26 @@ def figure_array(keys: Sequence[str | None], db: DeviceDB, attr: str,
     """A device figure's central value per configuration (NaN where the key is None or the figure is
     missing); ``overrides`` (a sweep's ``device_overrides``) take precedence."""
     ov = overrides or {}
-    cache: dict[str | None, float] = {}
-    out = np.full(len(keys), np.nan)
-    for i, k in enumerate(keys):
-        if k not in cache:
-            v = np.nan
-            if k is not None:
-                o = ov.get(k)
-                if o is not None and getattr(o, attr, None) is not None:
-                    v = float(getattr(o, attr))
-                else:
-                    rec = db.get(k)
-                    f = getattr(rec, attr, None)
-                    if f is not None:
-                        v = float(f.central)
-                    elif attr == "capacity_gb":
-                        v = float(rec.capacity_gb or np.nan)
-            cache[k] = v
-        out[i] = cache[k]
-    return out
+
+    def one(k: str | None) -> float:
+        if k is None:
+            return np.nan
+        o = ov.get(k)
+        if o is not None and getattr(o, attr, None) is not None:
+            return float(getattr(o, attr))
+        rec = db.get(k)
+        f = getattr(rec, attr, None)
+        if f is not None:
+            return float(f.central)
+        if attr == "capacity_gb":
+            return float(rec.capacity_gb or np.nan)
+        return np.nan
+
+    vals = {k: one(k) for k in set(keys)}
+    return np.array([vals[k] for k in keys], dtype=float)
 
 
 def capacity_array(keys: Sequence[str | None], db: DeviceDB) -> np.ndarray:
     """Capacity in bytes per configuration (0 where the key is None or has no capacity)."""
-    cache: dict[str | None, float] = {}
-    out = np.zeros(len(keys))
-    for i, k in enumerate(keys):
-        if k not in cache:
-            cache[k] = float(db.get(k).capacity_bytes or 0.0) if k else 0.0
-        out[i] = cache[k]
-    return out
+    vals = {k: float(db.get(k).capacity_bytes or 0.0) if k else 0.0 for k in set(keys)}
+    return np.array([vals[k] for k in keys], dtype=float)

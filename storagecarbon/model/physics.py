@@ -38,8 +38,8 @@ PREFIX_CACHE_SHARE = 4  # vLLM's own prefix cache: 1/4 of the KV blocks in HBM h
 
 
 # ----------------------------------------------------------------------- float-or-array helpers
-def _arr(*xs: Any) -> bool:
-    return any(isinstance(x, np.ndarray) for x in xs)
+def _arr(a: Any, b: Any) -> bool:
+    return type(a) is np.ndarray or type(b) is np.ndarray
 
 
 def _max(a: Num, b: Num) -> Num:
@@ -51,10 +51,13 @@ def _min(a: Num, b: Num) -> Num:
 
 
 def _div(a: Num, b: Num) -> Num:
-    """a / b, and a / 1 where b is 0 (a rate that is absent; the caller flags or never uses it)."""
-    if _arr(a, b):
-        return a / np.where(np.asarray(b) > 0, b, 1.0)
-    return a / b if b else a  # type: ignore[operator]
+    """a / b for a rate ``b`` that :func:`rates` keeps positive (1 where a device is absent)."""
+    return a / b  # type: ignore[operator]
+
+
+def _positive(x: np.ndarray) -> np.ndarray:
+    """A rate to divide by: 1 where it is absent or 0 (the planner flags those configurations)."""
+    return np.where(x > 0, x, 1.0)
 
 
 def _ratio(a: Num, b: Num) -> Num:
@@ -71,7 +74,7 @@ class Rates:
     """Effective rates of one or many configurations (floats, or arrays of one entry per configuration)."""
 
     n_gpu: Num
-    hbm_bw: Num            # B/s over all GPUs x hbm_efficiency
+    hbm_bw: Num            # B/s over all GPUs x hbm_efficiency (rates divided by are kept > 0)
     flops: Num             # FLOP/s over all GPUs x compute_efficiency x TP factor
     pcie: Num              # B/s host <-> GPUs
     kv_offload: Num        # B/s of an offloaded KV cache's copies
@@ -88,6 +91,11 @@ class Rates:
     host_floor_s: float    # layers x layer_overhead_s
     kv_round_trip: bool    # the KV cache lives in host memory and travels every decode step
     k: ModelConstants
+
+    def take(self, idx: np.ndarray) -> Rates:
+        """The configurations ``idx`` (arrays indexed)."""
+        return replace(self, **{f.name: np.asarray(getattr(self, f.name))[idx] for f in fields(self)
+                                if isinstance(getattr(self, f.name), np.ndarray)})
 
     def at(self, i: int) -> Rates:
         """Configuration ``i`` as floats (for the simulation)."""
@@ -116,7 +124,8 @@ def rates(k: ModelConstants, *, n_gpu: np.ndarray, gpu_read_gbps: np.ndarray, gp
     dram_bw = np.where(np.isnan(dram_read_gbps), pcie * 4, np.nan_to_num(dram_read_gbps) * 1e9 * n_dram)
     w_hbm, w_dram, w_ssd, w_hdd = (weight_bytes * w_frac[:, j] for j in range(4))
     stream = _ratio(w_dram, pcie) + _ratio(w_ssd, ssd_r) + _ratio(w_hdd, hdd_r)
-    return Rates(n_gpu=n_gpu, hbm_bw=hbm_bw, flops=flops, pcie=pcie, kv_offload=k.kv_offload_gbps * 1e9 * n_gpu,
+    return Rates(n_gpu=n_gpu, hbm_bw=_positive(hbm_bw), flops=_positive(flops), pcie=_positive(pcie),
+                 kv_offload=_positive(k.kv_offload_gbps * 1e9 * n_gpu),
                  dram_bw=dram_bw, ssd_r=ssd_r, ssd_w=ssd_w, hdd_r=hdd_r, hdd_w=hdd_w,
                  w_hbm=w_hbm, w_dram=w_dram, w_ssd=w_ssd, w_hdd=w_hdd, weight_stream_s=stream,
                  host_floor_s=layers * k.layer_overhead_s, kv_round_trip=kv_round_trip, k=k)
@@ -145,7 +154,7 @@ def rates_for(scn: Scenario, cfg: HwConfigs, db: DeviceDB, k: ModelConstants,
 def kv_space_bytes(hbm_gb: float | None, hbm_capacity_b: Num, util: Num, w_hbm: Num) -> Num:
     """HBM left for the KV cache: ``placement.kv.hbm_gb`` when given, else capacity x utilisation - weights."""
     if hbm_gb:
-        return np.full(np.shape(w_hbm), hbm_gb * 1e9) if _arr(w_hbm) else hbm_gb * 1e9
+        return np.full(np.shape(w_hbm), hbm_gb * 1e9) if _arr(w_hbm, None) else hbm_gb * 1e9
     return hbm_capacity_b * util - w_hbm
 
 
@@ -200,7 +209,7 @@ def step_time(r: Rates, t_gpu: Num, kv_bytes: Num = 0.0) -> tuple[Num, Num]:
 
 def kv_load_s(r: Rates, chunk_bytes: float, cpu_chunks: Num, disk_chunks: Num, disk_read: Num) -> Num:
     """Time to load KV chunks hit in LMCache's CPU tier (over PCIe) and disk tier (drive, then PCIe)."""
-    return cpu_chunks * _div(chunk_bytes, r.pcie) + disk_chunks * (_div(chunk_bytes, disk_read) + _div(chunk_bytes, r.pcie))
+    return cpu_chunks * _div(chunk_bytes, r.pcie) + disk_chunks * (_ratio(chunk_bytes, disk_read) + _div(chunk_bytes, r.pcie))
 
 
 def prefill_step_gpu_s(r: Rates, t_gpu: Num, load_s: Num) -> Num:

@@ -13,7 +13,7 @@ accounting. docs/planning.md gives the measured agreement with the simulation.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -207,20 +207,31 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     po = np.maximum(ws.o.astype(float) - 1, 0)
     c_dec = float((po * (ws.p + ws.o / 2.0)).sum() / max(po.sum(), 1e-9))
 
-    def t_dec(B: np.ndarray) -> np.ndarray:
-        return np.asarray(ph.decode_gpu_s(r, params, B, B * c_dec * kvb))
+    def t_dec(B: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        rr = r if rows is None else r.take(rows)
+        return np.asarray(ph.decode_gpu_s(rr, params, B, B * c_dec * kvb))
 
-    def s_dec(B: np.ndarray) -> np.ndarray:
-        return np.asarray(ph.step_time(r, t_dec(B), B * c_dec * kvb)[0])
+    def s_dec(B: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        rr = r if rows is None else r.take(rows)
+        return np.asarray(ph.step_time(rr, t_dec(B, rows), B * c_dec * kvb)[0])
 
-    def tg_pf(kk: np.ndarray, extra_flops: Any = 0.0) -> np.ndarray:
-        return np.asarray(ph.prefill_gpu_s(r, kk * fl_pf + extra_flops))
+    def tg_pf(kk: np.ndarray, extra_flops: Any = 0.0, rows: np.ndarray | None = None) -> np.ndarray:
+        rr, f = (r, fl_pf) if rows is None else (r.take(rows), fl_pf[rows])
+        return np.asarray(ph.prefill_gpu_s(rr, kk * f + extra_flops))
 
-    def t_pf_in(kk: np.ndarray, extra_flops: Any = 0.0) -> np.ndarray:
-        return np.asarray(ph.prefill_step_gpu_s(r, tg_pf(kk, extra_flops), kk * ld))
+    def t_pf_in(kk: np.ndarray, extra_flops: Any = 0.0, rows: np.ndarray | None = None) -> np.ndarray:
+        rr, l_ = (r, ld) if rows is None else (r.take(rows), ld[rows])
+        return np.asarray(ph.prefill_step_gpu_s(rr, tg_pf(kk, extra_flops, rows), kk * l_))
 
-    def s_pref(kk: np.ndarray, extra_flops: Any = 0.0) -> np.ndarray:
-        return np.asarray(ph.step_time(r, t_pf_in(kk, extra_flops))[0])
+    # a prefill step's GPU time is affine in its request count: t_pf_in(kk) = pf_0 + kk x pf_1
+    pf_0 = t_pf_in(np.zeros(H))
+    pf_1 = t_pf_in(np.ones(H)) - pf_0
+
+    def s_pref(kk: np.ndarray, extra_flops: Any = 0.0, rows: np.ndarray | None = None) -> np.ndarray:
+        if rows is None and not np.any(extra_flops):
+            return np.asarray(ph.step_time(r, pf_0 + kk * pf_1)[0])
+        rr = r if rows is None else r.take(rows)
+        return np.asarray(ph.step_time(rr, t_pf_in(kk, extra_flops, rows))[0])
 
     budget = float(scn.engine.max_num_batched_tokens)
     k_max = np.maximum(1.0, np.floor(budget / max(float(p.mean()), 1.0)))
@@ -248,11 +259,11 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     else:
         tau_cap, _, _ = cycle(B_cap, np.full(H, lam), s_dec(B_cap))
         sat = lam * O_dec * tau_cap >= B_cap
-    # ---- non-saturated: bisection on the time-average decode population L
+    # ---- not saturated (Poisson arrivals): bisection on the time-average decode population L
     lo = np.zeros(H)
     hi = B_cap.copy()
     tau = s_dec(np.ones(H))
-    for _ in range(40):
+    for _ in range(40 if not offline else 0):
         mid = 0.5 * (lo + hi)
         Bm = np.clip(mid / np.maximum(-np.expm1(-mid), 1e-12), 1.0, B_cap)
         tau, _, _ = cycle(Bm, np.full(H, lam), tau)
@@ -260,83 +271,61 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
         lo = np.where(g > 0, mid, lo)
         hi = np.where(g > 0, hi, mid)
     L = 0.5 * (lo + hi)
-    B_ns = np.clip(L / np.maximum(-np.expm1(-L), 1e-12), 1.0, B_cap)
-    # ---- saturated: batch at its cap, admissions at the completion rate
-    if offline:
-        B_sat = np.minimum(B_cap, max(N, 1.0))
-    else:
-        B_sat = B_cap
-    X = B_sat / (O_dec * s_dec(B_sat) + 1e-12)
-    tau_s = s_dec(B_sat)
-    for _ in range(20):
-        tau_s, _, _ = cycle(B_sat, X, tau_s)
-        X = B_sat / (max(O_dec, 1e-9) * tau_s)
-    B = np.where(sat, B_sat, B_ns)
-    Xadm = np.where(sat, X, lam)
-    tau, kbar, n_pf_cyc = cycle(B, Xadm, np.where(sat, tau_s, tau))
-    s_d = s_dec(B)
-    s_pf = s_pref(kbar)
-    n_dec = dec_tok / B
+    B = np.clip(L / np.maximum(-np.expm1(-L), 1e-12), 1.0, B_cap)
+    tau, kbar, n_pf_cyc = cycle(B, np.full(H, lam), tau)
     n_pf = N / kbar
-    busy_time = n_dec * s_d + n_pf * s_pf
 
-    # ---- saturated configurations: FIFO admission into B_cap slots (ramp-up, queueing, drain)
+    # ---- saturated (and every offline run): requests queue for B_cap slots; simulated per request
     arr = ws.arrivals
     order = np.argsort(arr, kind="stable")
     arr_s, o_s = arr[order], o_all[order]
-    ttft_sat_p90 = np.zeros(H)
-    ttft_sat_mean = np.zeros(H)
-    end_sat = np.zeros(H)
+    ttft_sat_p90, ttft_sat_mean, tpot_sat_p90, tpot_sat_mean, end_sat = (np.zeros(H) for _ in range(5))
     si = np.flatnonzero(sat & feasible)
     if len(si):
-        c = np.minimum(B_cap[si], len(arr_s)).astype(np.int64)
-        cmax = int(c.max())
-        free = np.zeros((len(si), cmax))
-        free[np.arange(cmax)[None, :] >= c[:, None]] = np.inf
-        s_pf_si = s_pf[si]
-        tau_si = tau[si]
-        waits = np.zeros((len(si), len(arr_s)))
-        rows = np.arange(len(si))
-        end = np.zeros(len(si))
-        for i in range(len(arr_s)):
-            j = np.argmin(free, axis=1)
-            st = np.maximum(arr_s[i], free[rows, j])
-            fin = st + s_pf_si + (o_s[i] - 1) * tau_si
-            free[rows, j] = fin
-            waits[:, i] = st - arr_s[i]
-            end = np.maximum(end, fin)
-        resid = 0.5 * s_dec(B)[si]
-        ttft_sat_p90[si] = np.percentile(waits, 90, axis=1) + resid + s_pf_si
-        ttft_sat_mean[si] = waits.mean(axis=1) + resid + s_pf_si
-        end_sat[si] = end
-        B_eff = np.clip(dec_tok * tau_si / np.maximum(end - arr_s[0], 1e-9), 1.0, B_cap[si])
-        B[si] = B_eff
-        s_d = s_dec(B)
-        n_dec = dec_tok / B
-        busy_time = n_dec * s_d + n_pf * s_pf
+        fifo = _fifo_slots(arr_s, o_s, B_cap[si], int(k_max), lambda g, rows: s_pref(g, rows=si[rows]),
+                           lambda b, rows: s_dec(b, rows=si[rows]), offline)
+        ttft_sat_p90[si], ttft_sat_mean[si] = fifo.ttft_p90, fifo.ttft_mean
+        tpot_sat_p90[si], tpot_sat_mean[si] = fifo.tpot_p90, fifo.tpot_mean
+        end_sat[si] = fifo.end
+        B[si] = fifo.batch
+        n_pf[si] = fifo.prefill_steps
+        kbar[si] = N / fifo.prefill_steps
+    s_d = s_dec(B)
+    s_pf = s_pref(kbar)
+    n_dec = dec_tok / B
+    busy_time = n_dec * s_d + n_pf * s_pf
 
     # ---------------------------------------------------------------- latency
     o_med = float(np.median(ws.o))
-    tpot_mean = tau
-    tpot_p90 = tau + 1.2816 * s_pf * np.sqrt(n_pf_cyc / max(o_med - 1, 1.0))
     s_pf90 = s_pref(kbar, fl_pf90 - fl_pf)
-    span = float(arr.max() - arr.min()) if len(arr) else 0.0
+    tpot_mean = np.where(sat, tpot_sat_mean, tau)
+    tpot_p90 = np.where(sat, tpot_sat_p90, tau + 1.2816 * s_pf * np.sqrt(n_pf_cyc / max(o_med - 1, 1.0)))
     if offline:
         ttft_p90 = ttft_sat_p90 + (s_pf90 - s_pf)
         ttft_mean = ttft_sat_mean
     else:
         # decode running fraction of time (for the residual wait of a new arrival)
+        span = float(arr.max() - arr.min()) if len(arr) else 0.0
         rho = np.clip(n_dec * s_d / np.maximum(span + tau * O_dec, 1e-9), 0, 1)
         ttft_p90 = np.where(sat, ttft_sat_p90 + (s_pf90 - s_pf), 0.9 * rho * s_d + s_pf90)
         ttft_mean = np.where(sat, ttft_sat_mean, 0.5 * rho * s_d + s_pf)
     # ---------------------------------------------------------------- duration
     if offline:
-        duration = np.where(sat, end_sat, busy_time)
+        duration = end_sat.copy()
     else:
         # the run ends when the last of the late, long requests finishes
         late = np.argsort(arr)[-max(64, int(0.1 * len(arr))):]
         ends = arr[late][None, :] + (o_all[late][None, :] - 1) * tau[:, None]
         end_ns = ends.max(axis=1) + ttft_mean
+        # not saturated: decode steps fill the time that is neither prefill nor empty (P(empty) = e^-L)
+        t_dec_ns = np.maximum(end_ns - n_pf * s_pf, 0.0) * -np.expm1(-L)
+        n_dec_ns = n_dec.copy()
+        for _ in range(4):
+            n_dec_ns = np.maximum(t_dec_ns / s_dec(np.clip(dec_tok / np.maximum(n_dec_ns, 1e-9), 1.0, B_cap)), 1e-9)
+        B = np.where(sat, B, np.clip(dec_tok / n_dec_ns, 1.0, B_cap))
+        s_d = s_dec(B)
+        n_dec = dec_tok / B
+        busy_time = n_dec * s_d + n_pf * s_pf
         duration = np.where(sat, end_sat - float(arr.min()), end_ns)
         duration = np.maximum(duration, busy_time)
 
@@ -383,3 +372,114 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
                       ttft_mean_ms=ttft_mean * 1e3, tpot_p90_ms=tpot_p90 * 1e3, tpot_mean_ms=tpot_mean * 1e3,
                       saturated=sat, batch=B, busy=busy, units_s=units, flash_written_b=written,
                       kv_hit_share=hit_share, generated_tokens=float(o_all.sum()), requests=int(N))
+
+
+@dataclass
+class _Fifo:
+    ttft_p90: np.ndarray
+    ttft_mean: np.ndarray
+    tpot_p90: np.ndarray
+    tpot_mean: np.ndarray
+    end: np.ndarray               # wall time the last request finishes
+    batch: np.ndarray             # time-average decode batch (decode tokens / decode steps)
+    prefill_steps: np.ndarray
+
+
+def _fifo_slots(arr: np.ndarray, o: np.ndarray, slots: np.ndarray, k_max: int,
+                s_pref: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                s_dec: Callable[[np.ndarray, np.ndarray], np.ndarray], offline: bool, block: int = 1024) -> _Fifo:
+    """Requests (sorted by arrival) admitted first come first served into ``slots`` decode slots, as
+    the simulation admits them, for S configurations at once.
+
+    Work is tracked in *decode time* (wall time less the prefill steps so far): a running request
+    needs (outputs - 1) decode steps and prefill steps stop every running request. The requests that
+    find a slot at the same decode instant form one admission, prefilled in steps of at most
+    ``k_max`` requests (``s_pref(g)`` for g requests). Decode steps take ``s_dec`` of the
+    time-average batch; online, latencies take that of a full batch (the saturated phase, where
+    most requests are) and the run's end is corrected to the average batch (ramp-up and drain run
+    smaller batches). Configurations with the same slots, decode and prefill step times are
+    simulated once."""
+    S, n = len(slots), len(arr)
+    idx = np.arange(S)
+    c = np.minimum(slots, n).astype(np.int64)
+    kk = max(1, min(k_max, int(c.max())))
+    tab = np.stack([s_pref(np.full(S, float(g)), idx) for g in range(1, kk + 1)], axis=1)
+    dtab = np.diff(tab, axis=1, prepend=0.0)          # added prefill time of the g-th request of a step
+    dec_tok = float(np.maximum(o - 1, 0).sum())
+
+    def run(sd: np.ndarray, dt: np.ndarray) -> _Fifo:
+        key = np.column_stack([c, sd, dt])
+        _, first_of, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        parts = [_fifo_block(arr, o, c[u], sd[u], dt[u], offline)
+                 for u in np.array_split(first_of, max(1, -(-len(first_of) // block)))]
+        inv = inverse.reshape(-1)
+        return _Fifo(*(np.concatenate([getattr(x, f) for x in parts])[inv] for f in _Fifo.__dataclass_fields__))
+
+    if offline:
+        # decode steps do not depend on the step times when every request arrives at 0: count
+        # them once per slot count, then simulate at the decode step of the average batch
+        steps = run(np.ones(S), np.zeros_like(dtab))
+        return run(s_dec(steps.batch, idx), dtab)
+    sd = s_dec(c.astype(float), idx)
+    res = run(sd, dtab)
+    n_dec = dec_tok / res.batch
+    return replace(res, end=res.end - n_dec * (sd - s_dec(res.batch, idx)))
+
+
+def _fifo_block(arr: np.ndarray, o: np.ndarray, c: np.ndarray, sd: np.ndarray, dtab: np.ndarray,
+                offline: bool) -> _Fifo:
+    S, n = len(c), len(arr)
+    rows = np.arange(S)
+    cmax = int(c.max())
+    kk = dtab.shape[1]
+    free = np.zeros((S, cmax))                         # decode time each slot frees up
+    free[np.arange(cmax)[None, :] >= c[:, None]] = np.inf
+    occ = np.full((S, cmax), -1, np.int64)             # request in each slot
+    pf = np.zeros(S)                                   # prefill time so far
+    pf_ev0 = np.zeros(S)                               # ... before the current admission
+    ev_v = np.full(S, -np.inf)                         # decode time of the current admission
+    g_n = np.zeros(S, np.int64)                        # requests in the current prefill step
+    n_grp = np.zeros(S, np.int64)
+    last_fin = np.zeros(S)
+    idle = np.zeros(S)
+    grp_pf = np.zeros((S, n))                          # prefill time at the end of each prefill step
+    gid = np.zeros((n, S), np.int64)
+    st_all = np.zeros((n, S))
+    fin = np.zeros((n + 1, S))                         # wall finish per request (row n: no request)
+    om1 = o - 1.0
+    for i in range(n):
+        j = np.argmin(free, axis=1)
+        fj = free[rows, j]
+        st = np.maximum(np.maximum(arr[i] - pf, fj), ev_v)
+        new_ev = st > ev_v
+        if not offline:
+            idle += np.maximum(st - last_fin, 0.0) * new_ev
+        pf_ev0 = np.where(new_ev, pf, pf_ev0)
+        fin[occ[rows, j], rows] = fj + pf_ev0          # the slot's previous request ended before this admission
+        new_grp = new_ev | (g_n >= kk)
+        g_n = np.where(new_grp, 1, g_n + 1)
+        n_grp += new_grp
+        pf += dtab[rows, g_n - 1]
+        ev_v = st
+        grp_pf[rows, n_grp - 1] = pf
+        gid[i] = n_grp - 1
+        st_all[i] = st
+        f = st + om1[i] * sd
+        free[rows, j] = f
+        occ[rows, j] = i
+        if not offline:
+            last_fin = np.maximum(last_fin, f)
+    fin[occ, rows[:, None]] = free + pf[:, None]
+    fin = fin[:n]
+    if offline:
+        last_fin = np.where(np.isfinite(free), free, 0.0).max(axis=1)
+    first = st_all + grp_pf[rows[None, :], gid]
+    fin = np.maximum(fin, first)
+    ttft = first - arr[:, None]
+    multi = o > 1
+    tpot = (fin[multi] - first[multi]) / om1[multi][:, None] if multi.any() else np.zeros((1, S))
+    n_dec = np.maximum((last_fin - idle) / np.where(sd > 0, sd, 1.0), 1e-9)
+    dec_tok = float(om1[multi].sum())
+    return _Fifo(ttft_p90=np.percentile(ttft, 90, axis=0), ttft_mean=ttft.mean(axis=0),
+                 tpot_p90=np.percentile(tpot, 90, axis=0), tpot_mean=tpot.mean(axis=0), end=fin.max(axis=0),
+                 batch=np.clip(dec_tok / n_dec, 1.0, np.maximum(c, 1)), prefill_steps=n_grp.astype(float))
