@@ -198,6 +198,21 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     wbw_disk = np.where(disk_on_ssd, r.ssd_w, r.hdd_w)
     n_disk_units = np.where(disk_on_ssd, cfg.n_ssd, cfg.n_hdd)
     ld = ph.kv_load_s(r, cb, c_cpu, c_disk, rbw_disk) / N    # KV loads per request
+    # spread of one request's prefill over the requests (for the tails of unsaturated runs): its FLOPs
+    # and KV loads per request class (pass 1 with / without a prefix hit, later passes), mixed as above
+    def fl_sq(hit: np.ndarray) -> float:
+        c_ = p - hit
+        return float(np.mean(np.asarray(ph.prefill_flops(params, c_, ph.attention_flops(dims, c_, hit))) ** 2))
+
+    fl2_pass1 = q_pre * fl_sq(np.where(m, hit_pre_tok, 0.0)) + (1 - q_pre) * fl_sq(np.zeros_like(p))
+    fl2 = (fl2_pass1 + later * np.where(fit_any, fl_sq(hit_all_tok), fl2_pass1)) / P
+    t_cpu, t_disk = ph.kv_load_s(r, cb, 1, 0, rbw_disk), ph.kv_load_s(r, cb, 0, 1, rbw_disk)
+    npre2, nch2 = float(np.mean(np.where(m, npre, 0) ** 2)), float(np.mean(nch ** 2))
+    ld2_pass1 = (pre_c * t_cpu ** 2 + pre_d * t_disk ** 2) * npre2
+    ld2 = (ld2_pass1 + later * np.where(fit_c, t_cpu ** 2 * nch2, np.where(fit_d, t_disk ** 2 * nch2,
+                                                                            np.where(fit_h, 0.0, ld2_pass1)))) / P
+    sig_pf = np.sqrt(np.maximum(fl2 - fl_pf ** 2, 0.0) / np.asarray(r.flops) ** 2
+                     + np.maximum(ld2 - ld ** 2, 0.0) * (1 - k.overlap) ** 2)
 
     # ---------------------------------------------------------------- step times
     oh = k.step_overhead_s
@@ -299,7 +314,8 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     o_med = float(np.median(ws.o))
     s_pf90 = s_pref(kbar, fl_pf90 - fl_pf)
     tpot_mean = np.where(sat, tpot_sat_mean, tau)
-    tpot_p90 = np.where(sat, tpot_sat_p90, tau + 1.2816 * s_pf * np.sqrt(n_pf_cyc / max(o_med - 1, 1.0)))
+    s_pf_rms = np.sqrt(s_pf ** 2 + kbar * sig_pf ** 2)   # prefill interruptions: Poisson count, spread sizes
+    tpot_p90 = np.where(sat, tpot_sat_p90, tau + 1.2816 * s_pf_rms * np.sqrt(n_pf_cyc / max(o_med - 1, 1.0)))
     if offline:
         ttft_p90 = ttft_sat_p90 + (s_pf90 - s_pf)
         ttft_mean = ttft_sat_mean
@@ -307,7 +323,8 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
         # decode running fraction of time (for the residual wait of a new arrival)
         span = float(arr.max() - arr.min()) if len(arr) else 0.0
         rho = np.clip(n_dec * s_d / np.maximum(span + tau * O_dec, 1e-9), 0, 1)
-        ttft_p90 = np.where(sat, ttft_sat_p90 + (s_pf90 - s_pf), 0.9 * rho * s_d + s_pf90)
+        own90 = np.maximum(s_pf90, s_pf + 1.2816 * np.sqrt(kbar) * sig_pf)   # P90 of the own prefill step
+        ttft_p90 = np.where(sat, ttft_sat_p90 + (s_pf90 - s_pf), 0.9 * rho * s_d + own90)
         ttft_mean = np.where(sat, ttft_sat_mean, 0.5 * rho * s_d + s_pf)
     # ---------------------------------------------------------------- duration
     if offline:
@@ -391,26 +408,25 @@ def _fifo_slots(arr: np.ndarray, o: np.ndarray, slots: np.ndarray, k_max: int,
     """Requests (sorted by arrival) admitted first come first served into ``slots`` decode slots, as
     the simulation admits them, for S configurations at once.
 
-    Work is tracked in *decode time* (wall time less the prefill steps so far): a running request
-    needs (outputs - 1) decode steps and prefill steps stop every running request. The requests that
-    find a slot at the same decode instant form one admission, prefilled in steps of at most
-    ``k_max`` requests (``s_pref(g)`` for g requests). Decode steps take ``s_dec`` of the
-    time-average batch; online, latencies take that of a full batch (the saturated phase, where
-    most requests are) and the run's end is corrected to the average batch (ramp-up and drain run
-    smaller batches). Configurations with the same slots, decode and prefill step times are
-    simulated once."""
+    Work is tracked in *decode time* (wall time less the prefill steps so far, in units of one
+    decode step of a full batch): a running request needs (outputs - 1) decode steps and prefill
+    steps stop every running request. The requests that find a slot at the same decode instant form
+    one admission, prefilled in steps of at most ``k_max`` requests (``s_pref(g)`` for g requests).
+    Decode time maps back to wall time with the decode step of the batch running at each instant
+    (``s_dec(b)``; offline, every arrival at 0, with that of the time-average batch, which then is
+    exact). Configurations with the same slots and step times are simulated once."""
     S, n = len(slots), len(arr)
     idx = np.arange(S)
     c = np.minimum(slots, n).astype(np.int64)
-    kk = max(1, min(k_max, int(c.max())))
+    cmax = int(c.max())
+    kk = max(1, min(k_max, cmax))
     tab = np.stack([s_pref(np.full(S, float(g)), idx) for g in range(1, kk + 1)], axis=1)
     dtab = np.diff(tab, axis=1, prepend=0.0)          # added prefill time of the g-th request of a step
-    dec_tok = float(np.maximum(o - 1, 0).sum())
 
-    def run(sd: np.ndarray, dt: np.ndarray) -> _Fifo:
-        key = np.column_stack([c, sd, dt])
+    def run(sd: np.ndarray, dt: np.ndarray, dec_tab: np.ndarray | None) -> _Fifo:
+        key = np.column_stack([c, sd, dt] + ([dec_tab] if dec_tab is not None else []))
         _, first_of, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-        parts = [_fifo_block(arr, o, c[u], sd[u], dt[u], offline)
+        parts = [_fifo_block(arr, o, c[u], sd[u], dt[u], None if dec_tab is None else dec_tab[u])
                  for u in np.array_split(first_of, max(1, -(-len(first_of) // block)))]
         inv = inverse.reshape(-1)
         return _Fifo(*(np.concatenate([getattr(x, f) for x in parts])[inv] for f in _Fifo.__dataclass_fields__))
@@ -418,17 +434,17 @@ def _fifo_slots(arr: np.ndarray, o: np.ndarray, slots: np.ndarray, k_max: int,
     if offline:
         # decode steps do not depend on the step times when every request arrives at 0: count
         # them once per slot count, then simulate at the decode step of the average batch
-        steps = run(np.ones(S), np.zeros_like(dtab))
-        return run(s_dec(steps.batch, idx), dtab)
-    sd = s_dec(c.astype(float), idx)
-    res = run(sd, dtab)
-    n_dec = dec_tok / res.batch
-    return replace(res, end=res.end - n_dec * (sd - s_dec(res.batch, idx)))
+        steps = run(np.ones(S), np.zeros_like(dtab), None)
+        return run(s_dec(steps.batch, idx), dtab, None)
+    dec_tab = np.stack([s_dec(np.full(S, float(b)), idx) for b in range(1, cmax + 1)], axis=1)
+    dec_tab = np.minimum(dec_tab, dec_tab[idx, c - 1][:, None])   # [S, b - 1]; no batch beyond the slots
+    return run(dec_tab[idx, c - 1], dtab, dec_tab)
 
 
 def _fifo_block(arr: np.ndarray, o: np.ndarray, c: np.ndarray, sd: np.ndarray, dtab: np.ndarray,
-                offline: bool) -> _Fifo:
+                dec_tab: np.ndarray | None) -> _Fifo:
     S, n = len(c), len(arr)
+    online = dec_tab is not None
     rows = np.arange(S)
     cmax = int(c.max())
     kk = dtab.shape[1]
@@ -445,17 +461,17 @@ def _fifo_block(arr: np.ndarray, o: np.ndarray, c: np.ndarray, sd: np.ndarray, d
     grp_pf = np.zeros((S, n))                          # prefill time at the end of each prefill step
     gid = np.zeros((n, S), np.int64)
     st_all = np.zeros((n, S))
-    fin = np.zeros((n + 1, S))                         # wall finish per request (row n: no request)
+    pf_fin = np.zeros((n + 1, S))                      # prefill time before each request ends (row n: none)
     om1 = o - 1.0
     for i in range(n):
         j = np.argmin(free, axis=1)
         fj = free[rows, j]
         st = np.maximum(np.maximum(arr[i] - pf, fj), ev_v)
         new_ev = st > ev_v
-        if not offline:
+        if online:
             idle += np.maximum(st - last_fin, 0.0) * new_ev
         pf_ev0 = np.where(new_ev, pf, pf_ev0)
-        fin[occ[rows, j], rows] = fj + pf_ev0          # the slot's previous request ended before this admission
+        pf_fin[occ[rows, j], rows] = pf_ev0            # the slot's previous request ended before this admission
         new_grp = new_ev | (g_n >= kk)
         g_n = np.where(new_grp, 1, g_n + 1)
         n_grp += new_grp
@@ -467,14 +483,28 @@ def _fifo_block(arr: np.ndarray, o: np.ndarray, c: np.ndarray, sd: np.ndarray, d
         f = st + om1[i] * sd
         free[rows, j] = f
         occ[rows, j] = i
-        if not offline:
+        if online:
             last_fin = np.maximum(last_fin, f)
-    fin[occ, rows[:, None]] = free + pf[:, None]
-    fin = fin[:n]
-    if offline:
-        last_fin = np.where(np.isfinite(free), free, 0.0).max(axis=1)
-    first = st_all + grp_pf[rows[None, :], gid]
-    fin = np.maximum(fin, first)
+    pf_fin[occ, rows[:, None]] = pf[:, None]
+    pf_fin = pf_fin[:n]
+    fin_v = st_all + om1[:, None] * sd
+    if not online:
+        last_fin = fin_v.max(axis=0)
+        w_st, w_fin = st_all, fin_v
+    else:  # decode time -> wall time at the decode step of the batch running at each instant
+        t = np.concatenate([st_all, fin_v])
+        d = np.concatenate([np.ones((n, S)), -np.ones((n, S))])
+        order = np.argsort(t, axis=0, kind="stable")
+        ts = np.take_along_axis(t, order, axis=0)
+        b = np.cumsum(np.take_along_axis(d, order, axis=0), axis=0).astype(np.int64)
+        step = np.take_along_axis(dec_tab, np.clip(b - 1, 0, cmax - 1).T, axis=1).T
+        rate = np.where(b > 0, step / sd, 1.0)
+        w_sorted = ts[:1] + np.concatenate([np.zeros((1, S)), np.cumsum(rate[:-1] * np.diff(ts, axis=0), axis=0)])
+        w = np.empty_like(t)
+        np.put_along_axis(w, order, w_sorted, axis=0)
+        w_st, w_fin = w[:n], w[n:]
+    first = w_st + grp_pf[rows[None, :], gid]
+    fin = np.maximum(w_fin + pf_fin, first)
     ttft = first - arr[:, None]
     multi = o > 1
     tpot = (fin[multi] - first[multi]) / om1[multi][:, None] if multi.any() else np.zeros((1, S))
