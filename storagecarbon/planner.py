@@ -38,10 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .attribution import J_PER_KWH, SECONDS_PER_YEAR, UNIT_KINDS, Triple
 from .devicedb import DeviceDB
 from .errors import StoragecarbonError, ValidationError
-from .model.configs import HwConfigs, configs_from_scenarios, platform, tier_of
+from .model.configs import HwConfigs, configs_from_scenarios, platform, tier_of  # noqa: F401  (configs_from_scenarios: re-exported)
 from .model.constants import ModelConstants, constants_for
 from .model.steady_state import PerfResult, analytic_model
-from .model.workload import WorkloadStats, workload_stats
+from .model.workload import WorkloadStats, workload_stats  # noqa: F401  (re-exported)
 from .scenario import Scenario
 from .yamlio import LocatedYaml, load_yaml, validate
 

@@ -8,7 +8,6 @@ sample and integrated over time. Each interval belongs to the phase active at it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 

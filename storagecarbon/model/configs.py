@@ -96,7 +96,7 @@ def platform(scn: Scenario, db: DeviceDB) -> dict[str, Any]:
 
 def configs_from_scenarios(scns: Sequence[Scenario], db: DeviceDB) -> HwConfigs:
     """One configuration per scenario (hardware and placement); the platform comes from the first."""
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for s in scns:
         pl = s.placement
         g = tier_of(s, "gpu")

@@ -94,13 +94,15 @@ class Rates:
 
     def take(self, idx: np.ndarray) -> Rates:
         """The configurations ``idx`` (arrays indexed)."""
-        return replace(self, **{f.name: np.asarray(getattr(self, f.name))[idx] for f in fields(self)
-                                if isinstance(getattr(self, f.name), np.ndarray)})
+        some: dict[str, Any] = {f.name: np.asarray(getattr(self, f.name))[idx] for f in fields(self)
+                                if isinstance(getattr(self, f.name), np.ndarray)}
+        return replace(self, **some)
 
     def at(self, i: int) -> Rates:
         """Configuration ``i`` as floats (for the simulation)."""
-        return replace(self, **{f.name: float(np.asarray(getattr(self, f.name))[i]) for f in fields(self)
-                                if isinstance(getattr(self, f.name), np.ndarray)})
+        one: dict[str, Any] = {f.name: float(np.asarray(getattr(self, f.name))[i]) for f in fields(self)
+                               if isinstance(getattr(self, f.name), np.ndarray)}
+        return replace(self, **one)
 
 
 def rates(k: ModelConstants, *, n_gpu: np.ndarray, gpu_read_gbps: np.ndarray, gpu_bf16_tflops: np.ndarray,

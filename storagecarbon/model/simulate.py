@@ -160,7 +160,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             v = gauges.get(key, acc.get(key, 0.0)) if key[1] == "resident_bytes" else acc[key]
             rows_t.append(t)
             rows_c.append(ch)
-            rows_v.append(v)
+            rows_v.append(float(v))
 
     def add(dev: str, metric: str, v: float) -> None:
         if (dev, metric) in acc:
@@ -205,7 +205,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     while done < len(reqs) and it < max_iters:
         it += 1
         # admit arrived requests (KV for prompt + output must fit in HBM)
-        admitted = []
+        admitted: list[dict[str, Any]] = []
         budget = scn.engine.max_num_batched_tokens
         while wi < len(waiting) and waiting[wi][0] <= t + 1e-12 and len(running) + len(admitted) < scn.engine.max_num_seqs:
             arr, ri, ps = waiting[wi]
@@ -222,7 +222,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             set_phase(t, "prefill")
             comp_tokens = 0
             attn = 0.0
-            load_s = 0.0
+            load_s: float = 0.0
             for q in admitted:
                 ri = q["r"]
                 n_chunks = int(p_len[ri] // chunk)
@@ -325,7 +325,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     out = Path(out_path)
     multi = o_len[[ri for _, ri, _ in reqs]] > 1
     tp_ms = tpot[multi] * 1e3 if multi.any() else np.zeros(0)
-    summary = {
+    summary: dict[str, Any] = {
         "requests": len(reqs),
         "prompt_tokens": int(sum(p_len[ri] for _, ri, _ in reqs)),
         "generated_tokens": int(sum(o_len[ri] for _, ri, _ in reqs)),

@@ -13,7 +13,7 @@ accounting. docs/planning.md gives the measured agreement with the simulation.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -111,9 +111,11 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
          lambda i: f"HDD holds {hdd_cap[i] / 1e9:.0f} GB < weights + KV disk tier", "HDD too small")
     ssd_used = (w_ssd > 0) | ((cfg.disk_gb > 0) & has_ssd)
     hdd_used = (w_hdd > 0) | ((cfg.disk_gb > 0) & ~has_ssd & has_hdd)
+    def no_read(keys: list[str | None], tier: str) -> Callable[[int], str]:
+        return lambda i: f"{keys[i]}: no read bandwidth in device_db ({tier} is used for weights or KV)"
+
     for keys, used, tier in ((cfg.ssd, ssd_used, "ssd"), (cfg.hdd, hdd_used, "hdd")):
-        flag(used & np.isnan(figure_array(keys, db, "read_gbps", ov)),
-             lambda i, keys=keys, tier=tier: f"{keys[i]}: no read bandwidth in device_db ({tier} is used for weights or KV)",
+        flag(used & np.isnan(figure_array(keys, db, "read_gbps", ov)), no_read(keys, tier),
              f"{tier} has no read bandwidth in device_db")
     feasible = np.array([not x for x in reasons])
 
@@ -187,7 +189,7 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     att_later = np.where(fit_any, Aa, att_pass1)
     lin_tot = lin_pass1 + later * lin_later
     att_tot = att_pass1 + later * att_later
-    fl_pf = ph.prefill_flops(params, lin_tot, att_tot) / N   # prefill FLOPs per request
+    fl_pf = np.asarray(ph.prefill_flops(params, lin_tot, att_tot)) / N   # prefill FLOPs per request
     # p90 request: computed tokens at the 90th percentile of the mixture
     c_miss90 = float(np.percentile(p, 90))
     c_hit90 = float(np.percentile(p - np.where(m, hit_pre_tok, 0.0), 90))
@@ -197,7 +199,7 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     rbw_disk = np.where(disk_on_ssd, r.ssd_r, r.hdd_r)
     wbw_disk = np.where(disk_on_ssd, r.ssd_w, r.hdd_w)
     n_disk_units = np.where(disk_on_ssd, cfg.n_ssd, cfg.n_hdd)
-    ld = ph.kv_load_s(r, cb, c_cpu, c_disk, rbw_disk) / N    # KV loads per request
+    ld = np.asarray(ph.kv_load_s(r, cb, c_cpu, c_disk, rbw_disk)) / N    # KV loads per request
     # spread of one request's prefill over the requests (for the tails of unsaturated runs): its FLOPs
     # and KV loads per request class (pass 1 with / without a prefix hit, later passes), mixed as above
     def fl_sq(hit: np.ndarray) -> float:
@@ -215,7 +217,6 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
                      + np.maximum(ld2 - ld ** 2, 0.0) * (1 - k.overlap) ** 2)
 
     # ---------------------------------------------------------------- step times
-    oh = k.step_overhead_s
     o_all = ws.o_all.astype(float)
     dec_tok = float(np.maximum(o_all - 1, 0).sum())
     O_dec = dec_tok / N
@@ -275,8 +276,8 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
         tau_cap, _, _ = cycle(B_cap, np.full(H, lam), s_dec(B_cap))
         sat = lam * O_dec * tau_cap >= B_cap
     # ---- not saturated (Poisson arrivals): bisection on the time-average decode population L
-    lo = np.zeros(H)
-    hi = B_cap.copy()
+    lo: np.ndarray = np.zeros(H)
+    hi: np.ndarray = B_cap.copy()
     tau = s_dec(np.ones(H))
     for _ in range(40 if not offline else 0):
         mid = 0.5 * (lo + hi)
@@ -316,6 +317,9 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     tpot_mean = np.where(sat, tpot_sat_mean, tau)
     s_pf_rms = np.sqrt(s_pf ** 2 + kbar * sig_pf ** 2)   # prefill interruptions: Poisson count, spread sizes
     tpot_p90 = np.where(sat, tpot_sat_p90, tau + 1.2816 * s_pf_rms * np.sqrt(n_pf_cyc / max(o_med - 1, 1.0)))
+    ttft_p90: np.ndarray
+    ttft_mean: np.ndarray
+    duration: np.ndarray
     if offline:
         ttft_p90 = ttft_sat_p90 + (s_pf90 - s_pf)
         ttft_mean = ttft_sat_mean
@@ -452,16 +456,16 @@ def _fifo_block(arr: np.ndarray, o: np.ndarray, c: np.ndarray, sd: np.ndarray, d
     free[np.arange(cmax)[None, :] >= c[:, None]] = np.inf
     occ = np.full((S, cmax), -1, np.int64)             # request in each slot
     pf = np.zeros(S)                                   # prefill time so far
-    pf_ev0 = np.zeros(S)                               # ... before the current admission
+    pf_ev0: np.ndarray = np.zeros(S)                   # ... before the current admission
     ev_v = np.full(S, -np.inf)                         # decode time of the current admission
-    g_n = np.zeros(S, np.int64)                        # requests in the current prefill step
+    g_n: np.ndarray = np.zeros(S, np.int64)            # requests in the current prefill step
     n_grp = np.zeros(S, np.int64)
     last_fin = np.zeros(S)
     idle = np.zeros(S)
     grp_pf = np.zeros((S, n))                          # prefill time at the end of each prefill step
     gid = np.zeros((n, S), np.int64)
     st_all = np.zeros((n, S))
-    pf_fin = np.zeros((n + 1, S))                      # prefill time before each request ends (row n: none)
+    pf_fin: np.ndarray = np.zeros((n + 1, S))          # prefill time before each request ends (row n: none)
     om1 = o - 1.0
     for i in range(n):
         j = np.argmin(free, axis=1)

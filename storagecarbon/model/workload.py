@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 
 def _lengths(d: LengthDist, n: int, rng: np.random.Generator) -> np.ndarray:
+    x: np.ndarray
     if d.dist == "fixed":
         x = np.full(n, d.mean)
     elif d.dist == "uniform":
