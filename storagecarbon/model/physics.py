@@ -200,7 +200,7 @@ def step_time(r: Rates, t_gpu: Num, kv_bytes: Num = 0.0) -> tuple[Num, Num]:
     """A step's wall time and the GPUs' IO wait in it, from the GPU time ``t_gpu`` (decode steps pass
     the batch's KV bytes for an offloaded KV cache's round trip)."""
     k = r.k
-    t_dev = _max(t_gpu, r.host_floor_s)
+    t_dev = _max(t_gpu, r.host_floor_s) if r.host_floor_s else t_gpu
     if r.kv_round_trip:
         t_kv = 2.0 * kv_bytes / r.kv_offload  # every layer's KV to the GPU and back
         t_dev = _max(t_dev, t_kv) + (1 - k.kv_offload_overlap) * _min(t_dev, t_kv)
