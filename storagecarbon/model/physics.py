@@ -50,11 +50,6 @@ def _min(a: Num, b: Num) -> Num:
     return np.minimum(a, b) if _arr(a, b) else min(a, b)  # type: ignore[call-overload]
 
 
-def _div(a: Num, b: Num) -> Num:
-    """a / b for a rate ``b`` that :func:`rates` keeps positive (1 where a device is absent)."""
-    return a / b  # type: ignore[operator]
-
-
 def _positive(x: np.ndarray) -> np.ndarray:
     """A rate to divide by: 1 where it is absent or 0 (the planner flags those configurations)."""
     return np.where(x > 0, x, 1.0)
@@ -187,12 +182,12 @@ def prefill_flops(params: float, computed_tokens: Num, attention: Num) -> Num:
 
 def prefill_gpu_s(r: Rates, flops: Num) -> Num:
     """GPU time of a prefill step: its FLOPs at the effective rate + one read of the HBM weights."""
-    return _div(flops, r.flops) + _div(r.w_hbm, r.hbm_bw)
+    return flops / r.flops + r.w_hbm / r.hbm_bw
 
 
 def decode_gpu_s(r: Rates, params: float, batch: Num, kv_bytes: Num) -> Num:
     """GPU time of a decode step of ``batch`` sequences whose KV cache holds ``kv_bytes``."""
-    return _max(_div(r.w_hbm + kv_bytes, r.hbm_bw), _div(2.0 * params * batch, r.flops))
+    return _max((r.w_hbm + kv_bytes) / r.hbm_bw, 2.0 * params * batch / r.flops)
 
 
 # ----------------------------------------------------------------------- a step
@@ -200,18 +195,19 @@ def step_time(r: Rates, t_gpu: Num, kv_bytes: Num = 0.0) -> tuple[Num, Num]:
     """A step's wall time and the GPUs' IO wait in it, from the GPU time ``t_gpu`` (decode steps pass
     the batch's KV bytes for an offloaded KV cache's round trip)."""
     k = r.k
-    t_dev = _max(t_gpu, r.host_floor_s) if r.host_floor_s else t_gpu
+    t_off = r.weight_stream_s
+    mx, mn = (np.maximum, np.minimum) if _arr(t_gpu, t_off) or _arr(kv_bytes, r.kv_offload) else (max, min)
+    t_dev = mx(t_gpu, r.host_floor_s) if r.host_floor_s else t_gpu
     if r.kv_round_trip:
         t_kv = 2.0 * kv_bytes / r.kv_offload  # every layer's KV to the GPU and back
-        t_dev = _max(t_dev, t_kv) + (1 - k.kv_offload_overlap) * _min(t_dev, t_kv)
-    t_off = r.weight_stream_s
-    step = _max(t_dev, t_off) + (1 - k.overlap) * _min(t_dev, t_off) + k.step_overhead_s
-    return step, _max(0.0, step - t_gpu - k.step_overhead_s)
+        t_dev = mx(t_dev, t_kv) + (1 - k.kv_offload_overlap) * mn(t_dev, t_kv)
+    step = mx(t_dev, t_off) + (1 - k.overlap) * mn(t_dev, t_off) + k.step_overhead_s
+    return step, mx(0.0, step - t_gpu - k.step_overhead_s)
 
 
 def kv_load_s(r: Rates, chunk_bytes: float, cpu_chunks: Num, disk_chunks: Num, disk_read: Num) -> Num:
     """Time to load KV chunks hit in LMCache's CPU tier (over PCIe) and disk tier (drive, then PCIe)."""
-    return cpu_chunks * _div(chunk_bytes, r.pcie) + disk_chunks * (_ratio(chunk_bytes, disk_read) + _div(chunk_bytes, r.pcie))
+    return cpu_chunks * (chunk_bytes / r.pcie) + disk_chunks * (_ratio(chunk_bytes, disk_read) + chunk_bytes / r.pcie)
 
 
 def prefill_step_gpu_s(r: Rates, t_gpu: Num, load_s: Num) -> Num:

@@ -153,14 +153,14 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
 
     def emit(t: float) -> None:
         disk_used = (len(disk_lru) * chunk_bytes) if disk_lru else 0.0
-        gauges = {("gpu", "resident_bytes"): w_hbm + running_tokens * kvb, ("dram", "resident_bytes"): dram_res,
+        gauges: dict[tuple[str, str], Any] = {("gpu", "resident_bytes"): w_hbm + running_tokens * kvb, ("dram", "resident_bytes"): dram_res,
                   ("ssd", "resident_bytes"): w_ssd + (disk_used if disk_tier == "ssd" else 0.0),
                   ("hdd", "resident_bytes"): w_hdd + (disk_used if disk_tier == "hdd" else 0.0)}
         for key, ch in cid.items():
             v = gauges.get(key, acc.get(key, 0.0)) if key[1] == "resident_bytes" else acc[key]
             rows_t.append(t)
             rows_c.append(ch)
-            rows_v.append(float(v))
+            rows_v.append(v)
 
     def add(dev: str, metric: str, v: float) -> None:
         if (dev, metric) in acc:
@@ -179,16 +179,18 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             markers.append((t, "phase_start", p))
         phase = p
 
+    host_tiers = [(tier, hw[tier].count) for tier in ("host", "cpu") if tier in hw]
+    streamed = [(tier, w, busy) for tier, w, busy in (("dram", w_dram, stream_busy[0]), ("ssd", w_ssd, stream_busy[1]),
+                                                      ("hdd", w_hdd, stream_busy[2])) if w]
+
     def add_host_busy(step: float) -> None:
-        for tier in ("host", "cpu"):
-            if tier in hw:
-                add(tier, "busy_s", ph.host_busy_s(k, hw[tier].count, step))  # type: ignore[arg-type]
+        for tier, count in host_tiers:
+            add(tier, "busy_s", ph.host_busy_s(k, count, step))  # type: ignore[arg-type]
 
     def account_weight_stream() -> None:
-        for tier, w, busy in (("dram", w_dram, stream_busy[0]), ("ssd", w_ssd, stream_busy[1]), ("hdd", w_hdd, stream_busy[2])):
-            if w:
-                add(tier, "bytes_read", w)  # type: ignore[arg-type]
-                add(tier, "busy_s", busy)  # type: ignore[arg-type]
+        for tier, w, busy in streamed:
+            add(tier, "bytes_read", w)  # type: ignore[arg-type]
+            add(tier, "busy_s", busy)  # type: ignore[arg-type]
 
     t = 0.0
     waiting = sorted(reqs, key=lambda x: x[0])
