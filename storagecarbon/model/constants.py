@@ -37,6 +37,7 @@ class ModelConstants:
     layer_overhead_s: float = 0.0
     kv_offload_overlap: float = 0.0
     kv_offload_gbps: float = 50.0
+    request_overhead_s: float = 0.0
     source: str = "defaults"
 
 
@@ -56,6 +57,8 @@ BASIS = {
                         "0 for CUDA-graph engines such as vLLM; a step takes at least layers x this",
     "kv_offload_gbps": "effective host<->GPU rate of an offloaded KV cache's copies (transformers OffloadedCache: non-blocking "
                        "copies through pinned memory, unlike accelerate's per-tensor weight streaming)",
+    "request_overhead_s": "latency every request's first token carries outside the GPU steps (the serving "
+                          "engine's admission, scheduling and output path); adds to TTFT, not to GPU time",
     "kv_offload_overlap": "fraction of the per-step KV round trip of an offloaded KV cache (transformers "
                           "OffloadedCache: every layer's KV to the GPU and back each step) hidden behind compute",
 }

@@ -165,6 +165,12 @@ def hbm_prefix_chunks(kv_tokens_: Num, chunk: int) -> Num:
     return _max(kv_tokens_ // (PREFIX_CACHE_SHARE * chunk), 0)
 
 
+def prefix_tail_tokens(pre_tok: Num, chunk: int, block: int) -> Num:
+    """Shared-prefix tokens past its last full LMCache chunk that vLLM's own prefix cache still serves:
+    it caches whole blocks of ``block`` tokens (``engine.block_size``), LMCache only whole chunks."""
+    return ((pre_tok % chunk) // block) * block
+
+
 def lmcache_chunks(size_gb: Num, chunk_bytes: float) -> Num:
     """Chunks an LMCache tier of ``size_gb`` holds."""
     return size_gb * 1e9 // chunk_bytes

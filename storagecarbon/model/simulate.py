@@ -108,6 +108,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     cpu_lru = _LRU(int(ph.lmcache_chunks(cpu_cfg.size_gb, chunk_bytes))) if cpu_cfg else None
     disk_lru = _LRU(int(ph.lmcache_chunks(disk_cfg.size_gb, chunk_bytes))) if disk_cfg else None
     hbm_prefix = _LRU(int(ph.hbm_prefix_chunks(kv_hbm_tokens, chunk)))
+    block = scn.engine.block_size
     disk_r = r.ssd_r if disk_tier == "ssd" else r.hdd_r
     disk_w = r.ssd_w if disk_tier == "ssd" else r.hdd_w
     n_disk = hw[disk_tier].count if disk_tier else 0
@@ -124,6 +125,13 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     # ---- workload
     ws = workload_stats(scn)
     p_len, o_len, pre_tok = ws.p, ws.o, ws.pre
+    if scn.workload.shared_prefix.warm and len(pre_tok) and int(pre_tok.max()) > 0:
+        # a hot system prompt: its chunks (and its block-aligned tail) sit in HBM before t = 0
+        n_warm = int(pre_tok.max()) // chunk
+        for c in range(n_warm):
+            hbm_prefix.put(("p", c))
+        if ph.prefix_tail_tokens(int(pre_tok.max()), chunk, block):
+            hbm_prefix.put(("pt", n_warm))
     reqs = [(float(a), int(i), int(j // len(p_len))) for j, (a, i) in enumerate(zip(ws.arrivals, ws.req))]
 
     # ---- trace set-up
@@ -262,6 +270,13 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
                         assert disk_tier is not None
                         add(disk_tier, "bytes_written", chunk_bytes)
                         add(disk_tier, "busy_s", disk_write_chunk_s)  # type: ignore[arg-type]
+                tail = int(ph.prefix_tail_tokens(int(pre_tok[ri]), chunk, block))
+                if tail and hit_tokens == n_pre * chunk:
+                    # the prefix's last partial chunk: vLLM's prefix cache holds its full blocks (HBM only)
+                    if hbm_prefix.hit(("pt", n_pre)):
+                        hit_tokens += tail
+                    else:
+                        hbm_prefix.put(("pt", n_pre))
                 computed = int(p_len[ri]) - hit_tokens
                 comp_tokens += computed
                 attn += ph.attention_flops(dims, computed, hit_tokens)  # type: ignore[assignment]
@@ -277,7 +292,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             for q in admitted:
                 q["gen"] = 1
                 q["ctx"] += 1
-                ttft[q["i"]] = t - q["arr"]
+                ttft[q["i"]] = t - q["arr"] + k.request_overhead_s
                 q["t_first"] = t
                 add("workload", "generated_tokens", 1.0)
             running.extend(admitted)

@@ -161,7 +161,7 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     N = n_req1 * P
     pre_chunks_pass = float(npre.sum())            # prefix chunk uses per pass
     uni_chunks_pass = float((nch - npre).sum())    # unique chunk uses per pass
-    first_pre = float(npre.max()) if m.any() else 0.0
+    first_pre = float(npre.max()) if m.any() and not scn.workload.shared_prefix.warm else 0.0
     # chunk counts over the whole run
     pre_uses = pre_chunks_pass * P - first_pre
     c_hbm = pre_uses * pre_h + uni_chunks_pass * later * fit_h
@@ -172,7 +172,7 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     hit_share = (c_hbm + c_cpu + c_disk) / max(total_chunks, 1.0)
     # compute per request: tokens and attention FLOPs (mixture over prefix hit / miss / all-hit)
     q_pre = pd_cum  # any-tier hit of the prefix chunks
-    hit_pre_tok = (npre * chunk).astype(float)
+    hit_pre_tok = (npre * chunk + ph.prefix_tail_tokens(ws.pre, chunk, scn.engine.block_size)).astype(float)
     hit_all_tok = (nch * chunk).astype(float)
     p = ws.p.astype(float)
 
@@ -389,8 +389,8 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     bad = ~feasible
     for arr_ in (duration, ttft_p90, tpot_p90):
         arr_[bad] = np.nan
-    return PerfResult(feasible=feasible, reason=reasons, reason_code=codes, duration_s=duration, ttft_p90_ms=ttft_p90 * 1e3,
-                      ttft_mean_ms=ttft_mean * 1e3, tpot_p90_ms=tpot_p90 * 1e3, tpot_mean_ms=tpot_mean * 1e3,
+    return PerfResult(feasible=feasible, reason=reasons, reason_code=codes, duration_s=duration, ttft_p90_ms=(ttft_p90 + k.request_overhead_s) * 1e3,
+                      ttft_mean_ms=(ttft_mean + k.request_overhead_s) * 1e3, tpot_p90_ms=tpot_p90 * 1e3, tpot_mean_ms=tpot_mean * 1e3,
                       saturated=sat, batch=B, busy=busy, units_s=units, flash_written_b=written,
                       kv_hit_share=hit_share, generated_tokens=float(o_all.sum()), requests=int(N))
 
