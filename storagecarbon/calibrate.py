@@ -566,7 +566,9 @@ def result_document(res: CalibrationResult, *, command: str = "") -> dict[str, A
             "objective_mean_sq_log_error": round(res.objective, 6),
             "evaluations": res.evaluations,
             "basis": {n: BASIS.get(n, "") for n in res.fitted},
-            "engine": "HF transformers generate() batch runs (modeled equivalent: one batch arriving at t=0)",
+            "engine": ("vLLM offline batch runs (first pass of each workload; modeled equivalent: the trace's "
+                       "scenario echo with one pass)" if any(o.offload.startswith("vllm") for o in res.observations)
+                       else "HF transformers generate() batch runs (modeled equivalent: one batch arriving at t=0)"),
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": command,
         },
