@@ -104,7 +104,9 @@ def hardware_present(scn: Scenario, db: DeviceDB) -> tuple[bool, str]:
         return False, "engine: none (model only)"
     if kind == "vllm":
         if "gpu" in scn.hardware.tiers():
-            return False, "the scenario names GPUs; this vLLM path runs on the CPU backend only"
+            from .engines.vllm_gpu import gpu_engine_available
+
+            return gpu_engine_available()
         from .engines.vllm_cpu import engine_available
 
         ok, why = engine_available()
@@ -124,6 +126,10 @@ def hardware_present(scn: Scenario, db: DeviceDB) -> tuple[bool, str]:
 def run_measured(scn: Scenario, db: DeviceDB, scenario_path: Path, work: Path,
                  progress: Callable[[str], None]) -> Path:
     kind = scn.engine.kind
+    if kind == "vllm" and "gpu" in scn.hardware.tiers():
+        from .engines.vllm_gpu import profile_vllm_gpu
+
+        return profile_vllm_gpu(scn, db, scenario_path, work, progress=progress)
     if kind == "vllm":
         from .engines.vllm_profile import profile_vllm
 
