@@ -18,7 +18,7 @@ The fit is least squares on log(modeled / measured) (relative errors, symmetric)
 1. timing constants (``hbm_efficiency``, ``compute_efficiency``, ``step_overhead_s``, and where
    the fitted traces exercise them ``pcie_gbps``, ``overlap``, ``disk_efficiency``,
    ``tp_efficiency``, plus any constant the model gains later that :data:`FIT_BOUNDS` knows) by a
-   bounded Nelder-Mead (written here: scipy is not a dependency) on TTFT and TPOT, started from
+   bounded Nelder-Mead (scipy.optimize) on TTFT and TPOT, started from
    closed-form guesses and restarted once;
 2. power fractions (``power_frac_prefill``, ``power_frac_decode``, ``power_frac_io_wait``) with
    the timing fixed: modeled GPU energy is linear in them, so three model runs per trace give
@@ -293,58 +293,22 @@ def predict(obs: Observation, db: Any, k: Any, tmp: Path) -> dict[str, float]:
             "gpu_j_per_token": gpu_energy_j(obs.scenario, db, r) / max(r.generated_tokens, 1)}
 
 
-# ---------------------------------------------------------------------------- Nelder-Mead
+# ---------------------------------------------------------------------------- optimisers
 def nelder_mead(f: Callable[[np.ndarray], float], x0: np.ndarray, *, step: float = 0.3, max_evals: int = 2000,
                 xtol: float = 1e-5, ftol: float = 1e-10) -> tuple[np.ndarray, float, int]:
-    """Minimise ``f`` from ``x0`` (unbounded coordinates; the caller maps bounds). Adaptive
-    coefficients (Gao & Han 2012) for dimension ``n``. Returns ``(x, f(x), evaluations)``."""
+    """Minimise ``f`` from ``x0`` (unbounded coordinates; the caller maps bounds) with SciPy's
+    adaptive Nelder-Mead, the initial simplex ``step`` wide. Returns ``(x, f(x), evaluations)``."""
+    from scipy.optimize import minimize
+
+    x0 = np.asarray(x0, dtype=float)
     n = len(x0)
     if n == 0:
         return x0, f(x0), 1
-    alpha, gamma = 1.0, 1.0 + 2.0 / n
-    rho, sigma = 0.75 - 1.0 / (2 * n), 1.0 - 1.0 / n
-    pts = [np.asarray(x0, dtype=float)]
-    for i in range(n):
-        x = pts[0].copy()
-        x[i] += step
-        pts.append(x)
-    vals = [f(p) for p in pts]
-    evals = n + 1
-    while evals < max_evals:
-        order = np.argsort(vals)
-        pts = [pts[i] for i in order]
-        vals = [vals[i] for i in order]
-        if abs(vals[-1] - vals[0]) <= ftol * (1 + abs(vals[0])) and \
-                max(np.max(np.abs(p - pts[0])) for p in pts[1:]) <= xtol:
-            break
-        centroid = np.mean(pts[:-1], axis=0)
-        xr = centroid + alpha * (centroid - pts[-1])
-        fr = f(xr)
-        evals += 1
-        if vals[0] <= fr < vals[-2]:
-            pts[-1], vals[-1] = xr, fr
-            continue
-        if fr < vals[0]:
-            xe = centroid + gamma * (xr - centroid)
-            fe = f(xe)
-            evals += 1
-            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
-            continue
-        if fr < vals[-1]:
-            xc = centroid + rho * (xr - centroid)
-        else:
-            xc = centroid + rho * (pts[-1] - centroid)
-        fc = f(xc)
-        evals += 1
-        if fc < min(fr, vals[-1]):
-            pts[-1], vals[-1] = xc, fc
-            continue
-        for i in range(1, len(pts)):
-            pts[i] = pts[0] + sigma * (pts[i] - pts[0])
-            vals[i] = f(pts[i])
-            evals += 1
-    i = int(np.argmin(vals))
-    return pts[i], vals[i], evals
+    simplex = np.vstack([x0] + [x0 + step * np.eye(n)[i] for i in range(n)])
+    r = minimize(f, x0, method="Nelder-Mead",
+                 options={"initial_simplex": simplex, "maxfev": max_evals, "xatol": xtol, "fatol": ftol,
+                          "adaptive": True})
+    return np.asarray(r.x), float(r.fun), int(r.nfev)
 
 
 def _to_unit(v: float, lo: float, hi: float) -> float:
@@ -524,24 +488,10 @@ def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_e
 
 
 def _bounded_lstsq(a: np.ndarray, b: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """min |a x - b|^2 with lo <= x <= hi (active set: clamp the worst violator, solve the rest)."""
-    n = a.shape[1]
-    fixed: dict[int, float] = {}
-    for _ in range(2 * n + 1):
-        free = [i for i in range(n) if i not in fixed]
-        x = np.zeros(n)
-        for i, v in fixed.items():
-            x[i] = v
-        if free:
-            rhs = b - a[:, list(fixed)] @ np.array(list(fixed.values())) if fixed else b
-            sol, *_ = np.linalg.lstsq(a[:, free], rhs, rcond=None)
-            x[free] = sol
-        bad = [(max(lo - x[i], x[i] - hi), i) for i in free if x[i] < lo or x[i] > hi]
-        if not bad:
-            return x
-        _, i = max(bad)
-        fixed[i] = lo if x[i] < lo else hi
-    return np.clip(x, lo, hi)
+    """min |a x - b|^2 with lo <= x <= hi (SciPy's bounded-variable least squares)."""
+    from scipy.optimize import lsq_linear
+
+    return np.asarray(lsq_linear(a, b, bounds=(lo, hi), method="bvls").x)
 
 
 # ------------------------------------------------------------------------------------ files
