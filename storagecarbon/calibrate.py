@@ -222,8 +222,10 @@ def observe_vllm(src: Path, tr: Any, name: str) -> Observation:
         raise StoragecarbonError(f"{src}: no window markers for {p1['label']}")
     t0, t1 = wins[0][0], wins[-1][0]
     e = pass_energy_j(tr, t0, t1)
-    if e is None or e <= 0 or not p1.get("generated_tokens"):
-        raise StoragecarbonError(f"{src}: no measured GPU energy or tokens in {p1['label']}")
+    if not p1.get("generated_tokens"):
+        raise StoragecarbonError(f"{src}: no generated tokens in {p1['label']}")
+    if e is not None and e <= 0:
+        e = None
     echo = copy.deepcopy(tr.header.scenario)
     echo["workload"] = dict(echo["workload"], passes=1)
     echo["calibration"] = None
@@ -239,7 +241,8 @@ def observe_vllm(src: Path, tr: Any, name: str) -> Observation:
                "gpu_count": n_gpu, "versions": (s.get("engine") or {}).get("versions") or {},
                "date_utc": _dt.datetime.fromtimestamp(tr.header.t0_unix, _dt.timezone.utc).isoformat(timespec="seconds")}
     measured = {"ttft_ms": float(p1["ttft_ms"]["mean"]), "tpot_ms": float(p1["tpot_ms"]["mean"]),
-                "gpu_j_per_token": e / float(p1["generated_tokens"])}
+                # a trace without GPU energy informs the timing fit only (missing, not 0)
+                "gpu_j_per_token": e / float(p1["generated_tokens"]) if e is not None else None}
     nm = src.name.split(".")[0]
     return Observation(name=nm, path=str(src), scenario=scn, offload=f"vllm-{mode}", n_gpu=n_gpu,
                        measured=measured, sha256=_sha256(src), machine=machine)
@@ -341,7 +344,7 @@ class CalibrationResult:
             row: dict[str, Any] = {"name": o.name, "trace": o.path, "offload": o.offload, "held_out": o.held_out}
             for key in METRICS:
                 meas, mod = o.measured[key], m[key]
-                row[key] = {"measured": round(meas, 4), "modeled": round(mod, 4),
+                row[key] = {"measured": None if meas is None else round(meas, 4), "modeled": round(mod, 4),
                             "error_pct": round(100.0 * (mod - meas) / meas, 2) if meas else None}
             out.append(row)
         return out
@@ -465,6 +468,8 @@ def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_e
         io_used = any(o.offload in ("cpu", "disk") for o in fit_obs)
         pf = [p for p in POWER_FRACS if p in names and (io_used or p != "power_frac_io_wait")]
         for o in fit_obs:
+            if o.measured.get("gpu_j_per_token") is None:
+                continue
             idle, act, n = _gpu_power(o.scenario, db)
             zero = {p: 0.0 for p in POWER_FRACS if p in names}
             base_run = model_once(o.scenario, db, replace(k, **zero), tmp)
@@ -615,7 +620,7 @@ def register(app: Any) -> None:
 
     @app.command()
     def calibrate(  # noqa: F811 - the command's name
-        traces: list[Path] = typer.Argument(..., help="measured traces of engine: transformers (.arrows or .arrows.gz)"),
+        traces: list[Path] = typer.Argument(..., help="measured traces of engine: transformers or vllm (.arrows or .arrows.gz)"),
         out: Path = typer.Option(Path("calibration.yaml"), "--out", help="calibration file to write"),
         holdout: Optional[list[str]] = typer.Option(None, "--holdout",
                                                     help="scenario-name glob of traces to evaluate but not fit (repeat)"),
@@ -645,7 +650,8 @@ def register(app: Any) -> None:
             cells = [r["name"], "held out" if r["held_out"] else "fit"]
             for key in METRICS:
                 v = r[key]
-                cells += [f"{v['measured']:.4g} / {v['modeled']:.4g}", f"{v['error_pct']:+.1f}%"]
+                cells += ([f"missing / {v['modeled']:.4g}", "–"] if v["measured"] is None else
+                          [f"{v['measured']:.4g} / {v['modeled']:.4g}", f"{v['error_pct']:+.1f}%"])
             t.add_row(*cells)
         con.print(t)
         con.print("constants: " + ", ".join(f"{n}={doc['constants'][n]:.4g}" for n in res.fitted))
