@@ -18,7 +18,7 @@ The fit is least squares on log(modeled / measured) (relative errors, symmetric)
 1. timing constants (``hbm_efficiency``, ``compute_efficiency``, ``step_overhead_s``, and where
    the fitted traces exercise them ``pcie_gbps``, ``overlap``, ``disk_efficiency``,
    ``tp_efficiency``, plus any constant the model gains later that :data:`FIT_BOUNDS` knows) by a
-   bounded Nelder-Mead (written here: scipy is not a dependency) on TTFT and TPOT, started from
+   bounded Nelder-Mead (scipy.optimize) on TTFT and TPOT, started from
    closed-form guesses and restarted once;
 2. power fractions (``power_frac_prefill``, ``power_frac_decode``, ``power_frac_io_wait``) with
    the timing fixed: modeled GPU energy is linear in them, so three model runs per trace give
@@ -142,6 +142,8 @@ def observe(path: str | Path, tmp: Path) -> Observation:
     name = (tr.header.scenario or {}).get("name") or src.name.split(".")[0]
     if tr.header.source != "measured":
         raise StoragecarbonError(f"{src}: a {tr.header.source} trace; calibrate needs measured runs")
+    if s.get("vllm") and tr.header.scenario:
+        return observe_vllm(src, tr, name)
     if not tf or not tr.header.scenario:
         raise StoragecarbonError(f"{src}: not a transformers-engine run (no 'transformers' block in its summary); "
                                  "calibrate fits batch runs of engine: transformers")
@@ -172,6 +174,77 @@ def observe(path: str | Path, tmp: Path) -> Observation:
     measured = {"ttft_ms": float(lat["ttft_ms"]["mean"]), "tpot_ms": float(lat["tpot_ms"]["mean"]),
                 "gpu_j_per_token": energy / gen}
     return Observation(name=name, path=str(path), scenario=scn, offload=str(tf.get("offload")), n_gpu=n_gpu,
+                       measured=measured, sha256=_sha256(src), machine=machine)
+
+
+def vllm_mode(scenario: dict[str, Any]) -> str:
+    """Offload mode of a vLLM run from its scenario echo: hbm, native, lmcache or weights."""
+    pl = scenario.get("placement") or {}
+    kv = pl.get("kv") or {}
+    if (pl.get("weights") or {}).get("dram"):
+        return "weights"
+    if kv.get("local_cpu") or kv.get("local_disk"):
+        return "native" if kv.get("backend") == "native" else "lmcache"
+    return "hbm"
+
+
+def pass_energy_j(tr: Any, t0: float, t1: float) -> float | None:
+    """Measured GPU energy (J, all GPUs) between two trace times, from the NVML energy counters
+    (linear interpolation between samples; ``None`` when a GPU has no energy channel)."""
+    tot = 0.0
+    gpus = [d for d in tr.header.devices if d.tier == "hbm"]
+    if not gpus:
+        return None
+    for d in gpus:
+        sr = tr.series(d.id, "energy_j")
+        if sr is None or len(sr[0]) < 2:
+            return None
+        t, v = sr
+        tot += float(np.interp(t1, t, v) - np.interp(t0, t, v))
+    return tot
+
+
+def observe_vllm(src: Path, tr: Any, name: str) -> Observation:
+    """A vLLM workload trace (``benchmarks/gpu/vllm_matrix.py``) as an observation: its first pass
+    (no KV served from an offload tier yet; every mode computes every prompt) with TTFT, TPOT and
+    GPU J per generated token measured over that pass's window. The modeled equivalent is the
+    trace's scenario echo with one pass. Later passes (hits from the offload tiers) are compared
+    separately (:func:`hit_pass_rows`)."""
+    from .scenario import Scenario
+
+    s = tr.summary
+    v = s["vllm"]
+    p1 = v["passes"][0]
+    if not (p1.get("ttft_ms") and p1.get("tpot_ms")):
+        raise StoragecarbonError(f"{src}: first pass has no TTFT/TPOT")
+    wins = [m for m in tr.markers if m[2] == p1["label"] and m[1] in ("window_start", "window_end")]
+    if len(wins) < 2:
+        raise StoragecarbonError(f"{src}: no window markers for {p1['label']}")
+    t0, t1 = wins[0][0], wins[-1][0]
+    e = pass_energy_j(tr, t0, t1)
+    if not p1.get("generated_tokens"):
+        raise StoragecarbonError(f"{src}: no generated tokens in {p1['label']}")
+    if e is not None and e <= 0:
+        e = None
+    echo = copy.deepcopy(tr.header.scenario)
+    echo["workload"] = dict(echo["workload"], passes=1)
+    echo["calibration"] = None
+    mode = vllm_mode(echo)
+    if mode == "weights":
+        # vLLM 0.26 kept every weight in HBM on these runs (its log: "Model loading took" the full
+        # weight size; TPOT equal to the HBM runs): measured as what ran, an all-HBM run.
+        echo["placement"] = dict(echo["placement"], weights={"hbm": 1.0})
+    scn = Scenario.model_validate(echo)
+    n_gpu = int(v.get("n_gpu") or 1)
+    gpus = [d for d in tr.header.devices if d.tier == "hbm"]
+    machine = {"gpus": sorted({d.name for d in gpus}), "gpu_db_keys": sorted({str(d.db_key) for d in gpus}),
+               "gpu_count": n_gpu, "versions": (s.get("engine") or {}).get("versions") or {},
+               "date_utc": _dt.datetime.fromtimestamp(tr.header.t0_unix, _dt.timezone.utc).isoformat(timespec="seconds")}
+    measured = {"ttft_ms": float(p1["ttft_ms"]["mean"]), "tpot_ms": float(p1["tpot_ms"]["mean"]),
+                # a trace without GPU energy informs the timing fit only (missing, not 0)
+                "gpu_j_per_token": e / float(p1["generated_tokens"]) if e is not None else None}
+    nm = src.name.split(".")[0]
+    return Observation(name=nm, path=str(src), scenario=scn, offload=f"vllm-{mode}", n_gpu=n_gpu,
                        measured=measured, sha256=_sha256(src), machine=machine)
 
 
@@ -223,58 +296,22 @@ def predict(obs: Observation, db: Any, k: Any, tmp: Path) -> dict[str, float]:
             "gpu_j_per_token": gpu_energy_j(obs.scenario, db, r) / max(r.generated_tokens, 1)}
 
 
-# ---------------------------------------------------------------------------- Nelder-Mead
+# ---------------------------------------------------------------------------- optimisers
 def nelder_mead(f: Callable[[np.ndarray], float], x0: np.ndarray, *, step: float = 0.3, max_evals: int = 2000,
                 xtol: float = 1e-5, ftol: float = 1e-10) -> tuple[np.ndarray, float, int]:
-    """Minimise ``f`` from ``x0`` (unbounded coordinates; the caller maps bounds). Adaptive
-    coefficients (Gao & Han 2012) for dimension ``n``. Returns ``(x, f(x), evaluations)``."""
+    """Minimise ``f`` from ``x0`` (unbounded coordinates; the caller maps bounds) with SciPy's
+    adaptive Nelder-Mead, the initial simplex ``step`` wide. Returns ``(x, f(x), evaluations)``."""
+    from scipy.optimize import minimize
+
+    x0 = np.asarray(x0, dtype=float)
     n = len(x0)
     if n == 0:
         return x0, f(x0), 1
-    alpha, gamma = 1.0, 1.0 + 2.0 / n
-    rho, sigma = 0.75 - 1.0 / (2 * n), 1.0 - 1.0 / n
-    pts = [np.asarray(x0, dtype=float)]
-    for i in range(n):
-        x = pts[0].copy()
-        x[i] += step
-        pts.append(x)
-    vals = [f(p) for p in pts]
-    evals = n + 1
-    while evals < max_evals:
-        order = np.argsort(vals)
-        pts = [pts[i] for i in order]
-        vals = [vals[i] for i in order]
-        if abs(vals[-1] - vals[0]) <= ftol * (1 + abs(vals[0])) and \
-                max(np.max(np.abs(p - pts[0])) for p in pts[1:]) <= xtol:
-            break
-        centroid = np.mean(pts[:-1], axis=0)
-        xr = centroid + alpha * (centroid - pts[-1])
-        fr = f(xr)
-        evals += 1
-        if vals[0] <= fr < vals[-2]:
-            pts[-1], vals[-1] = xr, fr
-            continue
-        if fr < vals[0]:
-            xe = centroid + gamma * (xr - centroid)
-            fe = f(xe)
-            evals += 1
-            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
-            continue
-        if fr < vals[-1]:
-            xc = centroid + rho * (xr - centroid)
-        else:
-            xc = centroid + rho * (pts[-1] - centroid)
-        fc = f(xc)
-        evals += 1
-        if fc < min(fr, vals[-1]):
-            pts[-1], vals[-1] = xc, fc
-            continue
-        for i in range(1, len(pts)):
-            pts[i] = pts[0] + sigma * (pts[i] - pts[0])
-            vals[i] = f(pts[i])
-            evals += 1
-    i = int(np.argmin(vals))
-    return pts[i], vals[i], evals
+    simplex = np.vstack([x0] + [x0 + step * np.eye(n)[i] for i in range(n)])
+    r = minimize(f, x0, method="Nelder-Mead",
+                 options={"initial_simplex": simplex, "maxfev": max_evals, "xatol": xtol, "fatol": ftol,
+                          "adaptive": True})
+    return np.asarray(r.x), float(r.fun), int(r.nfev)
 
 
 def _to_unit(v: float, lo: float, hi: float) -> float:
@@ -307,7 +344,7 @@ class CalibrationResult:
             row: dict[str, Any] = {"name": o.name, "trace": o.path, "offload": o.offload, "held_out": o.held_out}
             for key in METRICS:
                 meas, mod = o.measured[key], m[key]
-                row[key] = {"measured": round(meas, 4), "modeled": round(mod, 4),
+                row[key] = {"measured": None if meas is None else round(meas, 4), "modeled": round(mod, 4),
                             "error_pct": round(100.0 * (mod - meas) / meas, 2) if meas else None}
             out.append(row)
         return out
@@ -431,6 +468,8 @@ def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_e
         io_used = any(o.offload in ("cpu", "disk") for o in fit_obs)
         pf = [p for p in POWER_FRACS if p in names and (io_used or p != "power_frac_io_wait")]
         for o in fit_obs:
+            if o.measured.get("gpu_j_per_token") is None:
+                continue
             idle, act, n = _gpu_power(o.scenario, db)
             zero = {p: 0.0 for p in POWER_FRACS if p in names}
             base_run = model_once(o.scenario, db, replace(k, **zero), tmp)
@@ -454,24 +493,10 @@ def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_e
 
 
 def _bounded_lstsq(a: np.ndarray, b: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """min |a x - b|^2 with lo <= x <= hi (active set: clamp the worst violator, solve the rest)."""
-    n = a.shape[1]
-    fixed: dict[int, float] = {}
-    for _ in range(2 * n + 1):
-        free = [i for i in range(n) if i not in fixed]
-        x = np.zeros(n)
-        for i, v in fixed.items():
-            x[i] = v
-        if free:
-            rhs = b - a[:, list(fixed)] @ np.array(list(fixed.values())) if fixed else b
-            sol, *_ = np.linalg.lstsq(a[:, free], rhs, rcond=None)
-            x[free] = sol
-        bad = [(max(lo - x[i], x[i] - hi), i) for i in free if x[i] < lo or x[i] > hi]
-        if not bad:
-            return x
-        _, i = max(bad)
-        fixed[i] = lo if x[i] < lo else hi
-    return np.clip(x, lo, hi)
+    """min |a x - b|^2 with lo <= x <= hi (SciPy's bounded-variable least squares)."""
+    from scipy.optimize import lsq_linear
+
+    return np.asarray(lsq_linear(a, b, bounds=(lo, hi), method="bvls").x)
 
 
 # ------------------------------------------------------------------------------------ files
@@ -496,7 +521,9 @@ def result_document(res: CalibrationResult, *, command: str = "") -> dict[str, A
             "objective_mean_sq_log_error": round(res.objective, 6),
             "evaluations": res.evaluations,
             "basis": {n: BASIS.get(n, "") for n in res.fitted},
-            "engine": "HF transformers generate() batch runs (modeled equivalent: one batch arriving at t=0)",
+            "engine": ("vLLM offline batch runs (first pass of each workload; modeled equivalent: the trace's "
+                       "scenario echo with one pass)" if any(o.offload.startswith("vllm") for o in res.observations)
+                       else "HF transformers generate() batch runs (modeled equivalent: one batch arriving at t=0)"),
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": command,
         },
@@ -593,7 +620,7 @@ def register(app: Any) -> None:
 
     @app.command()
     def calibrate(  # noqa: F811 - the command's name
-        traces: list[Path] = typer.Argument(..., help="measured traces of engine: transformers (.arrows or .arrows.gz)"),
+        traces: list[Path] = typer.Argument(..., help="measured traces of engine: transformers or vllm (.arrows or .arrows.gz)"),
         out: Path = typer.Option(Path("calibration.yaml"), "--out", help="calibration file to write"),
         holdout: Optional[list[str]] = typer.Option(None, "--holdout",
                                                     help="scenario-name glob of traces to evaluate but not fit (repeat)"),
@@ -623,7 +650,8 @@ def register(app: Any) -> None:
             cells = [r["name"], "held out" if r["held_out"] else "fit"]
             for key in METRICS:
                 v = r[key]
-                cells += [f"{v['measured']:.4g} / {v['modeled']:.4g}", f"{v['error_pct']:+.1f}%"]
+                cells += ([f"missing / {v['modeled']:.4g}", "–"] if v["measured"] is None else
+                          [f"{v['measured']:.4g} / {v['modeled']:.4g}", f"{v['error_pct']:+.1f}%"])
             t.add_row(*cells)
         con.print(t)
         con.print("constants: " + ", ".join(f"{n}={doc['constants'][n]:.4g}" for n in res.fitted))
