@@ -61,6 +61,7 @@ FIT_BOUNDS: dict[str, tuple[float, float]] = {
     "layer_overhead_s": (0.0, 0.05),
     "kv_offload_overlap": (0.0, 1.0),
     "kv_offload_gbps": (1.0, 1000.0),
+    "request_overhead_s": (0.0, 0.2),
 }
 POWER_FRACS = ("power_frac_prefill", "power_frac_decode", "power_frac_io_wait")
 POWER_BOUNDS = (0.0, 4.0)
@@ -228,6 +229,14 @@ def observe_vllm(src: Path, tr: Any, name: str) -> Observation:
         e = None
     echo = copy.deepcopy(tr.header.scenario)
     echo["workload"] = dict(echo["workload"], passes=1)
+    sp = dict(echo["workload"].get("shared_prefix") or {})
+    n_req = int(echo["workload"].get("requests") or 1)
+    block = int((echo.get("engine") or {}).get("block_size") or 16)
+    if sp.get("tokens") and p1.get("num_cached_tokens", 0) >= 0.99 * n_req * (int(sp["tokens"]) // block) * block:
+        # every request of the first pass found the prefix in HBM (an earlier workload of the same engine
+        # left it there): the modeled equivalent starts with it cached
+        sp["warm"] = True
+        echo["workload"]["shared_prefix"] = sp
     echo["calibration"] = None
     mode = vllm_mode(echo)
     if mode == "weights":
@@ -364,7 +373,7 @@ class CalibrationResult:
 def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
     modes = {o.offload for o in obs}
     act = ["hbm_efficiency", "compute_efficiency", "step_overhead_s"]
-    if modes & {"cpu"}:
+    if modes & {"cpu", "vllm-lmcache"}:
         act.append("pcie_gbps")
     if modes & {"disk"}:
         act.append("disk_efficiency")
@@ -372,7 +381,10 @@ def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
         act.append("overlap")
     if any(o.n_gpu > 1 for o in obs):
         act.append("tp_efficiency")
-    act += ["layer_overhead_s"] if "layer_overhead_s" in names else []
+    act += ["layer_overhead_s"] if "layer_overhead_s" in names and not any(
+        o.offload.startswith("vllm") for o in obs) else []
+    act += ["request_overhead_s"] if "request_overhead_s" in names and any(
+        o.offload.startswith("vllm") for o in obs) else []
     for kv in ("kv_offload_overlap", "kv_offload_gbps"):
         if kv in names and "kv-cpu" in modes:
             act.append(kv)

@@ -216,6 +216,13 @@ def kv_load_s(r: Rates, chunk_bytes: float, cpu_chunks: Num, disk_chunks: Num, d
     return cpu_chunks * (chunk_bytes / r.pcie) + disk_chunks * (_ratio(chunk_bytes, disk_read) + chunk_bytes / r.pcie)
 
 
+def kv_store_s(r: Rates, chunk_bytes: float, cpu_chunks: Num, sync: bool) -> Num:
+    """Time a prefill step spends storing newly computed KV chunks to the CPU tier: LMCache (0.5,
+    non-layerwise) copies them out of the paged cache before the step ends (``sync``); vLLM's native
+    OffloadingConnector copies them asynchronously (0)."""
+    return cpu_chunks * (chunk_bytes / r.pcie) if sync else 0.0 * cpu_chunks
+
+
 def prefill_step_gpu_s(r: Rates, t_gpu: Num, load_s: Num) -> Num:
     """A prefill step's GPU time as the step sees it: KV loads overlapped like weight streaming."""
     return t_gpu + load_s * (1 - r.k.overlap)

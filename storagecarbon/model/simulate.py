@@ -114,6 +114,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     n_disk = hw[disk_tier].count if disk_tier else 0
     # per-chunk costs (physics)
     cpu_hit_s = ph.kv_load_s(r, chunk_bytes, 1, 0, disk_r)
+    cpu_store_s = ph.kv_store_s(r, chunk_bytes, 1, place.kv.backend == "lmcache")
     disk_hit_s = ph.kv_load_s(r, chunk_bytes, 0, 1, disk_r)
     dram_chunk_s = ph.dram_chunk_busy_s(r, chunk_bytes)
     disk_read_chunk_s = ph.disk_chunk_busy_s(chunk_bytes, disk_r, n_disk)
@@ -200,6 +201,15 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             add(tier, "bytes_read", w)  # type: ignore[arg-type]
             add(tier, "busy_s", busy)  # type: ignore[arg-type]
 
+    def cached_prefix(ri: int) -> int:
+        """Prefix tokens of request ``ri`` already in HBM (looked up without touching the LRU order)."""
+        n_pre = int(pre_tok[ri] // chunk)
+        for c in range(n_pre):
+            if ("p", c) not in hbm_prefix.d:
+                return c * chunk
+        tail = int(ph.prefix_tail_tokens(int(pre_tok[ri]), chunk, block))
+        return n_pre * chunk + (tail if tail and ("pt", n_pre) in hbm_prefix.d else 0)
+
     t = 0.0
     waiting = sorted(reqs, key=lambda x: x[0])
     wi = 0
@@ -222,9 +232,10 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             need = int(p_len[ri] + o_len[ri])
             if running_tokens + need > kv_hbm_tokens and (running or admitted):
                 break
-            if admitted and budget - int(p_len[ri]) < 0:
+            new_tok = int(p_len[ri]) - cached_prefix(ri)   # vLLM's budget counts tokens to compute
+            if admitted and budget - new_tok < 0:
                 break
-            budget -= int(p_len[ri])
+            budget -= new_tok
             admitted.append({"i": idx_of[id(waiting[wi])], "r": ri, "ps": ps, "arr": arr, "gen": 0, "ctx": int(p_len[ri])})
             running_tokens += need
             wi += 1
@@ -266,6 +277,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
                     if cpu_lru is not None and cpu_lru.put(key):
                         add("dram", "bytes_written", chunk_bytes)
                         add("dram", "busy_s", dram_chunk_s)  # type: ignore[arg-type]
+                        load_s += cpu_store_s  # type: ignore[assignment]
                     if disk_lru is not None and disk_lru.put(key):
                         assert disk_tier is not None
                         add(disk_tier, "bytes_written", chunk_bytes)

@@ -199,7 +199,8 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     rbw_disk = np.where(disk_on_ssd, r.ssd_r, r.hdd_r)
     wbw_disk = np.where(disk_on_ssd, r.ssd_w, r.hdd_w)
     n_disk_units = np.where(disk_on_ssd, cfg.n_ssd, cfg.n_hdd)
-    ld = np.asarray(ph.kv_load_s(r, cb, c_cpu, c_disk, rbw_disk)) / N    # KV loads per request
+    ld = (np.asarray(ph.kv_load_s(r, cb, c_cpu, c_disk, rbw_disk))        # KV loads (and synchronous
+          + np.where(cpu_on, ph.kv_store_s(r, cb, c_miss, scn.placement.kv.backend == "lmcache"), 0.0)) / N  # stores) per request
     # spread of one request's prefill over the requests (for the tails of unsaturated runs): its FLOPs
     # and KV loads per request class (pass 1 with / without a prefix hit, later passes), mixed as above
     def fl_sq(hit: np.ndarray) -> float:
@@ -250,7 +251,9 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
         return np.asarray(ph.step_time(rr, t_pf_in(kk, extra_flops, rows))[0])
 
     budget = float(scn.engine.max_num_batched_tokens)
-    k_max = np.maximum(1.0, np.floor(budget / max(float(p.mean()), 1.0)))
+    # vLLM's token budget counts the tokens a request computes (cached prefix blocks are free)
+    # (one figure for the sweep: the median configuration's computed tokens per request)
+    k_max = max(1.0, float(np.floor(budget / max(float(np.median(c_mean)), 1.0))))
     B_cap = np.maximum(1.0, np.minimum(cfg.max_seqs, np.floor(kv_tokens / max(need_one, 1.0))))
 
     def cycle(B: np.ndarray, X: np.ndarray, tau0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
