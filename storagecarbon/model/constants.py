@@ -7,7 +7,7 @@ means the same thing to every command.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import replace, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,6 +98,18 @@ def resolve_calibration(path: str | None, scenario_path: str | Path | None) -> P
     return p  # load_constants reports it missing, naming the path
 
 
+# The defaults of every vLLM-shaped scenario without a ``calibration:``: constants fitted to real vLLM
+# 0.26 runs on an H200 (written by ``storagecarbon calibrate``; fit, held-out errors and traces inside).
+# They are efficiencies and fractions relative to device_db's peak figures, so they carry over to other
+# GPUs through those figures (docs/validation.md says how far that is checked).
+VLLM_DEFAULTS = Path(__file__).with_name("vllm-h200.yaml")
+
+
 def constants_for(scn: Scenario, scenario_path: str | Path | None = None) -> ModelConstants:
-    """The constants a scenario asks for (its ``calibration:`` resolved as above, else the defaults)."""
+    """The constants a scenario asks for: its ``calibration:`` (resolved as above); else, for a vLLM or
+    modeled scenario, the vLLM-fitted defaults (:data:`VLLM_DEFAULTS`); else (``engine: transformers``
+    without a calibration) the generic :class:`ModelConstants` defaults."""
+    if scn.calibration is None and scn.engine.kind != "transformers" and VLLM_DEFAULTS.exists():
+        k = load_constants(VLLM_DEFAULTS)
+        return replace(k, source="vLLM-fitted defaults (vLLM 0.26 on H200, storagecarbon/model/vllm-h200.yaml)")
     return load_constants(resolve_calibration(scn.calibration, scenario_path))
