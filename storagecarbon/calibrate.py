@@ -18,7 +18,7 @@ The fit is least squares on log(modeled / measured) (relative errors, symmetric)
 1. timing constants (``hbm_efficiency``, ``compute_efficiency``, ``step_overhead_s``, and where
    the fitted traces exercise them ``pcie_gbps``, ``overlap``, ``disk_efficiency``,
    ``tp_efficiency``, plus any constant the model gains later that :data:`FIT_BOUNDS` knows) by a
-   bounded Nelder-Mead (written here: scipy is not a dependency) on TTFT and TPOT, started from
+   bounded Nelder-Mead (scipy.optimize) on TTFT and TPOT, started from
    closed-form guesses and restarted once;
 2. power fractions (``power_frac_prefill``, ``power_frac_decode``, ``power_frac_io_wait``) with
    the timing fixed: modeled GPU energy is linear in them, so three model runs per trace give
@@ -61,6 +61,7 @@ FIT_BOUNDS: dict[str, tuple[float, float]] = {
     "layer_overhead_s": (0.0, 0.05),
     "kv_offload_overlap": (0.0, 1.0),
     "kv_offload_gbps": (1.0, 1000.0),
+    "request_overhead_s": (0.0, 0.2),
 }
 POWER_FRACS = ("power_frac_prefill", "power_frac_decode", "power_frac_io_wait")
 POWER_BOUNDS = (0.0, 4.0)
@@ -222,10 +223,20 @@ def observe_vllm(src: Path, tr: Any, name: str) -> Observation:
         raise StoragecarbonError(f"{src}: no window markers for {p1['label']}")
     t0, t1 = wins[0][0], wins[-1][0]
     e = pass_energy_j(tr, t0, t1)
-    if e is None or e <= 0 or not p1.get("generated_tokens"):
-        raise StoragecarbonError(f"{src}: no measured GPU energy or tokens in {p1['label']}")
+    if not p1.get("generated_tokens"):
+        raise StoragecarbonError(f"{src}: no generated tokens in {p1['label']}")
+    if e is not None and e <= 0:
+        e = None
     echo = copy.deepcopy(tr.header.scenario)
     echo["workload"] = dict(echo["workload"], passes=1)
+    sp = dict(echo["workload"].get("shared_prefix") or {})
+    n_req = int(echo["workload"].get("requests") or 1)
+    block = int((echo.get("engine") or {}).get("block_size") or 16)
+    if sp.get("tokens") and p1.get("num_cached_tokens", 0) >= 0.99 * n_req * (int(sp["tokens"]) // block) * block:
+        # every request of the first pass found the prefix in HBM (an earlier workload of the same engine
+        # left it there): the modeled equivalent starts with it cached
+        sp["warm"] = True
+        echo["workload"]["shared_prefix"] = sp
     echo["calibration"] = None
     mode = vllm_mode(echo)
     if mode == "weights":
@@ -239,7 +250,8 @@ def observe_vllm(src: Path, tr: Any, name: str) -> Observation:
                "gpu_count": n_gpu, "versions": (s.get("engine") or {}).get("versions") or {},
                "date_utc": _dt.datetime.fromtimestamp(tr.header.t0_unix, _dt.timezone.utc).isoformat(timespec="seconds")}
     measured = {"ttft_ms": float(p1["ttft_ms"]["mean"]), "tpot_ms": float(p1["tpot_ms"]["mean"]),
-                "gpu_j_per_token": e / float(p1["generated_tokens"])}
+                # a trace without GPU energy informs the timing fit only (missing, not 0)
+                "gpu_j_per_token": e / float(p1["generated_tokens"]) if e is not None else None}
     nm = src.name.split(".")[0]
     return Observation(name=nm, path=str(src), scenario=scn, offload=f"vllm-{mode}", n_gpu=n_gpu,
                        measured=measured, sha256=_sha256(src), machine=machine)
@@ -296,58 +308,22 @@ def predict(obs: Observation, db: Any, k: Any, tmp: Path) -> dict[str, float]:
             "gpu_j_per_token": gpu_energy_j(obs.scenario, db, r) / max(r.generated_tokens, 1)}
 
 
-# ---------------------------------------------------------------------------- Nelder-Mead
+# ---------------------------------------------------------------------------- optimisers
 def nelder_mead(f: Callable[[np.ndarray], float], x0: np.ndarray, *, step: float = 0.3, max_evals: int = 2000,
                 xtol: float = 1e-5, ftol: float = 1e-10) -> tuple[np.ndarray, float, int]:
-    """Minimise ``f`` from ``x0`` (unbounded coordinates; the caller maps bounds). Adaptive
-    coefficients (Gao & Han 2012) for dimension ``n``. Returns ``(x, f(x), evaluations)``."""
+    """Minimise ``f`` from ``x0`` (unbounded coordinates; the caller maps bounds) with SciPy's
+    adaptive Nelder-Mead, the initial simplex ``step`` wide. Returns ``(x, f(x), evaluations)``."""
+    from scipy.optimize import minimize
+
+    x0 = np.asarray(x0, dtype=float)
     n = len(x0)
     if n == 0:
         return x0, f(x0), 1
-    alpha, gamma = 1.0, 1.0 + 2.0 / n
-    rho, sigma = 0.75 - 1.0 / (2 * n), 1.0 - 1.0 / n
-    pts = [np.asarray(x0, dtype=float)]
-    for i in range(n):
-        x = pts[0].copy()
-        x[i] += step
-        pts.append(x)
-    vals = [f(p) for p in pts]
-    evals = n + 1
-    while evals < max_evals:
-        order = np.argsort(vals)
-        pts = [pts[i] for i in order]
-        vals = [vals[i] for i in order]
-        if abs(vals[-1] - vals[0]) <= ftol * (1 + abs(vals[0])) and \
-                max(np.max(np.abs(p - pts[0])) for p in pts[1:]) <= xtol:
-            break
-        centroid = np.mean(pts[:-1], axis=0)
-        xr = centroid + alpha * (centroid - pts[-1])
-        fr = f(xr)
-        evals += 1
-        if vals[0] <= fr < vals[-2]:
-            pts[-1], vals[-1] = xr, fr
-            continue
-        if fr < vals[0]:
-            xe = centroid + gamma * (xr - centroid)
-            fe = f(xe)
-            evals += 1
-            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
-            continue
-        if fr < vals[-1]:
-            xc = centroid + rho * (xr - centroid)
-        else:
-            xc = centroid + rho * (pts[-1] - centroid)
-        fc = f(xc)
-        evals += 1
-        if fc < min(fr, vals[-1]):
-            pts[-1], vals[-1] = xc, fc
-            continue
-        for i in range(1, len(pts)):
-            pts[i] = pts[0] + sigma * (pts[i] - pts[0])
-            vals[i] = f(pts[i])
-            evals += 1
-    i = int(np.argmin(vals))
-    return pts[i], vals[i], evals
+    simplex = np.vstack([x0] + [x0 + step * np.eye(n)[i] for i in range(n)])
+    r = minimize(f, x0, method="Nelder-Mead",
+                 options={"initial_simplex": simplex, "maxfev": max_evals, "xatol": xtol, "fatol": ftol,
+                          "adaptive": True})
+    return np.asarray(r.x), float(r.fun), int(r.nfev)
 
 
 def _to_unit(v: float, lo: float, hi: float) -> float:
@@ -380,7 +356,7 @@ class CalibrationResult:
             row: dict[str, Any] = {"name": o.name, "trace": o.path, "offload": o.offload, "held_out": o.held_out}
             for key in METRICS:
                 meas, mod = o.measured[key], m[key]
-                row[key] = {"measured": round(meas, 4), "modeled": round(mod, 4),
+                row[key] = {"measured": None if meas is None else round(meas, 4), "modeled": round(mod, 4),
                             "error_pct": round(100.0 * (mod - meas) / meas, 2) if meas else None}
             out.append(row)
         return out
@@ -400,7 +376,7 @@ class CalibrationResult:
 def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
     modes = {o.offload for o in obs}
     act = ["hbm_efficiency", "compute_efficiency", "step_overhead_s"]
-    if modes & {"cpu"}:
+    if modes & {"cpu", "vllm-lmcache"}:
         act.append("pcie_gbps")
     if modes & {"disk"}:
         act.append("disk_efficiency")
@@ -408,7 +384,10 @@ def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
         act.append("overlap")
     if any(o.n_gpu > 1 for o in obs):
         act.append("tp_efficiency")
-    act += ["layer_overhead_s"] if "layer_overhead_s" in names else []
+    act += ["layer_overhead_s"] if "layer_overhead_s" in names and not any(
+        o.offload.startswith("vllm") for o in obs) else []
+    act += ["request_overhead_s"] if "request_overhead_s" in names and any(
+        o.offload.startswith("vllm") for o in obs) else []
     for kv in ("kv_offload_overlap", "kv_offload_gbps"):
         if kv in names and "kv-cpu" in modes:
             act.append(kv)
@@ -504,6 +483,8 @@ def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_e
         io_used = any(o.offload in ("cpu", "disk") for o in fit_obs)
         pf = [p for p in POWER_FRACS if p in names and (io_used or p != "power_frac_io_wait")]
         for o in fit_obs:
+            if o.measured.get("gpu_j_per_token") is None:
+                continue
             idle, act, n = _gpu_power(o.scenario, db)
             zero = {p: 0.0 for p in POWER_FRACS if p in names}
             base_run = model_once(o.scenario, db, replace(k, **zero), tmp)
@@ -527,24 +508,10 @@ def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_e
 
 
 def _bounded_lstsq(a: np.ndarray, b: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """min |a x - b|^2 with lo <= x <= hi (active set: clamp the worst violator, solve the rest)."""
-    n = a.shape[1]
-    fixed: dict[int, float] = {}
-    for _ in range(2 * n + 1):
-        free = [i for i in range(n) if i not in fixed]
-        x = np.zeros(n)
-        for i, v in fixed.items():
-            x[i] = v
-        if free:
-            rhs = b - a[:, list(fixed)] @ np.array(list(fixed.values())) if fixed else b
-            sol, *_ = np.linalg.lstsq(a[:, free], rhs, rcond=None)
-            x[free] = sol
-        bad = [(max(lo - x[i], x[i] - hi), i) for i in free if x[i] < lo or x[i] > hi]
-        if not bad:
-            return x
-        _, i = max(bad)
-        fixed[i] = lo if x[i] < lo else hi
-    return np.clip(x, lo, hi)
+    """min |a x - b|^2 with lo <= x <= hi (SciPy's bounded-variable least squares)."""
+    from scipy.optimize import lsq_linear
+
+    return np.asarray(lsq_linear(a, b, bounds=(lo, hi), method="bvls").x)
 
 
 # ------------------------------------------------------------------------------------ files
@@ -569,7 +536,9 @@ def result_document(res: CalibrationResult, *, command: str = "") -> dict[str, A
             "objective_mean_sq_log_error": round(res.objective, 6),
             "evaluations": res.evaluations,
             "basis": {n: BASIS.get(n, "") for n in res.fitted},
-            "engine": "HF transformers generate() batch runs (modeled equivalent: one batch arriving at t=0)",
+            "engine": ("vLLM offline batch runs (first pass of each workload; modeled equivalent: the trace's "
+                       "scenario echo with one pass)" if any(o.offload.startswith("vllm") for o in res.observations)
+                       else "HF transformers generate() batch runs (modeled equivalent: one batch arriving at t=0)"),
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": command,
         },
@@ -669,7 +638,7 @@ def register(app: Any) -> None:
 
     @app.command()
     def calibrate(  # noqa: F811 - the command's name
-        traces: list[Path] = typer.Argument(..., help="measured traces of engine: transformers (.arrows or .arrows.gz)"),
+        traces: list[Path] = typer.Argument(..., help="measured traces of engine: transformers or vllm (.arrows or .arrows.gz)"),
         out: Path = typer.Option(Path("calibration.yaml"), "--out", help="calibration file to write"),
         holdout: Optional[list[str]] = typer.Option(None, "--holdout",
                                                     help="scenario-name glob of traces to evaluate but not fit (repeat)"),
@@ -699,7 +668,8 @@ def register(app: Any) -> None:
             cells = [r["name"], "held out" if r["held_out"] else "fit"]
             for key in METRICS:
                 v = r[key]
-                cells += [f"{v['measured']:.4g} / {v['modeled']:.4g}", f"{v['error_pct']:+.1f}%"]
+                cells += ([f"missing / {v['modeled']:.4g}", "–"] if v["measured"] is None else
+                          [f"{v['measured']:.4g} / {v['modeled']:.4g}", f"{v['error_pct']:+.1f}%"])
             t.add_row(*cells)
         con.print(t)
         con.print("constants: " + ", ".join(f"{n}={doc['constants'][n]:.4g}" for n in res.fitted))

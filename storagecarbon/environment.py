@@ -73,6 +73,10 @@ def probe_all() -> dict[str, Any]:
         "available": plug, "reason": "entry point vllm.stat_logger_plugins -> storagecarbon.engines.stat_logger "
                                      "(loaded by `vllm serve`)" if plug else
         "storagecarbon's vllm.stat_logger_plugins entry point is not installed (pip install -e .)"}
+    from .engines.vllm_gpu import gpu_engine_available
+
+    ok, why = gpu_engine_available()
+    engines["vllm (GPU)"] = {"available": ok, "reason": why}
     try:
         from .engines.hf_transformers import transformers_available
 

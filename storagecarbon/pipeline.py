@@ -11,6 +11,7 @@ from .carbon.attribute import Attribution, attribute, carbon_inputs_for
 from .carbon.usage import aggregate
 from .devicedb import DeviceDB
 from .errors import EngineError, StoragecarbonError
+from .model.constants import constants_for
 from .report.build import build_report
 from .report.files import write_report_files
 from .scenario import Carbon, Scenario
@@ -34,20 +35,6 @@ def scenario_db(db: DeviceDB, scenario: dict[str, Any] | None) -> DeviceDB:
     from .devicedb import DeviceOverride
 
     return db.with_overrides({k: DeviceOverride.model_validate(v) for k, v in ov.items()})
-
-
-def resolve_calibration(path: str | None, scenario_path: Path) -> Path | None:
-    """A scenario's ``calibration:`` path: as given (absolute or from the current directory), else
-    relative to the scenario's folder or one of its parents (e.g. the repository root)."""
-    if path is None:
-        return None
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    for base in [scenario_path.resolve().parent, *scenario_path.resolve().parents]:
-        if (base / p).exists():
-            return base / p
-    return p  # load_constants reports it missing, naming the path
 
 
 REPORT_FILES = ("report.json", "trace.arrows", "intervals.parquet", "device_phase.parquet")
@@ -97,7 +84,9 @@ def hardware_present(scn: Scenario, db: DeviceDB) -> tuple[bool, str]:
         return False, "engine: none (model only)"
     if kind == "vllm":
         if "gpu" in scn.hardware.tiers():
-            return False, "the scenario names GPUs; this vLLM path runs on the CPU backend only"
+            from .engines.vllm_gpu import gpu_engine_available
+
+            return gpu_engine_available()
         from .engines.vllm_cpu import engine_available
 
         ok, why = engine_available()
@@ -117,6 +106,10 @@ def hardware_present(scn: Scenario, db: DeviceDB) -> tuple[bool, str]:
 def run_measured(scn: Scenario, db: DeviceDB, scenario_path: Path, work: Path,
                  progress: Callable[[str], None]) -> Path:
     kind = scn.engine.kind
+    if kind == "vllm" and "gpu" in scn.hardware.tiers():
+        from .engines.vllm_gpu import profile_vllm_gpu
+
+        return profile_vllm_gpu(scn, db, scenario_path, work, progress=progress)
     if kind == "vllm":
         from .engines.vllm_profile import profile_vllm
 
@@ -160,9 +153,7 @@ def profile(scenario_path: str | Path, *, db: DeviceDB | None = None, out_dir: s
     else:
         progress(f"modeling: {why}" if mode == "auto" else "modeling (requested)")
         trace = out / "trace.arrows"
-        from .perfmodel import load_constants
-
-        run_model(scn, db, trace, constants=load_constants(resolve_calibration(scn.calibration, scenario_path)))
+        run_model(scn, db, trace, constants=constants_for(scn, scenario_path))
         reason = f"MODELED ({why})" if mode == "auto" else "MODELED (requested)"
     progress("attributing")
     res = attribute_trace(trace, db, scn.carbon, scenario=scn.name or scenario_path.stem, region=region, draws=draws,

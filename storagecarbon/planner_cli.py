@@ -382,6 +382,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Sweep tier configurations with the analytic model; Pareto frontier and a robust (P95) pick."""
         from .devicedb import DeviceDB
+        from .model.constants import constants_for
         from .planner import load_sweep, plan as run_plan
         from .scenario import load_scenario
 
@@ -390,8 +391,9 @@ def register(app: typer.Typer) -> None:
         db = DeviceDB.load(db_dir)
         base = load_scenario(scenario, db)
         loaded = load_sweep(sweep, db)
+        constants = constants_for(base, scenario)  # calibration: resolved as profile resolves it
         with progress(err, "plan") as step:
-            res = run_plan(base, loaded, db, top=top, progress=step, detail_grid=grid)
+            res = run_plan(base, loaded, db, top=top, constants=constants, progress=step, detail_grid=grid)
         if html is not None:
             from .report.html import write_html
 

@@ -194,6 +194,8 @@ class LengthDist(_Strict):
 class SharedPrefix(_Strict):
     tokens: Annotated[int, limits.at_most(limits.TOKENS)] = Field(default=0, ge=0)
     fraction: float = Field(default=1.0, ge=0, le=1, description="share of requests that carry the prefix")
+    warm: bool = Field(default=False, description="the prefix is already in the engine's HBM prefix cache when the "
+                                                  "run starts (a hot system prompt); false: the first request computes it")
 
 
 class Workload(_Strict):

@@ -46,15 +46,14 @@ VLLM_GPU_VERSIONS = {"vllm": "0.26.0", "lmcache": "0.5.3"}   # the pack in ../sh
 def gpu_engine_available() -> tuple[bool, str]:
     """Can real vLLM run on a GPU here? ``(ok, reason)``; never raises, imports nothing heavy
     unless a GPU is visible."""
-    try:
-        import pynvml
+    from ..sensors.nvml import NvmlSensor   # the one module that imports pynvml
 
-        pynvml.nvmlInit()
-        n = pynvml.nvmlDeviceGetCount()
-    except Exception as exc:  # noqa: BLE001
-        return False, f"no NVIDIA GPU visible (NVML: {type(exc).__name__}: {exc})"
-    if n == 0:
-        return False, "NVML sees no GPU"
+    nv = NvmlSensor(pcie=False)
+    probe = nv.probe()
+    n = len(nv.devices()) if probe.available else 0
+    nv.close()
+    if not probe.available or n == 0:
+        return False, f"no NVIDIA GPU visible ({probe.reason})"
     from importlib import util
 
     if util.find_spec("vllm") is None:
