@@ -276,8 +276,10 @@ def test_device_db_ships_as_package_data(root):
     from storagecarbon import devicedb
 
     assert devicedb.DEFAULT_DB_DIR == Path(devicedb.__file__).parent / "device_db"
-    py = (root / "pyproject.toml").read_text()
-    assert 'storagecarbon = ["device_db/*.yaml"]' in py
+    import tomllib
+
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "device_db/*.yaml" in data["tool"]["setuptools"]["package-data"]["storagecarbon"]
     assert len(list(devicedb.DEFAULT_DB_DIR.glob("*.yaml"))) >= 5
 
 

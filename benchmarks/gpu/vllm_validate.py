@@ -61,6 +61,40 @@ def main() -> None:
                   f"| {gb(kb['native_cpu_stored_bytes'])} / {gb(kb['native_cpu_loaded_bytes'])} "
                   f"| {gb(kb['lmcache_cpu_stored_bytes'])} | {gb(kb['lmcache_disk_stored_bytes'])} / "
                   f"{gb(kb['lmcache_disk_loaded_bytes'])} | {gb(kb['external_hit_bytes'])} |")
+    print("\n### KV bytes stored to the CPU tier in the first pass: modeled vs measured\n")
+    print("| run | measured GB | modeled GB | error |\n|---|---|---|---|")
+    import copy as _copy
+    import tempfile as _tf
+    from storagecarbon.calibrate import vllm_mode
+    from storagecarbon.devicedb import DeviceDB as _DB
+    from storagecarbon.model.constants import load_constants as _lc
+    from storagecarbon.model.simulate import run_model
+    from storagecarbon.scenario import Scenario as _S
+    from storagecarbon.trace import read_trace as _rt
+    db0, k0 = _DB.load(), _lc(a.calibration)
+    errs = []
+    for p in sorted((RES / "traces").glob("*.arrows.gz")):
+        if "__load" in p.name or not ("-native__" in p.name or "-lmcache__" in p.name):
+            continue
+        t = load(p)
+        p1 = t.summary["vllm"]["passes"][0]
+        kb = p1["kv_bytes"]
+        meas = kb["native_cpu_stored_bytes"] if "-native__" in p.name else kb["lmcache_cpu_stored_bytes"]
+        echo = _copy.deepcopy(t.header.scenario)
+        echo["workload"] = dict(echo["workload"], passes=1)
+        echo["calibration"] = None
+        with _tf.TemporaryDirectory() as d:
+            run_model(_S.model_validate(echo), db0, Path(d) / "m.arrows", constants=k0)
+            mt = _rt(Path(d) / "m.arrows")
+            sr = mt.series("dram", "bytes_written")
+            mod = float(sr[1][-1]) if sr is not None and len(sr[1]) else None
+        e = None if not meas or mod is None else 100 * (mod - meas) / meas
+        if e is not None:
+            errs.append(abs(e))
+        print(f"| {p.name.split('.')[0]} | {gb(meas)} | {gb(mod)} | {'–' if e is None else f'{e:+.1f} %'} |")
+    if errs:
+        import numpy as _np
+        print(f"\nmedian |error| {_np.median(errs):.1f} %, worst {max(errs):.1f} % (n = {len(errs)})")
     print("\n### Tensor parallel (2 x H200, full 80-layer Llama-3-70B) and weight offload, first pass, against the fit\n")
     from storagecarbon.calibrate import observe_vllm
     from storagecarbon.devicedb import DeviceDB

@@ -165,6 +165,12 @@ def hbm_prefix_chunks(kv_tokens_: Num, chunk: int) -> Num:
     return _max(kv_tokens_ // (PREFIX_CACHE_SHARE * chunk), 0)
 
 
+def offload_unit_tokens(scn: Scenario) -> int:
+    """Tokens per unit of KV the offload tiers store and look up: LMCache's ``chunk_size``; vLLM's
+    native OffloadingConnector works on the engine's KV blocks (``engine.block_size``)."""
+    return scn.engine.block_size if scn.placement.kv.backend == "native" else scn.placement.kv.chunk_size
+
+
 def prefix_tail_tokens(pre_tok: Num, chunk: int, block: int) -> Num:
     """Shared-prefix tokens past its last full LMCache chunk that vLLM's own prefix cache still serves:
     it caches whole blocks of ``block`` tokens (``engine.block_size``), LMCache only whole chunks."""

@@ -100,7 +100,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     kv_hbm_tokens = int(ph.kv_tokens(kv_hbm, kvb))
 
     # ---- LMCache tiers and vLLM's prefix cache
-    chunk = place.kv.chunk_size
+    chunk = ph.offload_unit_tokens(scn)
     chunk_bytes = chunk * kvb
     cpu_cfg = place.kv.local_cpu if place.kv.local_cpu and place.kv.local_cpu.enabled else None
     disk_cfg = place.kv.local_disk if place.kv.local_disk and place.kv.local_disk.enabled else None

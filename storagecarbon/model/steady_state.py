@@ -58,7 +58,7 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     dims = scn.model.dims()
     params = dims.param_count()
     kvb = scn.model.kv_bytes_per_token()
-    chunk = scn.placement.kv.chunk_size
+    chunk = ph.offload_unit_tokens(scn)
     cb = chunk * kvb
     reasons = [""] * H
     codes = [""] * H
