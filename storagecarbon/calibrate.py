@@ -441,9 +441,43 @@ class _CachedToolVersions:
 
 def calibrate(observations: Sequence[Observation], db: Any, *, base: Any = None, max_evals: int = 1500,
               progress: Callable[[str], None] = lambda s: None) -> CalibrationResult:
-    """Fit constants to the observations that are not held out (see module docstring)."""
+    """Fit constants to the observations that are not held out (see module docstring).
+
+    When single-GPU and multi-GPU runs are both given, the fit has two stages: every constant from
+    the single-GPU runs, then ``tp_efficiency`` alone (it only acts on several GPUs) from the
+    multi-GPU runs' TTFT and TPOT with the rest fixed."""
     with _CachedToolVersions():
-        return _calibrate(observations, db, base=base, max_evals=max_evals, progress=progress)
+        single = [o for o in observations if o.n_gpu == 1]
+        multi = [o for o in observations if o.n_gpu > 1]
+        if not (single and multi and any(not o.held_out for o in single) and any(not o.held_out for o in multi)):
+            return _calibrate(observations, db, base=base, max_evals=max_evals, progress=progress)
+        res = _calibrate(single, db, base=base, max_evals=max_evals, progress=progress)
+        progress(f"fitting tp_efficiency to {sum(not o.held_out for o in multi)} multi-GPU trace(s)")
+        from scipy.optimize import minimize_scalar
+
+        tmp = Path(tempfile.mkdtemp(prefix="storagecarbon-cal-tp-"))
+        try:
+            fit_multi = [o for o in multi if not o.held_out]
+
+            def objective(tp: float) -> float:
+                k = replace(res.constants, tp_efficiency=float(tp))
+                tot = 0.0
+                for o in fit_multi:
+                    r = model_once(o.scenario, db, k, tmp)
+                    for key, mv in (("ttft_ms", r.ttft_ms), ("tpot_ms", r.tpot_ms)):
+                        tot += math.log(max(mv, 1e-9) / o.measured[key]) ** 2
+                return tot / (2 * len(fit_multi))
+
+            lo, hi = FIT_BOUNDS["tp_efficiency"]
+            opt = minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
+            k = replace(res.constants, tp_efficiency=float(opt.x))
+            preds = {o.name: predict(o, db, k, tmp) for o in observations}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return CalibrationResult(constants=k, fitted=res.fitted + ["tp_efficiency"],
+                                 defaulted=[d for d in res.defaulted if d != "tp_efficiency"],
+                                 observations=list(observations), predictions=preds, objective=res.objective,
+                                 evaluations=res.evaluations + int(opt.nfev))
 
 
 def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_evals: int,

@@ -96,7 +96,7 @@ def main() -> None:
         import numpy as _np
         print(f"\nmedian |error| {_np.median(errs):.1f} %, worst {max(errs):.1f} % (n = {len(errs)})")
     print("\n### Tensor parallel (2 x H200, full 80-layer Llama-3-70B) and weight offload, first pass, against the fit\n")
-    from storagecarbon.calibrate import observe_vllm
+    from storagecarbon.calibrate import observe
     from storagecarbon.devicedb import DeviceDB
     from storagecarbon.perfmodel import load_constants
     from storagecarbon.calibrate import predict
@@ -107,18 +107,7 @@ def main() -> None:
     for p in sorted((RES / "traces-no-gpu-energy").glob("*.arrows.gz")):
         if "__load" in p.name or not ("l70b80" in p.name or "weights" in p.name):
             continue
-        t = load(p)
-        p1 = t.summary["vllm"]["passes"][0]
-        from storagecarbon.calibrate import Observation, vllm_mode  # noqa: F401
-        import copy
-        from storagecarbon.scenario import Scenario
-        echo = copy.deepcopy(t.header.scenario)
-        echo["workload"] = dict(echo["workload"], passes=1)
-        echo["calibration"] = None
-        if vllm_mode(echo) == "weights":
-            echo["placement"] = dict(echo["placement"], weights={"hbm": 1.0})
-        o = Observation(name=p.name, path=str(p), scenario=Scenario.model_validate(echo), offload="", n_gpu=t.summary["vllm"]["n_gpu"],
-                        measured={"ttft_ms": p1["ttft_ms"]["mean"], "tpot_ms": p1["tpot_ms"]["mean"], "gpu_j_per_token": 1.0})
+        o = observe(p, tmp)   # as calibrate sees it: first pass, warm prefix where it was warm
         m = predict(o, db, k, tmp)
         e1 = 100 * (m["ttft_ms"] - o.measured["ttft_ms"]) / o.measured["ttft_ms"]
         e2 = 100 * (m["tpot_ms"] - o.measured["tpot_ms"]) / o.measured["tpot_ms"]
