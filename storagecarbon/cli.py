@@ -1,4 +1,4 @@
-"""Command line: ``storagecarbon profile | record | report | compare | plan | calibrate | devices | env``.
+"""Command line: ``storagecarbon profile | record | report | compare | plan | calibrate | devices | env | export | query``.
 
 Every user error is a one-line message on stderr and a non-zero exit; no tracebacks.
 """
@@ -87,7 +87,8 @@ def profile(
 # ------------------------------------------------------------------------------------- report
 @app.command()
 def report(
-    trace: Path = typer.Argument(..., help="a trace file (trace.arrows) written by profile or record"),
+    traces: list[str] = typer.Argument(..., help="a trace file (trace.arrows) written by profile or record; or many "
+                                                 "(files, directories, globs: one per node or run) to report together"),
     region: Optional[str] = typer.Option(None, "--region", help="re-attribute with this grid region"),
     gco2e_per_kwh: Optional[float] = typer.Option(None, "--gco2e-per-kwh", help="re-attribute with this intensity"),
     scenario: Optional[Path] = typer.Option(None, "--scenario", help="take carbon settings from this scenario"),
@@ -95,12 +96,25 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="print the report JSON"),
     draws: Optional[int] = typer.Option(None, "--draws"),
     html: Optional[Path] = typer.Option(None, "--html", "-o", help="also write a self-contained HTML report"),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="also write per-interval attribution as a "
+                                           "Hive-partitioned Parquet dataset (node=…/date=…) for `query`"),
+    interval: Optional[float] = typer.Option(None, "--interval", help="dataset interval in s (default 10)"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="traces attributed in parallel (default: the CPUs)"),
     db_dir: Optional[Path] = DbOpt,
 ) -> None:
-    """Re-attribute a saved trace (e.g. with another grid region) and print the report."""
+    """Re-attribute a saved trace (e.g. with another grid region) and print the report; with many traces
+    (or --dataset), report them together per node, tier and device."""
     from .pipeline import attribute_trace
     from .scenario import load_scenario
 
+    if len(traces) > 1 or dataset is not None or not Path(traces[0]).is_file():
+        from .fleet.cli import report_many
+
+        if html is not None or out_dir is not None or gco2e_per_kwh is not None:
+            raise StoragecarbonError("report: --html, --out and --gco2e-per-kwh take one trace file")
+        return report_many(traces, db_dir=db_dir, region=region, scenario=scenario, draws=draws, dataset=dataset,
+                           interval=interval, jobs=jobs, as_json=as_json)
+    trace = Path(traces[0])
     db = _db(db_dir)
     carbon = load_scenario(scenario, db).carbon if scenario else None
     name = scenario.stem if scenario else trace.parent.name or trace.stem
@@ -130,6 +144,10 @@ def record(
                                                                        "(default: the current directory)"),
     vllm_url: Optional[str] = typer.Option(None, "--vllm-url", help="a served vLLM's metrics URL on loopback, e.g. "
                                                                     "http://127.0.0.1:8000/metrics (token counts)"),
+    prometheus: Optional[str] = typer.Option(None, "--prometheus", help="serve live counters (J, gCO2e, bytes per "
+                                             "device and tier) for Prometheus on HOST:PORT while recording"),
+    prometheus_linger: float = typer.Option(0.0, "--prometheus-linger", help="keep serving the final counters this "
+                                            "many s after the command ends (one scrape interval or more)"),
     db_dir: Optional[Path] = DbOpt,
 ) -> None:
     """Record any command: [bold]storagecarbon record -- vllm serve …[/]. Then `storagecarbon report TRACE`."""
@@ -142,8 +160,23 @@ def record(
     if not argv:
         raise StoragecarbonError("record: give the command after --, e.g. storagecarbon record -- python serve.py")
     scn = load_scenario(scenario, _db(db_dir)) if scenario else None
-    rc = record_command(argv, out_file, scenario=scn, hz=hz, timeout_s=timeout, env=dict(LOOPBACK_ENV),
-                        disk_path=disk_path, vllm_url=vllm_url, db=_db(db_dir))
+    server = exporter = None
+    if prometheus:
+        from .fleet.export import LiveExporter, parse_listen
+
+        host, port = parse_listen(prometheus)
+        exporter = LiveExporter(_db(db_dir), carbon=scn.carbon if scn else None)
+        server = exporter.serve(host, port)
+        err.print(f"[dim]Prometheus metrics on http://{host}:{server.port}/metrics[/]")
+    try:
+        rc = record_command(argv, out_file, scenario=scn, hz=hz, timeout_s=timeout, env=dict(LOOPBACK_ENV),
+                            disk_path=disk_path, vllm_url=vllm_url, db=_db(db_dir),
+                            listeners=[exporter.on_tick] if exporter else ())
+        if server is not None and prometheus_linger > 0:
+            __import__("time").sleep(prometheus_linger)
+    finally:
+        if server is not None:
+            server.close()
     if scn is None:
         err.print("[dim]no --scenario: host and DRAM have no device_db record, so their carbon is missing "
                   "(pass --scenario to name the hardware)[/]")
@@ -256,7 +289,7 @@ def env(as_json: bool = typer.Option(False, "--json")) -> None:
 
 def _register_optional() -> None:
     """Commands implemented in their own modules (compare, plan, calibrate)."""
-    for mod in ("storagecarbon.planner_cli", "storagecarbon.calibrate"):
+    for mod in ("storagecarbon.planner_cli", "storagecarbon.calibrate", "storagecarbon.fleet.cli"):
         try:
             m = __import__(mod, fromlist=["register"])
         except ModuleNotFoundError as exc:

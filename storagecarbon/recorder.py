@@ -115,12 +115,15 @@ class Recorder:
     typically :func:`storagecarbon.tiermap.map_tiers`), ``scenario`` (echo), ``notes``, ``host``
     (merged over :func:`host_inventory`), ``sensors`` (extra availability entries, e.g. sensors
     left out before construction). ``probed``: probe results already obtained (sensor name ->
-    :class:`Probe`), so those sensors are not probed twice.
+    :class:`Probe`), so those sensors are not probed twice. ``listeners``: callables
+    ``fn(recorder, rows)`` called in the sampling thread after each tick with the tick's
+    ``(t_s, channel, value)`` rows (e.g. :class:`storagecarbon.fleet.export.LiveExporter`); they
+    must be cheap and must not raise.
     """
 
     def __init__(self, path: str | Path, header_base: dict[str, Any] | None = None, sensors: Sequence[Any] = (),
                  hz: float = 10.0, markers_file: str | Path | None = None, *, flush_s: float = 1.0,
-                 fsync: bool = True, probed: dict[str, Probe] | None = None):
+                 fsync: bool = True, probed: dict[str, Probe] | None = None, listeners: Sequence[Any] = ()):
         if not hz > 0:
             raise ValueError("hz must be > 0")
         self.path = Path(path)
@@ -131,6 +134,7 @@ class Recorder:
         self.flush_s = flush_s
         self.fsync = fsync
         self.probed = dict(probed or {})
+        self.listeners = list(listeners)  # fn(recorder, [(t_s, channel, value), ...]) per tick (live exporters)
         self.header: TraceHeader | None = None
         self.t0_unix = 0.0
         self._t0_mono = 0.0
@@ -241,6 +245,7 @@ class Recorder:
         if w is None:
             return
         c0, w0 = time.thread_time(), time.monotonic()
+        tick: list[tuple[float, int, float]] | None = [] if self.listeners else None
         with self._lock:
             if w.closed:
                 return
@@ -258,6 +263,15 @@ class Recorder:
                     if ch is not None:
                         w.sample(t_s, ch, value)
                         self.rows += 1
+                        if tick is not None:
+                            tick.append((t_s, ch, value))
+            if tick:
+                for fn in self.listeners:
+                    try:
+                        fn(self, tick)
+                    except Exception as exc:  # noqa: BLE001 - an exporter must never stop a recording
+                        e = self.errors.setdefault("listener", {"count": 0, "first": f"{type(exc).__name__}: {exc}"})
+                        e["count"] += 1
             self._drain_markers()
             if time.monotonic() - self._last_flush >= self.flush_s:
                 w.flush()
@@ -449,7 +463,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
                    sensors: list[Any] | None = None, cwd: str | Path | None = None,
                    disk_path: str | Path | None = None, db: Any = None, grace_s: float = 5.0,
                    vllm_url: str | None = None, lmcache: bool | None = None,
-                   summary: dict[str, Any] | None = None) -> int:
+                   summary: dict[str, Any] | None = None, listeners: Sequence[Any] = ()) -> int:
     """Run ``argv`` under a recorder writing ``out_path``; return its exit code.
 
     * The command runs in its own session/process group with ``STORAGECARBON_MARKERS`` (a marker
@@ -466,6 +480,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
       disks, NVML and RAPL when available, LMCache taps when the scenario uses LMCache). The disk
       device is the scenario's ssd/hdd tier (its ``path`` or LMCache's ``local_disk`` path), else the
       disk holding ``disk_path`` (default: ``cwd``).
+    * ``listeners``: passed to the :class:`Recorder` (e.g. a live Prometheus exporter).
     """
     from .sensors.nvml import NvmlSensor
     from .sensors.procio import ProcTree
@@ -523,7 +538,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
     full_env[TAP_ENV] = str(tap_dir)
     full_env.update(env or {})
 
-    rec = Recorder(out_path, header_base, sensors, hz=hz, markers_file=markers, probed=probed)
+    rec = Recorder(out_path, header_base, sensors, hz=hz, markers_file=markers, probed=probed, listeners=listeners)
     result: dict[str, Any] = {"argv": argv, "cwd": cwd, **(summary or {})}
     rc = 0
     proc: subprocess.Popen[bytes] | None = None
