@@ -399,13 +399,29 @@ class TraceFollower:
     def __init__(self, path: str | Path, exporter: LiveExporter):
         self.path = Path(path)
         self.exporter = exporter
-        self.header = read_header(self.path)
+        self.header: TraceHeader | None = None
         self.batches = 0
         self.ended = False
+        self._read_header()
+
+    def _read_header(self) -> bool:
+        """Read the header once it is there: a recorder's file stays empty until its first flush."""
+        from ..errors import TraceError
+
+        if self.header is None:
+            if self.path.is_file() and self.path.stat().st_size == 0:
+                return False
+            if not self.path.exists():
+                raise TraceError(f"{self.path}: trace file does not exist")
+            self.header = read_header(self.path)
+        return True
 
     def poll(self) -> bool:
         if self.ended:
             return True
+        if not self._read_header():
+            return False
+        assert self.header is not None
         n = 0
         for batch in iter_batches(self.path):
             n += 1
