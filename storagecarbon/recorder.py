@@ -116,9 +116,9 @@ class Recorder:
     (merged over :func:`host_inventory`), ``sensors`` (extra availability entries, e.g. sensors
     left out before construction). ``probed``: probe results already obtained (sensor name ->
     :class:`Probe`), so those sensors are not probed twice. ``listeners``: callables
-    ``fn(recorder, rows)`` called in the sampling thread after each tick with the tick's
-    ``(t_s, channel, value)`` rows (e.g. :class:`storagecarbon.fleet.export.LiveExporter`); they
-    must be cheap and must not raise.
+    ``fn(recorder, rows, markers)`` called in the sampling thread after each tick with the tick's
+    ``(t_s, channel, value)`` rows and the ``(t_s, event, label)`` markers drained from the marker
+    file (e.g. :class:`storagecarbon.fleet.export.LiveExporter`); they must be cheap.
     """
 
     def __init__(self, path: str | Path, header_base: dict[str, Any] | None = None, sensors: Sequence[Any] = (),
@@ -134,7 +134,7 @@ class Recorder:
         self.flush_s = flush_s
         self.fsync = fsync
         self.probed = dict(probed or {})
-        self.listeners = list(listeners)  # fn(recorder, [(t_s, channel, value), ...]) per tick (live exporters)
+        self.listeners = list(listeners)  # fn(recorder, rows, markers) per tick (live exporters)
         self.header: TraceHeader | None = None
         self.t0_unix = 0.0
         self._t0_mono = 0.0
@@ -265,14 +265,14 @@ class Recorder:
                         self.rows += 1
                         if tick is not None:
                             tick.append((t_s, ch, value))
-            if tick:
+            drained = self._drain_markers()
+            if tick is not None and (tick or drained):
                 for fn in self.listeners:
                     try:
-                        fn(self, tick)
+                        fn(self, tick, drained)
                     except Exception as exc:  # noqa: BLE001 - an exporter must never stop a recording
                         e = self.errors.setdefault("listener", {"count": 0, "first": f"{type(exc).__name__}: {exc}"})
                         e["count"] += 1
-            self._drain_markers()
             if time.monotonic() - self._last_flush >= self.flush_s:
                 w.flush()
                 self._last_flush = time.monotonic()
@@ -283,12 +283,17 @@ class Recorder:
         self._wall_sum += wall
         self._wall_max = max(self._wall_max, wall)
 
-    def _drain_markers(self) -> None:
+    def _drain_markers(self) -> list[tuple[float, str, str]]:
+        """Copy new lines of the marker file into the trace; returns them as ``(t_s, event, label)``."""
         if self._tail is None or self._writer is None:
-            return
+            return []
+        out = []
         for t_unix, event, label in self._tail.read():
-            self._writer.marker(t_unix - self.t0_unix, event.replace(":", "_"), label)
+            m = (t_unix - self.t0_unix, event.replace(":", "_"), label)
+            self._writer.marker(*m)
             self.markers += 1
+            out.append(m)
+        return out
 
     def marker(self, event: str, label: str = "", *, t_unix: float | None = None) -> None:
         """Record a marker now (or at ``t_unix``), e.g. ``marker("phase_start", "decode")``."""

@@ -159,7 +159,7 @@ def _header(n_dev: int = 2) -> TraceHeader:
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 1e6), st.floats(0, 1e9), st.booleans()), min_size=2, max_size=40),
        st.lists(st.integers(1, 10), min_size=1, max_size=8))
-def test_live_totals_equal_the_trace_aggregate_for_any_split(tmp_path_factory, steps, cuts):
+def test_live_usage_equals_the_trace_aggregate_for_any_split(tmp_path_factory, steps, cuts):
     # GIVEN a trace with counters (that may reset) and gauges
     h = _header(1)
     path = tmp_path_factory.mktemp("h") / "t.arrows"
@@ -167,10 +167,17 @@ def test_live_totals_equal_the_trace_aggregate_for_any_split(tmp_path_factory, s
     ctr = np.cumsum([a for a, _, _ in steps])
     ctr = np.where([r for _, _, r in steps], ctr / 3, ctr)  # some samples drop: counter resets
     gauge = np.array([g for _, g, _ in steps])
+    tend = float(t[-1])
+    markers = [(tend * 0.3, "phase_start", "prefill"), (tend * 0.55, "phase_end", "prefill"),
+               (tend * 0.55, "phase_start", "decode")]
     with TraceWriter(path, h, fsync=False) as w:
         w.samples(np.repeat(t, 2), np.tile([0, 1], len(t)), np.column_stack([ctr, gauge]).ravel())
-    # WHEN the live accumulator gets the same samples in arbitrary chunks
+        for m in markers:
+            w.marker(*m)
+    # WHEN the live accumulator gets the same samples in arbitrary chunks (markers as they come)
     live = LiveUsage(h)
+    live.add_markers(markers[:1])
+    live.add_markers(markers[1:])
     c = np.tile([0, 1], len(t))
     tt, vv = np.repeat(t, 2), np.column_stack([ctr, gauge]).ravel()
     i = 0
@@ -181,9 +188,11 @@ def test_live_totals_equal_the_trace_aggregate_for_any_split(tmp_path_factory, s
         i += k
     live.add(tt[i:], c[i:], vv[i:])
     # THEN its totals are the aggregate's (one rule: usage.increments)
-    u = aggregate(path)
+    u, lu = aggregate(path), live.usage()
+    assert lu.phases == u.phases
+    assert lu.phase_time_s == pytest.approx(u.phase_time_s, rel=1e-9, abs=1e-12)
     for q in QUANTITIES:
-        assert live.totals[q][0] == pytest.approx(u.by_phase[q][0].sum(), rel=1e-9, abs=1e-6)
+        assert lu.by_phase[q] == pytest.approx(u.by_phase[q], rel=1e-9, abs=1e-6)
     assert live.duration_s == pytest.approx(u.duration_s)
 
 
@@ -218,3 +227,14 @@ def test_bad_listen_addresses_and_export_options(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope.arrows"), "--textfile", str(tmp_path / "m.prom")]) != 0
     assert main(["export", str(tmp_path / "nope.arrows")]) != 0
     assert "exactly one of" in capsys.readouterr().err
+
+
+def test_grafana_dashboard_uses_only_exported_names(root):
+    import json
+    import re
+
+    dash = json.loads((root / "docs/grafana/storagecarbon.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    names = {n for e in exprs for n in re.findall(r"storagecarbon_[a-z0-9_]+", e)}
+    known = {f"storagecarbon_{k}" + ("_total" if kind == "counter" else "") for k, (kind, _) in LiveExporter._HELP.items()}
+    assert names and names <= known | {"storagecarbon_run_info"}, names - known

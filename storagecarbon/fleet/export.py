@@ -45,7 +45,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..trace import TraceHeader, iter_batches, read_header, split_special
-from ..usage import OTHER, QUANTITIES, WORKLOAD, Usage, increments, quantity_of
+from ..usage import OTHER, QUANTITIES, WORKLOAD, Usage, _phase_timeline, increments, quantity_of
 
 STORAGE_TIERS = ("dram", "ssd", "hdd", "remote")
 PREFIX = "storagecarbon"
@@ -85,12 +85,14 @@ def attribute_now(usage: Usage, db: Any, inputs: Any) -> Any:
 
 
 class LiveUsage:
-    """Running usage totals of one trace, fed samples in time order per channel."""
+    """Running usage totals of one trace per device and phase, fed samples (each channel's in time
+    order) and the phase markers known so far (a marker arrives no later than the samples after it)."""
 
     def __init__(self, header: TraceHeader):
         self.header = header
         devs = [d.id for d in header.devices]
         self._didx = {d: i for i, d in enumerate(devs)}
+        self.n_dev = len(devs)
         n_ch = max((c.id for c in header.channels), default=-1) + 1
         self.n_ch = n_ch
         self.ch_dev = np.full(n_ch, -1, dtype=np.int64)
@@ -107,7 +109,8 @@ class LiveUsage:
                     self.has[(ch.device, q)] = True
             elif ch.metric in WORKLOAD:
                 self.ch_q[ch.id] = ch.metric
-        self.totals = {q: np.zeros(len(devs)) for q in QUANTITIES}
+        self.pidx: dict[str, int] = {OTHER: 0}
+        self._by_phase = {q: np.zeros((self.n_dev, 4)) for q in QUANTITIES}
         self.workload = {w: 0.0 for w in WORKLOAD}
         self.last_t = np.full(n_ch, np.nan)
         self.last_v = np.full(n_ch, np.nan)
@@ -115,7 +118,38 @@ class LiveUsage:
         self.t_first = np.inf
         self.t_last = -np.inf
         self.samples = 0
+        self.markers: list[tuple[float, str, str]] = []
+        self._timeline: tuple[np.ndarray, np.ndarray, list[str]] = (np.zeros(0), np.zeros(0, dtype=np.int64), [])
 
+    # -------------------------------------------------------------- phases
+    def add_markers(self, markers: list[tuple[float, str, str]]) -> None:
+        ph = [m for m in markers if m[1] in ("phase_start", "phase_end")]
+        if not ph:
+            return
+        self.markers += ph
+        times, active, names = _phase_timeline(self.markers)  # the rule of usage.aggregate
+        for n in names:
+            self._phase_index(n)
+        self._timeline = (times, np.asarray([self.pidx[a] for a in active], dtype=np.int64), names)
+
+    def _phase_index(self, name: str) -> int:
+        i = self.pidx.get(name)
+        if i is None:
+            i = self.pidx[name] = len(self.pidx)
+            cap = next(iter(self._by_phase.values())).shape[1]
+            if i >= cap:
+                for q, a in self._by_phase.items():
+                    self._by_phase[q] = np.concatenate([a, np.zeros((self.n_dev, cap))], axis=1)
+        return i
+
+    def _phase_at(self, t: np.ndarray) -> np.ndarray:
+        times, bphase, _ = self._timeline
+        if len(times) == 0:
+            return np.zeros(len(t), dtype=np.int64)
+        k = np.searchsorted(times, t, side="right") - 1
+        return np.where(k >= 0, bphase[np.clip(k, 0, None)], 0)
+
+    # -------------------------------------------------------------- samples
     def add(self, t: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
         """Add samples (any channel order; each channel's samples in time order)."""
         if len(c) == 0:
@@ -130,6 +164,7 @@ class LiveUsage:
         order = np.argsort(c, kind="stable")
         c_s, t_s, v_s = c[order], t[order], v[order]
         bounds = np.flatnonzero(np.diff(c_s)) + 1
+        n_ph = next(iter(self._by_phase.values())).shape[1]
         for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(c_s)]])):
             cid = int(c_s[a])
             tt, vv = t_s[a:b], v_s[a:b]
@@ -141,25 +176,40 @@ class LiveUsage:
             q = self.ch_q[cid]
             if q is None or len(tt) < 2:
                 continue
-            _t0, d = increments(tt, vv, bool(self.ch_cum[cid]))
+            t0, d = increments(tt, vv, bool(self.ch_cum[cid]))
             dev = self.ch_dev[cid]
             if dev < 0:
                 self.workload[q] += float(d.sum())
             else:
-                self.totals[q][dev] += float(d.sum())
+                self._by_phase[q][dev] += np.bincount(self._phase_at(t0), weights=d, minlength=n_ph)[:n_ph]
+
+    @property
+    def totals(self) -> dict[str, np.ndarray]:
+        """quantity -> [device] over all phases."""
+        return {q: a.sum(axis=1) for q, a in self._by_phase.items()}
 
     @property
     def duration_s(self) -> float:
         return max(0.0, self.t_last - self.t_first) if np.isfinite(self.t_first) else 0.0
 
     def usage(self) -> Usage:
-        """A one-phase :class:`Usage` of the run so far (what :func:`~storagecarbon.attribution.attribute` takes)."""
+        """The :class:`Usage` of the run so far (what :func:`~storagecarbon.attribution.attribute` takes):
+        phases as :func:`~storagecarbon.usage.aggregate` finds them, one interval."""
+        times, bphase, names = self._timeline
+        phases = list(names) + [OTHER]
+        cols = [self.pidx[p] for p in phases]
         T = self.duration_s
-        by = {q: a[:, None].copy() for q, a in self.totals.items()}
-        return Usage(header=self.header, phases=[OTHER], phase_time_s=np.array([T]), by_phase=by, has=dict(self.has),
-                     workload=dict(self.workload), interval_s=max(T, 1e-9), by_interval={q: a.copy() for q, a in by.items()},
-                     interval_phase_s=np.array([[T]]), duration_s=T,
-                     t_start=self.t_first if np.isfinite(self.t_first) else 0.0, truncated=False, samples=self.samples)
+        t0 = self.t_first if np.isfinite(self.t_first) else 0.0
+        edges = np.concatenate([[t0], times[(times > t0) & (times < t0 + T)], [t0 + T]])
+        seg = np.zeros(len(self.pidx))
+        np.add.at(seg, self._phase_at(edges[:-1]), np.diff(edges))
+        phase_time = seg[cols]
+        by = {q: a[:, cols].copy() for q, a in self._by_phase.items()}
+        by_int = {q: a.sum(axis=1, keepdims=True) for q, a in by.items()}
+        return Usage(header=self.header, phases=phases, phase_time_s=phase_time, by_phase=by, has=dict(self.has),
+                     workload=dict(self.workload), interval_s=max(T, 1e-9), by_interval=by_int,
+                     interval_phase_s=phase_time[:, None].copy(), duration_s=T, t_start=t0, truncated=False,
+                     samples=self.samples)
 
     def seen(self, device: str, metric: str) -> bool:
         """Whether the channel has at least one sample (a counter needs two to have moved)."""
@@ -190,8 +240,6 @@ class LiveExporter:
         self._pending: list[list[tuple[float, int, float]]] = []
         self._live: LiveUsage | None = None
         self._held: dict[tuple[str, tuple[str, ...]], float] = {}
-        self._dirty = True
-        self._families: list[Any] = []
         self.attribution_errors = 0
         self.last_error: str | None = None
         if header is not None:
@@ -204,29 +252,33 @@ class LiveExporter:
             if self.inputs is None:
                 self.inputs = carbon_inputs(self.db, carbon=self._carbon, header=header, region=self._region)
 
-    def on_tick(self, recorder: Any, rows: list[tuple[float, int, float]]) -> None:
-        """Recorder listener: keep the tick's rows for the next scrape."""
-        if self._live is None and recorder.header is not None:
-            with self._lock:
-                self._bind(recorder.header)
+    def on_tick(self, recorder: Any, rows: list[tuple[float, int, float]],
+                markers: list[tuple[float, str, str]] = ()) -> None:
+        """Recorder listener: keep the tick's rows and markers for the next scrape."""
         with self._lock:
-            self._pending.append(rows)
+            if self._live is None and recorder.header is not None:
+                self._bind(recorder.header)
+            self._pending.append((rows, list(markers)))
 
-    def feed(self, header: TraceHeader, t: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
+    def feed(self, header: TraceHeader, t: np.ndarray, c: np.ndarray, v: np.ndarray,
+             markers: list[tuple[float, str, str]] = ()) -> None:
         with self._lock:
             self._bind(header)
             assert self._live is not None
+            self._live.add_markers(list(markers))
             self._live.add(np.asarray(t, dtype=np.float64), np.asarray(c, dtype=np.int64), np.asarray(v, dtype=np.float64))
-            self._dirty = True
 
     def _drain(self) -> None:
+        """Fold the ticks kept since the last scrape. Markers go first: an increment's phase is the
+        one active at its start time, so knowing a later marker early changes nothing."""
         pend, self._pending = self._pending, []
         if not pend or self._live is None:
             return
-        rows = [r for tick in pend for r in tick]
-        a = np.asarray(rows, dtype=np.float64)
-        self._live.add(a[:, 0], a[:, 1].astype(np.int64), a[:, 2])
-        self._dirty = True
+        self._live.add_markers([m for _, mk in pend for m in mk])
+        rows = [r for rs, _ in pend for r in rs]
+        if rows:
+            a = np.asarray(rows, dtype=np.float64)
+            self._live.add(a[:, 0], a[:, 1].astype(np.int64), a[:, 2])
 
     # ------------------------------------------------------------------ output
     def _hold(self, name: str, labels: tuple[str, ...], value: float) -> float:
@@ -427,8 +479,8 @@ class TraceFollower:
             n += 1
             if n <= self.batches:
                 continue
-            t, c, v, _mk, end = split_special(batch)
-            self.exporter.feed(self.header, t, c, v)
+            t, c, v, mk, end = split_special(batch)
+            self.exporter.feed(self.header, t, c, v, mk)
             if end is not None:
                 self.ended = True
         self.batches = max(self.batches, n)

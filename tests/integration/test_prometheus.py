@@ -108,7 +108,7 @@ def served_run(prometheus, root, db, tmp_path_factory):
     (work / "engine" / "spec.json").write_text(json.dumps(spec))
     trace = work / "trace.arrows"
     argv = ["record", "--scenario", str(root / SCENARIO), "--out", str(trace),
-            "--prometheus", f"127.0.0.1:{prometheus['target_port']}", "--prometheus-linger", "3", "--",
+            "--prometheus", f"127.0.0.1:{prometheus['target_port']}", "--prometheus-linger", "5", "--",
             sys.executable, "-m", "storagecarbon.engines.vllm_run", "--spec", str(work / "engine" / "spec.json"),
             "--result", str(work / "engine" / "result.json"), "--workdir", str(work / "engine"), "--timeout", "400"]
     cwd = Path.cwd()
@@ -150,11 +150,16 @@ def test_series_exist_increase_and_agree_with_the_report(served_run, db):
              start=str(t0), end=str(t1), step="1")
     w_vals = [float(v) for _, v in wr[0]["values"]]
     assert w_vals[0] < w_vals[-1]  # LMCache's disk tier was written during the run, not only at its end
-    # AND the last values are the report's (central values, same carbon kernel)
+    # AND the last values are the report's (central values, same carbon kernel), once Prometheus
+    # has scraped the recorder's final sample (it serves it for 5 s after the command ends)
     from storagecarbon.pipeline import attribute_trace
 
     res = attribute_trace(served_run["trace"], db, served_run["scenario"].carbon, scenario="prom")
     attr = res.attribution
+    scrapes = api(base, "/api/v1/query", query="count_over_time(up[10m])", time=at)
+    ups = api(base, "/api/v1/query_range", query="up", start=str(t1 - 6), end=str(t1), step="1")
+    seconds = api(base, "/api/v1/query", query="last_over_time(storagecarbon_recorded_seconds_total[10m])", time=at)
+    assert float(seconds[0]["value"][1]) == pytest.approx(attr.usage.duration_s, rel=1e-9), (scrapes, ups)
     for i, d in enumerate(attr.devices):
         assert co2[(d.id, d.tier, "embodied")] == pytest.approx(attr.embodied_best_g[i].sum(), rel=1e-9)
         assert co2[(d.id, d.tier, "operational")] == pytest.approx(attr.operational_best_g[i].sum(), rel=1e-9)
@@ -164,3 +169,15 @@ def test_series_exist_increase_and_agree_with_the_report(served_run, db):
     assert io[("ssd0", "write", "app")] == ssd["app_bytes_written"] > 0
     share = api(base, "/api/v1/query", query="last_over_time(storagecarbon_storage_share_ratio[10m])", time=at)
     assert 0 < float(share[0]["value"][1]) < 1
+
+
+def test_every_grafana_panel_query_answers(served_run, root):
+    # GIVEN the shipped Grafana dashboard, WHEN each panel's PromQL runs on the Prometheus that
+    # scraped the run (Grafana's variables filled in as Grafana would)
+    dash = json.loads((root / "docs/grafana/storagecarbon.json").read_text())
+    at = str(served_run["t1"] - 1)
+    for p in dash["panels"]:
+        for t in p["targets"]:
+            expr = t["expr"].replace("$__rate_interval", "10s").replace('instance=~"$instance"', 'instance=~".+"')
+            # THEN it is valid and returns data
+            assert api(served_run["base"], "/api/v1/query", query=expr, time=at), (p["title"], expr)
