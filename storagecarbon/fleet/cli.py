@@ -23,7 +23,9 @@ def _g(p: dict[str, float] | None) -> str:
     return f"{p['p50']:.4g} ({p['p5']:.3g}–{p['p95']:.3g})"
 
 
-def _bytes(x: float) -> str:
+def _bytes(x: float | None) -> str:
+    if x is None:
+        return "—"
     for unit, f in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if x >= f:
             return f"{x / f:.3g} {unit}"
@@ -47,7 +49,8 @@ def render_fleet(rep: dict[str, Any], console: Console = out) -> None:
                   "missing"):
             tab.add_column(c, overflow="fold")
         for r in rows:
-            tab.add_row(*[str(r[n]) for n in names], f"{r['energy_j_best']:.4g}",
+            tab.add_row(*[str(r[n]) for n in names],
+                        "missing" if r["energy_j_best"] is None else f"{r['energy_j_best']:.4g}",
                         f"{_bytes(r['bytes_read'])} / {_bytes(r['bytes_written'])}",
                         f"{_bytes(r['app_bytes_read'])} / {_bytes(r['app_bytes_written'])}",
                         _g(r["embodied_gco2e"]), _g(r["operational_gco2e"]), "; ".join(r["missing"][:3]))

@@ -62,9 +62,10 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def carbon_inputs(db: Any, *, carbon: Any = None, header: TraceHeader | None = None, region: str | None = None,
-                  base_dir: Path | None = None) -> Any:
-    """Carbon inputs for live attribution, resolved as ``report`` does (scenario, else the trace's
-    scenario echo, else the ``world`` grid); one draw, since only central values are exported."""
+                  base_dir: Path | None = None, draws: int | None = 1) -> Any:
+    """Carbon inputs resolved as ``report`` does (scenario, else the trace's scenario echo, else the
+    ``world`` grid). ``draws=1`` for the exporter, which exports central values only; ``None``: the
+    scenario's number of draws."""
     from ..pipeline import inputs_for
     from ..scenario import Carbon
 
@@ -74,7 +75,7 @@ def carbon_inputs(db: Any, *, carbon: Any = None, header: TraceHeader | None = N
             carbon = Carbon.model_validate(echo.get("carbon") or {"region": region or "world"})
         except Exception:  # noqa: BLE001 - an odd echo falls back as in report
             carbon = Carbon(region=region or "world")
-    return inputs_for(carbon, db, base_dir, region=region, draws=1)
+    return inputs_for(carbon, db, base_dir, region=region, draws=draws)
 
 
 def attribute_now(usage: Usage, db: Any, inputs: Any) -> Any:

@@ -14,6 +14,7 @@ conservative (wider) for inputs that would vary independently between nodes.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
@@ -88,41 +89,50 @@ class TraceResult:
     dataset_files: list[str] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=4)
+def _load_db(db_dir: str | None) -> Any:
+    """device_db, parsed once per process (worker) and directory: it is read-only data, and
+    parsing its YAML costs more than attributing an hour-long trace."""
+    from ..devicedb import DeviceDB
+
+    return DeviceDB.load(Path(db_dir) if db_dir else None)
+
+
 def attribute_one(path: str, *, db_dir: str | None = None, region: str | None = None, draws: int | None = None,
                   carbon: dict | None = None, interval_s: float | None = None,
                   dataset_dir: str | None = None) -> TraceResult:
     """Attribute one trace (runs in a worker process); optionally write its dataset rows."""
-    from ..devicedb import DeviceDB
     from ..scenario import Carbon
     from ..usage import aggregate
     from .export import attribute_now, carbon_inputs
 
     p = Path(path)
-    db = DeviceDB.load(Path(db_dir) if db_dir else None)
+    db = _load_db(db_dir)
     usage = aggregate(p, interval_s=interval_s)
     inputs = carbon_inputs(db, carbon=Carbon.model_validate(carbon) if carbon else None, header=usage.header,
-                           region=region)
-    if draws is not None:
-        from dataclasses import replace
-
-        inputs = replace(inputs, draws=draws)
+                           region=region, draws=draws)
     attr = attribute_now(usage, db, inputs)
     node = node_of(usage.header, p)
     rid = run_id(p)
     rows = []
     for i, b in enumerate(attr.devices):
         q = usage.by_phase
+
+        def measured(name: str) -> float | None:  # no channel: missing, not 0
+            return float(q[name][i].sum()) if usage.has.get((b.id, name)) else None
+
         rows.append({
             "node": node, "device": b.id, "tier": b.tier, "db_key": b.db_key, "count": b.count,
             "energy_basis": b.energy, "occupancy_basis": b.occupancy,
             "energy_missing": not b.energy or b.energy.startswith("missing"),
             "embodied_missing": b.embodied_unit_kg is None or b.occupancy.startswith("missing"),
-            "energy_j_best": float(attr.energy_best_j[i].sum()),
-            "bytes_read": float(q["bytes_read"][i].sum()), "bytes_written": float(q["bytes_written"][i].sum()),
-            "app_bytes_read": float(q["app_bytes_read"][i].sum()),
-            "app_bytes_written": float(q["app_bytes_written"][i].sum()),
-            "embodied_best_g": float(attr.embodied_best_g[i].sum()),
-            "operational_best_g": float(attr.operational_best_g[i].sum()),
+            "energy_j_best": None if not b.energy or b.energy.startswith("missing") else float(attr.energy_best_j[i].sum()),
+            "bytes_read": measured("bytes_read"), "bytes_written": measured("bytes_written"),
+            "app_bytes_read": measured("app_bytes_read"), "app_bytes_written": measured("app_bytes_written"),
+            "embodied_best_g": None if b.embodied_unit_kg is None or b.occupancy.startswith("missing")
+            else float(attr.embodied_best_g[i].sum()),
+            "operational_best_g": None if not b.energy or b.energy.startswith("missing")
+            else float(attr.operational_best_g[i].sum()),
             "embodied_draws": attr.embodied_g[i].sum(axis=0),
             "operational_draws": attr.operational_g[i].sum(axis=0),
         })
@@ -138,6 +148,14 @@ def attribute_one(path: str, *, db_dir: str | None = None, region: str | None = 
                                     or usage.requests_from_markers or 0),
                        generated_tokens=int(summ.get("generated_tokens") or usage.workload.get("generated_tokens") or 0),
                        dataset_files=files)
+
+
+def _add(a: float | None, b: float | None) -> float | None:
+    """Sum where missing stays missing: None only when every part is None (the ``missing`` list
+    says which parts lacked the figure)."""
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
 class FleetTotals:
@@ -163,11 +181,11 @@ class FleetTotals:
             key = (row["node"], row["tier"], row["device"])
             g = self.groups.get(key)
             if g is None:
-                g = self.groups[key] = {k: 0.0 for k in self.KEYS}
+                g = self.groups[key] = {k: None for k in self.KEYS}
                 g.update({"db_keys": set(), "runs": 0, "energy_missing_runs": 0, "embodied_missing_runs": 0,
                           "emb": np.zeros_like(row["embodied_draws"]), "op": np.zeros_like(row["operational_draws"])})
             for k in self.KEYS:
-                g[k] += row[k]
+                g[k] = _add(g[k], row[k])
             g["db_keys"].add(row["db_key"])
             g["runs"] += 1
             g["energy_missing_runs"] += int(row["energy_missing"])
@@ -186,10 +204,10 @@ class FleetTotals:
             k = tuple(key[i] for i in pos)
             a = acc.get(k)
             if a is None:
-                a = acc[k] = {**{f: 0.0 for f in self.KEYS}, "emb": np.zeros_like(g["emb"]),
+                a = acc[k] = {**{f: None for f in self.KEYS}, "emb": np.zeros_like(g["emb"]),
                               "op": np.zeros_like(g["op"]), "missing": []}
             for f in self.KEYS:
-                a[f] += g[f]
+                a[f] = _add(a[f], g[f])
             a["emb"] = a["emb"] + g["emb"]
             a["op"] = a["op"] + g["op"]
             for what in ("energy", "embodied"):
@@ -202,7 +220,10 @@ class FleetTotals:
                                                            for n, x in zip(names, kv[0]))):
             emb, op = a.pop("emb"), a.pop("op")
             out.append({**dict(zip(names, k)), **{f: a[f] for f in self.KEYS},
-                        "embodied_gco2e": pct(emb), "operational_gco2e": pct(op), "total_gco2e": pct(emb + op),
+                        "embodied_gco2e": None if a["embodied_best_g"] is None else pct(emb),
+                        "operational_gco2e": None if a["operational_best_g"] is None else pct(op),
+                        "total_gco2e": None if a["embodied_best_g"] is None and a["operational_best_g"] is None
+                        else pct(emb + op),
                         "missing": a["missing"]})
         return out
 
