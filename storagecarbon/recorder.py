@@ -230,6 +230,8 @@ class Recorder:
         for s in active:
             mine = {(d, m): cid[(d, m)] for d, m, _ in s.channels() if owner.get((d, m)) == s.name}
             self._active.append((s, mine))
+            if callable(getattr(s, "use_channels", None)):
+                s.use_channels(set(mine))  # a sensor may skip reads whose channels another sensor owns
         if self.markers_file is not None:
             self._tail = _MarkerTail(self.markers_file)
         self.sample_now()
@@ -253,12 +255,17 @@ class Recorder:
                 nxt = elapsed_ticks + 1
             k = nxt
 
-    def sample_now(self) -> None:
-        """One tick: read every active sensor, drain markers, flush if due."""
+    def sample_now(self, fresh: bool = False) -> None:
+        """One tick: read every active sensor, drain markers, flush if due. ``fresh`` (and the final
+        sample of :meth:`stop`): sensors that read some sources at a lower rate read them all now."""
         w = self._writer
         if w is None:
             return
         c0, w0 = time.thread_time(), time.monotonic()
+        if fresh or self.stopped:
+            for s, _ in self._active:
+                if callable(getattr(s, "refresh", None)):
+                    s.refresh()
         tick: list[tuple[float, int, float]] | None = [] if self.listeners else None
         with self._lock:
             if w.closed:
@@ -287,7 +294,10 @@ class Recorder:
                     except Exception as exc:  # noqa: BLE001 - an exporter must never stop a recording
                         e = self.errors.setdefault("listener", {"count": 0, "first": f"{type(exc).__name__}: {exc}"})
                         e["count"] += 1
-            if time.monotonic() - self._last_flush >= self.flush_s:
+            now = time.monotonic()
+            # the writer also flushes by itself when rows arrive (TraceWriter._last_flush): one
+            # flush (and fsync) a second, not two
+            if now - max(self._last_flush, getattr(w, "_last_flush", 0.0)) >= self.flush_s:
                 w.flush()
                 self._last_flush = time.monotonic()
             self.ticks += 1
@@ -575,7 +585,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
         pgid = proc.pid
         tree.attach(proc.pid, session=proc.pid)
         rec.marker("command_start", str(proc.pid))
-        rec.sample_now()  # baseline of the fresh process tree (its counters start near zero)
+        rec.sample_now(fresh=True)  # baseline of the fresh process tree (its counters start near zero)
 
         if threading.current_thread() is threading.main_thread():
             def _forward(signum: int, _frame: Any) -> None:
@@ -608,7 +618,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
                 _killpg(pgid, signal.SIGKILL)
                 forwarded["t"] = float("inf")
             time.sleep(0.05)
-        rec.sample_now()  # the main process may be a zombie now: its final counters still read
+        rec.sample_now(fresh=True)  # the main process may be a zombie now: its final counters still read
         killed = _end_group(pgid, grace_s, exclude=None)
         if killed:
             result["killed_leftover_pids"] = killed

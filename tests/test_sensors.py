@@ -656,7 +656,7 @@ def test_proc_tree_finds_late_children_and_reads_outsiders_once(tmp_path, monkey
             "print(g.pid, flush=True); time.sleep(5)\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        tree = ProcTree(p.pid, rescan_s=0.0, max_age_s=0.0)
+        tree = ProcTree(p.pid, rescan_s=0.0, max_age_s=0.0, stat_interval_s=0.0)
         assert [m.pid for m in tree.members()] == [p.pid]
         reads: list[int] = []
         orig = tree._stat_text

@@ -79,7 +79,7 @@ class LMCacheTapSensor(SensorBase):
 
     def __init__(self, tap_dir: str | Path | None = None, *, disk_device: str | None = "ssd0",
                  dram_device: str | None = "dram", remote_device: str | None = None,
-                 disk_path: str | Path | None = None, du_interval_s: float = 1.0):
+                 disk_path: str | Path | None = None, du_interval_s: float = 2.0):
         tap_dir = tap_dir if tap_dir is not None else os.environ.get(TAP_ENV)
         self.tap_dir = Path(tap_dir) if tap_dir else None
         self.disk_device = disk_device

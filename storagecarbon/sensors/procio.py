@@ -107,10 +107,11 @@ class ProcTree:
       ``rescan_s``, and in any case every ``max_rescan_s``; a scan lists ``/proc`` and reads only
       the pids it has not classified before (see :meth:`_full_scan`). Between scans a member that
       exits is dropped when its descriptor answers ESRCH;
-    * the root's ``stat`` is read every tick, the other members' every ``stat_interval_s`` (their
-      CPU time and RSS move in steps of that length; ``io`` is read every tick). When a member's
-      ``io`` answers ESRCH (it was reaped), :class:`ProcIOSensor` re-reads every member at once, so
-      a parent that absorbed its child's counters is never counted next to the child.
+    * members' ``stat`` (CPU time, RSS, membership) is read every ``stat_interval_s``, and at once
+      after :meth:`invalidate` (the recorder's first and final samples, ``sample_now(fresh=True)``);
+      ``io`` every tick when its channels are used. When a member's ``io`` answers ESRCH (it was
+      reaped), :class:`ProcIOSensor` re-reads every member at once, so a parent that absorbed its
+      child's counters is never counted next to the child.
 
     A child that starts and exits between two scans is not lost: its parent reaps it and its IO
     and CPU time land in the parent's counters. ``attach(pid)`` sets the root after the command is
@@ -129,6 +130,7 @@ class ProcTree:
         self.max_rescan_s = max_rescan_s
         self.stat_interval_s = stat_interval_s
         self._stat_t = -1e9
+        self.version = 0  # bumped by every fresh read of the members
         self._snap: list[ProcStat] = []
         self._snap_t = -1.0
         self._scan_t = -1e9
@@ -150,6 +152,12 @@ class ProcTree:
         self._snap_t = -1.0
         self._scan_t = -1e9
         self._outside.clear()
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """The next :meth:`members` reads every member again (e.g. for a final sample)."""
+        self._stat_t = -1e9
+        self._snap_t = -1.0
 
     def close(self) -> None:
         for fds in (self._fd_stat, self._fd_io):
@@ -271,26 +279,10 @@ class ProcTree:
         if self.root_pid is None:
             return []
         now = time.monotonic()
-        if not refresh and now - self._snap_t <= self.max_age_s:
+        if not refresh and (now - self._snap_t <= self.max_age_s or now - self._stat_t < self.stat_interval_s):
             return self._snap
         stats: dict[int, ProcStat] = {}
         scanned = self._scan_due(now)
-        partial = not (scanned or refresh) and now - self._stat_t < self.stat_interval_s
-        if partial and self.root_pid in self._known:
-            # between full reads only the root's stat is read again (it carries what it reaped
-            # and, once a zombie, the command's final counters); the others hold their last values
-            fd = self._fd(self._fd_stat, self.root_pid, "stat")
-            data = _pread(fd) if fd is not None else None
-            st = None
-            if data:
-                try:
-                    st = parse_proc_stat(data.decode("utf-8", "replace"))
-                except (ValueError, IndexError):
-                    st = None
-            if st is not None and st.start_ticks == self._known[self.root_pid]:
-                snap = [st if m.pid == st.pid else m for m in self._snap]
-                self._snap, self._snap_t = snap, now
-                return snap
         self._stat_t = now
         if scanned:
             self._scan_lastpid = self._last_pid()  # before the scan: a pid allocated during it rescans
@@ -336,6 +328,7 @@ class ProcTree:
         depth = self._order
         ordered = sorted(stats.values(), key=lambda st: (depth[st.pid], st.pid)) if len(stats) > 1 else list(stats.values())
         self._snap, self._snap_t = ordered, now
+        self.version += 1
         self.max_members = max(self.max_members, len(ordered))
         return ordered
 
@@ -466,6 +459,9 @@ class ProcIOSensor(SensorBase):
         self.counters = counters
         self._io = _TreeTotals(IO_FIELDS)
         self._cpu = _TreeTotals(("cpu_s",))
+        self._io_every_s = 0.0  # every tick
+        self._cpu_version = -1
+        self._io_t = -1e9
         rk, wk = ("read_bytes", "write_bytes") if counters == "storage" else ("rchar", "wchar")
         self._rk, self._wk = IO_FIELDS.index(rk), IO_FIELDS.index(wk)
         self.denied: set[int] = set()
@@ -491,20 +487,37 @@ class ProcIOSensor(SensorBase):
         if self.tree.root_pid is None:
             return []
         members = self.tree.members()
-        io, gone = self._read_io(members)
-        if gone:  # a member was reaped: its parent's counters now hold its share; re-read all
-            members = self.tree.members(refresh=True)
-            io, _ = self._read_io(members)
-        cpu = {m.key: (m.cpu_total_s,) for m in members}
+        io: dict[tuple[int, int], tuple[int, ...]] = {}
+        now = time.monotonic()
+        if self._io_every_s == 0.0 or now - self._io_t >= self._io_every_s:
+            self._io_t = now
+            io, gone = self._read_io(members)
+            if gone:  # a member was reaped: its parent's counters now hold its share; re-read all
+                members = self.tree.members(refresh=True)
+                io, _ = self._read_io(members)
         t_io = self._io.update_values(io, members)
-        t_cpu = self._cpu.update_values(cpu, members)
+        t_cpu = self._cpu.update_values({m.key: (m.cpu_total_s,) for m in members}, members) \
+            if self.tree.version != self._cpu_version else self._cpu._out
         rows: list[Row] = []
-        if self.disk_device:
+        if self.disk_device and self._io_every_s == 0.0:
             rows += [(self.disk_device, "app_bytes_read", t_io[self._rk]),
                      (self.disk_device, "app_bytes_written", t_io[self._wk])]
-        if self.host_device:
+        if self.host_device and self.tree.version != self._cpu_version:
+            self._cpu_version = self.tree.version  # a new reading, not the held one again
             rows.append((self.host_device, "cpu_time_s", t_cpu[0]))
         return rows
+
+    def refresh(self) -> None:
+        """Read everything fresh on the next :meth:`read` (the recorder's first and final samples)."""
+        self.tree.invalidate()
+        self._io_t = -1e9
+
+    def use_channels(self, kept: set[tuple[str, str]]) -> None:
+        """Told by the recorder which of its channels it owns: when another sensor (LMCache's
+        taps) owns the disk's app bytes, ``io`` is read once a second, for the footer totals only."""
+        if self.disk_device and (self.disk_device, "app_bytes_written") not in kept \
+                and (self.disk_device, "app_bytes_read") not in kept:
+            self._io_every_s = 1.0
 
     def _read_io(self, members: list[ProcStat]) -> tuple[dict[tuple[int, int], tuple[int, ...]], bool]:
         io: dict[tuple[int, int], tuple[int, ...]] = {}
