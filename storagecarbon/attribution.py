@@ -278,6 +278,7 @@ def attribute(usage: Usage, db: DeviceDB, inputs: CarbonInputs) -> Attribution:
         warnings.extend(b.warnings)
     if usage.truncated:
         warnings.append("trace was cut short (no footer): figures cover the recorded part only")
+    warnings.extend(usage.notes)  # faults while recording: failed command, sensor gaps, counter resets
     return Attribution(devices=bases, phases=phases, embodied_g=emb, operational_g=op_g,
                        embodied_best_g=emb_best, operational_best_g=op_best_g, energy_best_j=op_best_j,
                        wear_share_won=wear_won, usage=usage, inputs=inputs, warnings=warnings)

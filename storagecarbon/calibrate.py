@@ -142,6 +142,8 @@ def observe(path: str | Path, tmp: Path) -> Observation:
     name = (tr.header.scenario or {}).get("name") or src.name.split(".")[0]
     if tr.header.source != "measured":
         raise StoragecarbonError(f"{src}: a {tr.header.source} trace; calibrate needs measured runs")
+    if s.get("vllm") and tr.header.scenario:
+        return observe_vllm(src, tr, name)
     if not tf or not tr.header.scenario:
         raise StoragecarbonError(f"{src}: not a transformers-engine run (no 'transformers' block in its summary); "
                                  "calibrate fits batch runs of engine: transformers")
@@ -172,6 +174,74 @@ def observe(path: str | Path, tmp: Path) -> Observation:
     measured = {"ttft_ms": float(lat["ttft_ms"]["mean"]), "tpot_ms": float(lat["tpot_ms"]["mean"]),
                 "gpu_j_per_token": energy / gen}
     return Observation(name=name, path=str(path), scenario=scn, offload=str(tf.get("offload")), n_gpu=n_gpu,
+                       measured=measured, sha256=_sha256(src), machine=machine)
+
+
+def vllm_mode(scenario: dict[str, Any]) -> str:
+    """Offload mode of a vLLM run from its scenario echo: hbm, native, lmcache or weights."""
+    pl = scenario.get("placement") or {}
+    kv = pl.get("kv") or {}
+    if (pl.get("weights") or {}).get("dram"):
+        return "weights"
+    if kv.get("local_cpu") or kv.get("local_disk"):
+        return "native" if kv.get("backend") == "native" else "lmcache"
+    return "hbm"
+
+
+def pass_energy_j(tr: Any, t0: float, t1: float) -> float | None:
+    """Measured GPU energy (J, all GPUs) between two trace times, from the NVML energy counters
+    (linear interpolation between samples; ``None`` when a GPU has no energy channel)."""
+    tot = 0.0
+    gpus = [d for d in tr.header.devices if d.tier == "hbm"]
+    if not gpus:
+        return None
+    for d in gpus:
+        sr = tr.series(d.id, "energy_j")
+        if sr is None or len(sr[0]) < 2:
+            return None
+        t, v = sr
+        tot += float(np.interp(t1, t, v) - np.interp(t0, t, v))
+    return tot
+
+
+def observe_vllm(src: Path, tr: Any, name: str) -> Observation:
+    """A vLLM workload trace (``benchmarks/gpu/vllm_matrix.py``) as an observation: its first pass
+    (no KV served from an offload tier yet; every mode computes every prompt) with TTFT, TPOT and
+    GPU J per generated token measured over that pass's window. The modeled equivalent is the
+    trace's scenario echo with one pass. Later passes (hits from the offload tiers) are compared
+    separately (:func:`hit_pass_rows`)."""
+    from .scenario import Scenario
+
+    s = tr.summary
+    v = s["vllm"]
+    p1 = v["passes"][0]
+    if not (p1.get("ttft_ms") and p1.get("tpot_ms")):
+        raise StoragecarbonError(f"{src}: first pass has no TTFT/TPOT")
+    wins = [m for m in tr.markers if m[2] == p1["label"] and m[1] in ("window_start", "window_end")]
+    if len(wins) < 2:
+        raise StoragecarbonError(f"{src}: no window markers for {p1['label']}")
+    t0, t1 = wins[0][0], wins[-1][0]
+    e = pass_energy_j(tr, t0, t1)
+    if e is None or e <= 0 or not p1.get("generated_tokens"):
+        raise StoragecarbonError(f"{src}: no measured GPU energy or tokens in {p1['label']}")
+    echo = copy.deepcopy(tr.header.scenario)
+    echo["workload"] = dict(echo["workload"], passes=1)
+    echo["calibration"] = None
+    mode = vllm_mode(echo)
+    if mode == "weights":
+        # vLLM 0.26 kept every weight in HBM on these runs (its log: "Model loading took" the full
+        # weight size; TPOT equal to the HBM runs): measured as what ran, an all-HBM run.
+        echo["placement"] = dict(echo["placement"], weights={"hbm": 1.0})
+    scn = Scenario.model_validate(echo)
+    n_gpu = int(v.get("n_gpu") or 1)
+    gpus = [d for d in tr.header.devices if d.tier == "hbm"]
+    machine = {"gpus": sorted({d.name for d in gpus}), "gpu_db_keys": sorted({str(d.db_key) for d in gpus}),
+               "gpu_count": n_gpu, "versions": (s.get("engine") or {}).get("versions") or {},
+               "date_utc": _dt.datetime.fromtimestamp(tr.header.t0_unix, _dt.timezone.utc).isoformat(timespec="seconds")}
+    measured = {"ttft_ms": float(p1["ttft_ms"]["mean"]), "tpot_ms": float(p1["tpot_ms"]["mean"]),
+                "gpu_j_per_token": e / float(p1["generated_tokens"])}
+    nm = src.name.split(".")[0]
+    return Observation(name=nm, path=str(src), scenario=scn, offload=f"vllm-{mode}", n_gpu=n_gpu,
                        measured=measured, sha256=_sha256(src), machine=machine)
 
 
@@ -496,7 +566,9 @@ def result_document(res: CalibrationResult, *, command: str = "") -> dict[str, A
             "objective_mean_sq_log_error": round(res.objective, 6),
             "evaluations": res.evaluations,
             "basis": {n: BASIS.get(n, "") for n in res.fitted},
-            "engine": "HF transformers generate() batch runs (modeled equivalent: one batch arriving at t=0)",
+            "engine": ("vLLM offline batch runs (first pass of each workload; modeled equivalent: the trace's "
+                       "scenario echo with one pass)" if any(o.offload.startswith("vllm") for o in res.observations)
+                       else "HF transformers generate() batch runs (modeled equivalent: one batch arriving at t=0)"),
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": command,
         },

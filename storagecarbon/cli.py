@@ -56,6 +56,7 @@ def profile(
     region: Optional[str] = typer.Option(None, "--region", help="override the scenario's grid region"),
     draws: Optional[int] = typer.Option(None, "--draws", help="Monte Carlo draws (default: scenario, 2000)"),
     html: Optional[Path] = typer.Option(None, "--html", "-o", help="also write a self-contained HTML report"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also print every source, note and sensor"),
     db_dir: Optional[Path] = DbOpt,
 ) -> None:
     """Run (or model) a scenario and attribute its carbon per tier, phase, request and 1k tokens."""
@@ -63,13 +64,11 @@ def profile(
 
     if mode not in ("auto", "modeled", "measured"):
         raise StoragecarbonError(f"--mode: {mode!r} is not one of auto, modeled, measured")
+    from .report.progress import progress
+
     db = _db(db_dir)
-    if as_json:
-        res = run_profile(scenario, db=db, out_dir=out_dir, mode=mode, region=region, draws=draws)
-    else:
-        with err.status("profiling…") as st:
-            res = run_profile(scenario, db=db, out_dir=out_dir, mode=mode, region=region, draws=draws,
-                              progress=lambda s: st.update(s))
+    with progress(err, "profile") as step:
+        res = run_profile(scenario, db=db, out_dir=out_dir, mode=mode, region=region, draws=draws, progress=step)
     if html is not None:
         from .report.html import write_html
 
@@ -79,9 +78,9 @@ def profile(
         return
     from .report.terminal import render
 
-    render(res.report, out)
-    out.print(f"[dim]{res.mode_reason}; files in {res.out_dir}/ (report.json, trace.arrows, intervals.parquet, "
-              f"device_phase.parquet){'; html ' + str(html) if html else ''}[/]")
+    render(res.report, out, verbose=verbose)
+    out.print(f"[dim]files in {res.out_dir}/: report.json, trace.arrows, intervals.parquet, device_phase.parquet"
+              f"{'; html ' + str(html) if html else ''}[/]", highlight=False)
 
 
 # ------------------------------------------------------------------------------------- report
@@ -100,6 +99,7 @@ def report(
                                            "Hive-partitioned Parquet dataset (node=…/date=…) for `query`"),
     interval: Optional[float] = typer.Option(None, "--interval", help="dataset interval in s (default 10)"),
     jobs: Optional[int] = typer.Option(None, "--jobs", help="traces attributed in parallel (default: the CPUs)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also print every source, note and sensor"),
     db_dir: Optional[Path] = DbOpt,
 ) -> None:
     """Re-attribute a saved trace (e.g. with another grid region) and print the report; with many traces
@@ -129,7 +129,7 @@ def report(
     else:
         from .report.terminal import render
 
-        render(res.report, out)
+        render(res.report, out, verbose=verbose)
 
 
 # ------------------------------------------------------------------------------------- record
@@ -180,16 +180,45 @@ def record(
     if scn is None:
         err.print("[dim]no --scenario: host and DRAM have no device_db record, so their carbon is missing "
                   "(pass --scenario to name the hardware)[/]")
-    err.print(f"trace written to {out_file} (command exit code {rc}); next: storagecarbon report {out_file}")
+    _print_record_outcome(out_file, rc)
     raise typer.Exit(rc)
 
 
+def _print_record_outcome(out_file: Path, rc: int) -> None:
+    """How the recorded command ended (from the trace footer) and where the trace is."""
+    from .trace import read_trace
+
+    status = ""
+    try:
+        status = str(read_trace(out_file).summary.get("command_status") or "")
+    except StoragecarbonError:
+        pass
+    if status.startswith("failed"):
+        err.print(f"[red]the recorded command {status}[/] (exit code {rc}); the trace is closed and complete up to its end")
+    err.print(f"trace written to {out_file} (command exit code {rc}); next: storagecarbon report {out_file}")
+
+
 # ------------------------------------------------------------------------------------ devices
+def _range(low: float | None, best: float | None, high: float | None) -> str:
+    """``best [low–high]``; an absent bound reads ``?``, a figure with only a best has no range."""
+    from .report.units import MISSING, num
+
+    if best is None and low is None and high is None:
+        return MISSING
+    mid = num(best) if best is not None else "?"
+    if (low is None and high is None) or low == best == high:
+        return mid
+    return f"{mid} [{'?' if low is None else num(low)}–{'?' if high is None else num(high)}]"
+
+
 @devices_app.command("list")
 def devices_list(kind: Optional[str] = typer.Option(None, "--kind", help="gpu | dram | ssd | hdd | host | cpu"),
-                 as_json: bool = typer.Option(False, "--json"), db_dir: Optional[Path] = DbOpt) -> None:
-    """List device records with their embodied range and source."""
-    from rich.table import Table
+                 as_json: bool = typer.Option(False, "--json"),
+                 verbose: bool = typer.Option(False, "--verbose", "-v", help="also list the source of each embodied figure"),
+                 db_dir: Optional[Path] = DbOpt) -> None:
+    """List device records: capacity, embodied carbon (best [low–high]), power; sources with --verbose."""
+    from .report.terminal import table
+    from .report.units import count, num
 
     db = _db(db_dir)
     devs = db.of_kind(kind)
@@ -198,14 +227,35 @@ def devices_list(kind: Optional[str] = typer.Option(None, "--kind", help="gpu | 
     if as_json:
         _print_json([d.model_dump(mode="json") for d in devs])
         return
-    t = Table(title=f"{len(devs)} devices")
-    for c in ("key", "kind", "capacity GB", "embodied kgCO2e (low/best/high)", "per", "source"):
-        t.add_column(c, overflow="fold")
+    order = {k: i for i, k in enumerate(("gpu", "cpu", "host", "dram", "ssd", "hdd"))}
+    devs = sorted(devs, key=lambda d: (order.get(d.kind, 9), d.key))
+    t = table(f"{len(devs)} devices" + (f" of kind {kind}" if kind else ""))
+    t.add_column("key", no_wrap=True)
+    t.add_column("GB", justify="right", no_wrap=True)
+    t.add_column("embodied\nkgCO2e", justify="right", no_wrap=True)
+    t.add_column("per", no_wrap=True)
+    t.add_column("power W\nidle/active", justify="right", no_wrap=True)
+    if verbose:
+        t.add_column("embodied source")
+    last = None
     for d in devs:
         e = d.embodied_kgco2e
-        rng = "missing" if e is None else "/".join("—" if v is None else f"{v:g}" for v in (e.low, e.best, e.high))
-        t.add_row(d.key, d.kind, "—" if d.capacity_gb is None else f"{d.capacity_gb:g}", rng,
-                  e.per if e else "", (e.source[:80] + "…") if e and len(e.source) > 80 else (e.source if e else ""))
+        idle = d.idle_w.central if d.idle_w else None
+        act = d.active_w.central if d.active_w else None
+        power = "—" if idle is None and act is None else f"{'—' if idle is None else num(idle)}/{'—' if act is None else num(act)}"
+        if d.kind != last:
+            if last is not None:
+                t.rows[-1].end_section = True
+            t.add_row(f"[bold]{d.kind}[/]", *[""] * (len(t.columns) - 1))
+            last = d.kind
+        cells = [d.key, "—" if d.capacity_gb is None else count(d.capacity_gb),
+                 "missing" if e is None else _range(e.low, e.best, e.high), e.per if e else "", power]
+        if verbose:
+            cells.append(e.source if e else "")
+        t.add_row(*cells)
+    t.caption = ("embodied: best \\[low–high] per unit or per GB of capacity (? = bound not published); power: "
+                 "idle/active, — where device_db has none (missing, not zero). Sources: --verbose, or "
+                 "storagecarbon devices show KEY")
     out.print(t)
 
 
@@ -213,13 +263,28 @@ def devices_list(kind: Optional[str] = typer.Option(None, "--kind", help="gpu | 
 def devices_show(key: str = typer.Argument(..., help="device key or exact vendor alias"),
                  as_json: bool = typer.Option(False, "--json"), db_dir: Optional[Path] = DbOpt) -> None:
     """Show one device record with every figure and its source."""
-    import yaml
+    from rich.markup import escape
+
+    from .report.terminal import kv_grid
 
     d = _db(db_dir).get(key)
+    rec = d.model_dump(mode="json", exclude_none=True)
     if as_json:
-        _print_json(d.model_dump(mode="json", exclude_none=True))
-    else:
-        out.print(yaml.safe_dump(d.model_dump(mode="json", exclude_none=True), sort_keys=False, width=110))
+        _print_json(rec)
+        return
+    g = kv_grid()
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else k, x)
+        elif isinstance(v, list):
+            g.add_row(prefix, escape(", ".join(str(x) for x in v)))
+        else:
+            g.add_row(prefix, escape(str(v)))
+
+    walk("", rec)
+    out.print(g)
 
 
 @devices_app.command("check")
@@ -233,23 +298,38 @@ def devices_check(db_dir: Optional[Path] = DbOpt) -> None:
 
 
 @devices_app.command("regions")
-def devices_regions(as_json: bool = typer.Option(False, "--json"), db_dir: Optional[Path] = DbOpt) -> None:
+def devices_regions(as_json: bool = typer.Option(False, "--json"),
+                    verbose: bool = typer.Option(False, "--verbose", "-v", help="also list each figure's source"),
+                    db_dir: Optional[Path] = DbOpt) -> None:
     """List grid regions (gCO2e/kWh, year, source) and PUE presets."""
     db = _db(db_dir)
     if as_json:
         _print_json({"regions": [r.model_dump(mode="json") for r in db.regions.values()],
                      "pue": [p.model_dump(mode="json") for p in db.pue.values()]})
         return
-    from rich.table import Table
+    from .report.terminal import table
 
-    t = Table(title="grid regions")
-    for c in ("key", "name", "year", "gCO2e/kWh (low/best/high)", "source"):
-        t.add_column(c, overflow="fold")
+    t = table(f"{len(db.regions)} grid regions")
+    t.add_column("key", no_wrap=True)
+    t.add_column("name")
+    t.add_column("year", no_wrap=True)
+    t.add_column("gCO2e/kWh", justify="right", no_wrap=True)
+    if verbose:
+        t.add_column("source")
     for r in db.regions.values():
         f = r.gco2e_per_kwh
-        t.add_row(r.key, r.name, str(r.year), "/".join("—" if v is None else f"{v:g}" for v in (f.low, f.best, f.high)),
-                  f.source)
+        cells = [r.key, r.name, str(r.year), _range(f.low, f.best, f.high)]
+        t.add_row(*(cells + [f.source] if verbose else cells))
     out.print(t)
+    p = table("PUE presets")
+    p.add_column("key", no_wrap=True)
+    p.add_column("PUE", justify="right", no_wrap=True)
+    p.add_column("what")
+    for k, v in db.pue.items():
+        p.add_row(k, _range(v.value.low, v.value.best, v.value.high), v.name)
+    out.print(p)
+    out.print("[dim]gCO2e/kWh and PUE: best \\[low–high] (? = bound not published); sources: --verbose[/]",
+              highlight=False)
 
 
 # ----------------------------------------------------------------------------------- scenario
@@ -263,6 +343,32 @@ def scenario_check(files: list[Path] = typer.Argument(..., help="scenario YAML f
     for f in files:
         s = load_scenario(f, db)
         out.print(f"{f}: OK ({s.model.dims().name}, {s.workload.num_requests()} requests, engine {s.engine.kind})")
+
+
+@scenario_app.command("schema")
+def scenario_schema() -> None:
+    """Print the scenario JSON Schema (for editors: yaml-language-server, VS Code)."""
+    from .scenario_doc import json_schema
+
+    _print_json(json_schema())
+
+
+@scenario_app.command("reference")
+def scenario_reference(write: Optional[Path] = typer.Option(None, "--write", help="write the Markdown here "
+                                                                                  "(docs/scenario-reference.md)")) -> None:
+    """Print (or write) the scenario reference: every field with its type, unit, default and meaning."""
+    from .scenario_doc import render_reference, undocumented
+
+    missing = undocumented()
+    if missing:
+        raise StoragecarbonError(f"scenario fields without a meaning: {', '.join(missing)} "
+                                 "(add a description in scenario.py or an entry in scenario_doc.FIELD_DOCS)")
+    text = render_reference()
+    if write is None:
+        sys.stdout.write(text)
+        return
+    write.write_text(text, encoding="utf-8")
+    out.print(f"wrote {write}")
 
 
 # ---------------------------------------------------------------------------------------- env

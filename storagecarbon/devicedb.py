@@ -13,10 +13,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .errors import UnknownKeyError, ValidationError
-from .yamlio import load_yaml, validate
+from .yamlio import StrictModel, load_yaml, validate
 
 DEFAULT_DB_DIR = Path(__file__).resolve().parent.parent / "device_db"
 
@@ -24,8 +24,7 @@ DeviceKind = Literal["gpu", "dram", "ssd", "hdd", "host", "cpu"]
 TIER_OF_KIND = {"gpu": "hbm", "dram": "dram", "ssd": "ssd", "hdd": "hdd", "host": "host", "cpu": "host"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel  # strict numbers, no unknown fields (storagecarbon.yamlio)
 
 
 class Figure(_Strict):

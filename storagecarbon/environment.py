@@ -37,6 +37,10 @@ def probe_all() -> dict[str, Any]:
 
     ok, why = engine_available()
     engines["vllm+lmcache (CPU)"] = {"available": ok, "reason": why}
+    from .engines.vllm_gpu import gpu_engine_available
+
+    ok, why = gpu_engine_available()
+    engines["vllm (GPU)"] = {"available": ok, "reason": why}
     try:
         from .engines.hf_transformers import transformers_available
 

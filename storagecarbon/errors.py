@@ -46,3 +46,11 @@ class EngineError(StoragecarbonError):
     """A serving engine failed or is not available on this machine."""
 
     exit_code = 3
+
+
+class TraceWriteError(TraceError):
+    """Writing a trace failed (disk full, file too large, IO error): recording stopped there.
+
+    What was written before the failure stays readable (the file reads as truncated)."""
+
+    exit_code = 4

@@ -27,29 +27,10 @@ class ProfileResult:
 
 
 def load_intensity_series(path: str | Path) -> np.ndarray:
-    """Hourly CSV with a column gco2e_per_kwh (other columns ignored)."""
-    import csv
+    """Hourly CSV with a column gco2e_per_kwh (other columns ignored): the planner's one reader."""
+    from .planner import load_intensity_csv
 
-    p = Path(path)
-    try:
-        with p.open() as f:
-            rd = csv.DictReader(f)
-            if rd.fieldnames is None or "gco2e_per_kwh" not in rd.fieldnames:
-                raise StoragecarbonError(f"{p}:1: header: needs a gco2e_per_kwh column")
-            vals = []
-            for i, row in enumerate(rd, start=2):
-                try:
-                    v = float(row["gco2e_per_kwh"])
-                except (TypeError, ValueError):
-                    raise StoragecarbonError(f"{p}:{i}: gco2e_per_kwh: not a number ({row['gco2e_per_kwh']!r})") from None
-                if v < 0:
-                    raise StoragecarbonError(f"{p}:{i}: gco2e_per_kwh: must be >= 0")
-                vals.append(v)
-    except FileNotFoundError:
-        raise StoragecarbonError(f"{p}: intensity file does not exist") from None
-    if not vals:
-        raise StoragecarbonError(f"{p}: intensity file has no rows")
-    return np.asarray(vals)
+    return load_intensity_csv(path)
 
 
 def inputs_for(carbon: Carbon, db: DeviceDB, base_dir: Path | None = None, **kw: Any) -> CarbonInputs:
@@ -76,6 +57,46 @@ def resolve_calibration(path: str | None, scenario_path: Path) -> Path | None:
     return p  # load_constants reports it missing, naming the path
 
 
+REPORT_FILES = ("report.json", "trace.arrows", "intervals.parquet", "device_phase.parquet")
+
+
+def safe_dir_name(name: str) -> str:
+    """``name`` as one harmless path component: letters, digits, ``.``, ``_`` and ``-`` kept, every
+    other run of characters (``/``, ``..``, spaces, control characters) replaced by ``_``, no
+    leading dot, at most 100 characters; ``scenario`` when nothing is left."""
+    import re
+
+    comp = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._-")[:100].strip("._-")
+    return comp or "scenario"
+
+
+def default_report_dir(root: Path, name: str, progress: Callable[[str], None] = lambda s: None) -> Path:
+    """Where a report goes when the user named no directory: ``root/<safe name>``.
+
+    A scenario name never places output outside ``root``: it is sanitised (:func:`safe_dir_name`),
+    and the result must resolve inside ``root``. Files there are replaced only when the directory
+    is new, empty or already a storagecarbon report directory; anything else is refused (the user
+    then names the directory with ``--out``).
+    """
+    comp = safe_dir_name(name)
+    if comp != name:
+        progress(f"scenario name {name!r} is not a plain directory name; its report goes to {root / comp}")
+    out = root / comp
+    root_r = root.resolve()
+    out_r = out.resolve()
+    if out_r.parent != root_r:
+        raise StoragecarbonError(f"{out}: resolves to {out_r}, outside {root_r}; name the report directory with --out")
+    if out.exists():
+        if not out.is_dir():
+            raise StoragecarbonError(f"{out}: exists and is not a directory; name the report directory with --out")
+        present = {p.name for p in out.iterdir()}
+        if present and not present & set(REPORT_FILES):
+            raise StoragecarbonError(f"{out}: exists and is not a storagecarbon report directory (it holds "
+                                     f"{', '.join(sorted(present)[:3])}{', ...' if len(present) > 3 else ''}); "
+                                     "its files are not replaced: name the report directory with --out")
+    return out
+
+
 def hardware_present(scn: Scenario, db: DeviceDB) -> tuple[bool, str]:
     """Is the scenario's hardware on this machine (so the run can be measured)?"""
     kind = scn.engine.kind
@@ -83,7 +104,9 @@ def hardware_present(scn: Scenario, db: DeviceDB) -> tuple[bool, str]:
         return False, "engine: none (model only)"
     if kind == "vllm":
         if "gpu" in scn.hardware.tiers():
-            return False, "the scenario names GPUs; this vLLM path runs on the CPU backend only"
+            from .engines.vllm_gpu import gpu_engine_available
+
+            return gpu_engine_available()
         from .engines.vllm_cpu import engine_available
 
         ok, why = engine_available()
@@ -103,6 +126,10 @@ def hardware_present(scn: Scenario, db: DeviceDB) -> tuple[bool, str]:
 def run_measured(scn: Scenario, db: DeviceDB, scenario_path: Path, work: Path,
                  progress: Callable[[str], None]) -> Path:
     kind = scn.engine.kind
+    if kind == "vllm" and "gpu" in scn.hardware.tiers():
+        from .engines.vllm_gpu import profile_vllm_gpu
+
+        return profile_vllm_gpu(scn, db, scenario_path, work, progress=progress)
     if kind == "vllm":
         from .engines.vllm_profile import profile_vllm
 
@@ -132,7 +159,7 @@ def profile(scenario_path: str | Path, *, db: DeviceDB | None = None, out_dir: s
     db = db or DeviceDB.load()
     scenario_path = Path(scenario_path)
     scn = load_scenario(scenario_path, db)
-    out = Path(out_dir) if out_dir else Path("reports") / (scn.name or scenario_path.stem)
+    out = Path(out_dir) if out_dir else default_report_dir(Path("reports"), scn.name or scenario_path.stem, progress)
     out.mkdir(parents=True, exist_ok=True)
     present, why = hardware_present(scn, db)
     if mode == "measured" and not present:

@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .attribution import J_PER_KWH, SECONDS_PER_YEAR, UNIT_KINDS, Triple
 from .devicedb import DeviceDB
 from .errors import StoragecarbonError, ValidationError
 from .perfmodel import ModelConstants, load_constants, sample_workload
 from .scenario import Scenario
-from .yamlio import LocatedYaml, load_yaml, validate
+from .yamlio import LocatedYaml, StrictModel, load_yaml, validate
 
 PLAN_VERSION = 1
 COMPARE_VERSION = 1
@@ -173,25 +173,47 @@ class IntensitySeries:
 
 def load_intensity_csv(path: str | Path) -> np.ndarray:
     """``timestamp,gco2e_per_kwh`` (other columns ignored); errors name FILE:LINE: field."""
+    import io
+
+    from . import limits
+
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise ValidationError(str(p), None, "file", "intensity series is not a regular file")
     try:
-        f = p.open(newline="")
+        with p.open("rb") as fb:
+            raw_bytes = fb.read(int(limits.CSV_BYTES.value) + 1)
     except FileNotFoundError:
         raise ValidationError(str(p), None, "file", "intensity series does not exist") from None
-    with f:
-        rd = csv.DictReader(f)
+    except OSError as exc:
+        raise ValidationError(str(p), None, "file", f"intensity series cannot be read ({exc.__class__.__name__})") from None
+    if len(raw_bytes) > limits.CSV_BYTES.value:
+        raise ValidationError(str(p), None, "file", f"larger than {limits.CSV_BYTES.value:,.0f} bytes ({limits.CSV_BYTES.why})")
+    try:
+        text = raw_bytes.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(str(p), None, "file", f"not UTF-8 text (byte {exc.start})") from None
+    if "\0" in text:
+        raise ValidationError(str(p), None, "file", "contains NUL bytes: not a CSV text file")
+    rd = csv.DictReader(io.StringIO(text, newline=""))
+    vals = []
+    try:
         if rd.fieldnames is None or "gco2e_per_kwh" not in rd.fieldnames:
             raise ValidationError(str(p), 1, "header", "needs columns timestamp,gco2e_per_kwh")
-        vals = []
-        for i, row in enumerate(rd, start=2):
+        for row in rd:
+            i = rd.line_num
             raw = row.get("gco2e_per_kwh")
             try:
                 v = float(raw)  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                raise ValidationError(str(p), i, "gco2e_per_kwh", f"not a number ({raw!r})") from None
-            if not v >= 0:
-                raise ValidationError(str(p), i, "gco2e_per_kwh", "must be >= 0")
+                raise ValidationError(str(p), i, "gco2e_per_kwh", f"not a number ({str(raw)[:40]!r})") from None
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValidationError(str(p), i, "gco2e_per_kwh", "must be a finite number >= 0")
             vals.append(v)
+            if len(vals) > limits.CSV_ROWS.value:
+                raise ValidationError(str(p), i, "rows", f"more than {limits.CSV_ROWS.value:,.0f} rows ({limits.CSV_ROWS.why})")
+    except csv.Error as exc:
+        raise ValidationError(str(p), rd.line_num, "csv", f"not valid CSV ({exc})") from None
     if not vals:
         raise ValidationError(str(p), None, "rows", "intensity series has no rows")
     return np.asarray(vals, dtype=np.float64)
@@ -454,7 +476,7 @@ def uses_from_usage(usage: Any, db: DeviceDB, lifetime_overrides: dict[str, floa
 def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str | None = None,
                 progress: Callable[[str], None] = lambda s: None) -> Option:
     """A scenario (modeled profile), a report directory or a trace file -> :class:`Option` (IO edge)."""
-    from .pipeline import attribute_trace, profile
+    from .pipeline import attribute_trace, default_report_dir, profile
     from .scenario import Carbon, load_scenario
 
     p = Path(path)
@@ -462,7 +484,8 @@ def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str |
         scn = load_scenario(p, db)
         name = scn.name or p.stem
         progress(f"modeling {name}")
-        res = profile(p, db=db, out_dir=out_root / name, mode="modeled", region=region, draws=200)
+        res = profile(p, db=db, out_dir=default_report_dir(out_root, name, progress), mode="modeled", region=region,
+                      draws=200)
         report, usage, carbon = res.report, res.attribution.usage, scn.carbon
         base_dir = p.parent
     else:
@@ -589,6 +612,23 @@ def compare(options: Sequence[Option], db: DeviceDB, *, draws: int = 2000, seed:
                       "rel_diff": bands(d / np.maximum(np.abs(metric[base]), 1e-300))})
     p50 = np.median(stack, axis=1)
     p95 = np.percentile(stack, 95, axis=1)
+    # candidates: options that meet their SLO (or have none); the others are out, with the reason
+    excluded = []
+    for o in out_opts:
+        why = _slo_misses(o["latency"]["slo"])
+        if why:
+            excluded.append({"name": o["name"], "reason": "; ".join(why)})
+    out_names = {e["name"] for e in excluded}
+    cand = [k for k, o in enumerate(options) if o.name not in out_names]
+    cand_best = np.argmin(stack[cand], axis=0) if cand else np.zeros(0, int)
+    candidates = {
+        "names": [options[k].name for k in cand],
+        "excluded": excluded,
+        "rule": "an option is a candidate when it meets every latency SLO it states (p90 at or under the target)",
+        "ranking": {"by_p50": [options[k].name for k in sorted(cand, key=lambda k: p50[k])],
+                    "by_p95": [options[k].name for k in sorted(cand, key=lambda k: p95[k])]},
+        "p_lowest": {options[k].name: float(np.mean(cand_best == j)) for j, k in enumerate(cand)},
+    }
     return {
         "compare_version": COMPARE_VERSION,
         "metric": "gCO2e per 1k generated tokens" if all(r["per_1k"] is not None for r in res) else "gCO2e per run",
@@ -602,8 +642,25 @@ def compare(options: Sequence[Option], db: DeviceDB, *, draws: int = 2000, seed:
         "differences_vs_baseline": diffs,
         "ranking": {"by_p50": [options[k].name for k in np.argsort(p50)],
                     "by_p95": [options[k].name for k in np.argsort(p95)]},
+        "candidates": candidates,
         "sources": _sources_of(options, world),
     }
+
+
+def _slo_misses(slo: dict[str, Any]) -> list[str]:
+    """Why an option is out of the candidates: each SLO it misses, or cannot show it meets."""
+    from .report.units import millis
+
+    out = []
+    for key, v in (slo or {}).items():
+        if not isinstance(v, dict):
+            continue
+        name = key.replace("_ms", "").upper()
+        if v.get("p90") is None:
+            out.append(f"{name} p90 missing (SLO {millis(v.get('target'))})")
+        elif v.get("met") is False:
+            out.append(f"{name} p90 {millis(v['p90'])} > SLO {millis(v.get('target'))}")
+    return out
 
 
 def _slo_met(slo: dict[str, Any]) -> bool | None:
@@ -629,8 +686,7 @@ def _sources_of(options: Sequence[Option], world: World) -> dict[str, Any]:
 
 
 # =========================================================================== sweep schema
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel  # strict numbers, no unknown fields (storagecarbon.yamlio)
 
 
 def _as_list(v: Any) -> Any:
@@ -815,10 +871,30 @@ def load_sweep(path: str | Path, db: DeviceDB) -> LoadedSweep:
     return sweep_from_doc(doc, db, base_dir=Path(path).parent)
 
 
+def check_sweep_size(sw: Sweep, doc: LocatedYaml) -> None:
+    """Refuse a sweep whose product of axes is too large, before anything is expanded."""
+    from . import limits
+
+    def tier(axis: list[DeviceCountAxis | None] | None) -> int:
+        return 1 if axis is None else max(1, sum(len(a.count) if a is not None else 1 for a in axis))
+
+    configs = (sum(len(a.count) for a in sw.gpus) * len(sw.weights or [None]) * tier(sw.dram) * tier(sw.ssd)
+               * tier(sw.hdd) * len(sw.kv.cpu_gb) * len(sw.kv.disk_gb) * len(sw.gpu_memory_utilization or [None])
+               * len(sw.max_num_seqs or [None]))
+    cells = configs * max(1, len(sw.lifetimes)) * max(1, len(sw.regions) + len(sw.intensity_series))
+    for what, n, bound in (("hardware configurations (the product of the axes)", configs, limits.SWEEP_CONFIGS),
+                           ("configurations x lifetimes x grids", cells, limits.SWEEP_CELLS),
+                           ("configurations x lifetimes x grids x draws", cells * sw.draws, limits.SWEEP_CELL_DRAWS)):
+        problem = limits.check(n, bound)
+        if problem:
+            raise ValidationError(doc.file, doc.line_of(("gpus",)), "(sweep size)", f"{what}: {problem}")
+
+
 def sweep_from_doc(doc: LocatedYaml, db: DeviceDB, base_dir: Path | None = None) -> LoadedSweep:
     if not isinstance(doc.data, dict):
         raise ValidationError(doc.file, 1, "(top level)", "a sweep is a mapping (gpus, weights, dram, ssd, kv, regions, ...)")
     sw: Sweep = validate(Sweep, doc)
+    check_sweep_size(sw, doc)
     want = {"gpus": "gpu", "dram": "dram", "ssd": "ssd", "hdd": "hdd"}
     for axis, kind in want.items():
         for i, ax in enumerate(getattr(sw, axis) or []):
@@ -1508,11 +1584,13 @@ def _life_for(slot: str, key: str | None, variant: LifetimeVariant) -> float | N
 def plan_carbon(perf: PerfResult, cfg: HwConfigs, world: World, grids: Sequence[GridSpec], pue: Triple,
                 lifetimes: Sequence[LifetimeVariant], allocation: str, *, chunk: int = 512,
                 quantiles: Sequence[float] = (5, 50, 95), robust_q: float = 95.0,
-                candidate: np.ndarray | None = None) -> dict[str, Any]:
+                candidate: np.ndarray | None = None, draws_of: dict[int, np.ndarray] | None = None) -> dict[str, Any]:
     """Per-draw carbon of every (hardware, lifetime, grid) configuration, reduced to percentiles.
 
     Returns arrays shaped [H, L, G] of per-1k-token percentiles, embodied/operational medians and
-    the share of draws in which each configuration is the lowest among ``candidate`` ones.
+    the share of draws in which each configuration is the lowest among ``candidate`` ones. With
+    ``draws_of`` (a dict, for a few configurations only) it also keeps each feasible configuration's
+    per-draw gCO2e per 1k tokens, [L, G, D], under its index.
     """
     H, Lv, G, Dr = len(cfg), len(lifetimes), len(grids), world.draws
     slot_keys = {"gpu": cfg.gpu, "host": [cfg.host] * H, "cpu": [cfg.cpu] * H, "dram": cfg.dram, "ssd": cfg.ssd,
@@ -1584,6 +1662,8 @@ def plan_carbon(perf: PerfResult, cfg: HwConfigs, world: World, grids: Sequence[
                 emb += time
         op = opj[:, None, :] * cif[None, :, :]                       # [h, G, D]
         tot = (emb[:, :, None, :] + op[:, None, :, :]) * (1000.0 / gen)  # [h, L, G, D] per 1k tokens
+        if draws_of is not None:
+            draws_of.update({int(h): tot[k] for k, h in enumerate(hs)})
         out_q[hs] = np.moveaxis(np.percentile(tot, quantiles, axis=-1), 0, -1)
         out_rq[hs] = np.percentile(tot, robust_q, axis=-1)
         emb_q[hs] = np.moveaxis(np.percentile(emb * (1000.0 / gen), [5, 50, 95], axis=-1), 0, -1)
@@ -1793,6 +1873,8 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
     for kind in ("latency_vs_p50", "latency_vs_p95", "embodied_vs_operational"):
         ids = fronts[dg][kind]
         front_rows[kind] = [row(int(i[1:6]), 0, gsel) for i in ids]
+    purchase = _purchase(base, sw, db, cfg, perf, world, grids, grid_labels, order_g, gsel, lifetimes, pue, rq, k,
+                         eligible, car, row, ordered, P50, RQ, top, slo)
     reasons: dict[str, int] = {}
     for h in range(H):
         if not perf.feasible[h]:
@@ -1820,6 +1902,7 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
             "rule": f"lowest P{int(rq)} of gCO2e per 1k generated tokens among configurations that meet the SLO "
                     f"and have complete device data; the median pick is shown for contrast",
         },
+        "purchase": purchase,
         "top": top_rows,
         "by_grid": by_grid,
         "choice_changes": changes,
@@ -1845,3 +1928,151 @@ def plan(base: Scenario, loaded: LoadedSweep, db: DeviceDB, *, top: int = 10, co
                            {f"{kk}: no power figures in device_db (operational energy missing)"
                             for kk, v in car["missing_power"].items() if v}),
     }
+
+
+# =========================================================================== what to buy
+def _cfg_rows(cfg: HwConfigs, idx: Sequence[int]) -> HwConfigs:
+    """The configurations ``idx`` of ``cfg`` (same host and CPUs)."""
+    import dataclasses
+
+    kw: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        kw[f.name] = [v[i] for i in idx] if isinstance(v, list) else v[list(idx)] if isinstance(v, np.ndarray) else v
+    return HwConfigs(**kw)
+
+
+def _cfg_concat(a: HwConfigs, b: HwConfigs) -> HwConfigs:
+    """``a`` then ``b``; the platform (host, CPUs) is ``a``'s."""
+    import dataclasses
+
+    kw: dict[str, Any] = {}
+    for f in dataclasses.fields(a):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        kw[f.name] = va + vb if isinstance(va, list) else np.concatenate([va, vb]) if isinstance(va, np.ndarray) else va
+    return HwConfigs(**kw)
+
+
+def _bom(cfg: HwConfigs, h: int, basecfg: HwConfigs, sw: Sweep, db: DeviceDB) -> dict[str, Any]:
+    """Bill of materials of configuration ``h``: devices to buy, then how they are used."""
+    swept = {"gpu": True, "dram": sw.dram is not None, "ssd": sw.ssd is not None, "hdd": sw.hdd is not None,
+             "host": False, "cpu": False}
+    items = []
+    for slot, item in (("gpu", "GPU"), ("host", "host server"), ("cpu", "host CPU"), ("dram", "DRAM"), ("ssd", "SSD"),
+                       ("hdd", "HDD")):
+        if slot in ("host", "cpu"):
+            key, n = getattr(cfg, slot), getattr(cfg, f"n_{slot}")
+            bkey, bn = getattr(basecfg, slot), getattr(basecfg, f"n_{slot}")
+        else:
+            key, n = getattr(cfg, slot)[h], int(getattr(cfg, f"n_{slot}")[h])
+            bkey, bn = getattr(basecfg, slot)[0], int(getattr(basecfg, f"n_{slot}")[0])
+        if key is None and bkey is None:
+            continue
+        rec = db.resolve(key) if key else None
+        cap = rec.capacity_gb if rec is not None else None
+        items.append({"item": item, "slot": slot, "device": key, "name": rec.name if rec is not None else None,
+                      "count": int(n) if key else 0, "capacity_gb_each": cap,
+                      "capacity_gb_total": cap * n if cap is not None and key else None,
+                      "base": {"device": bkey, "count": int(bn) if bkey else 0},
+                      "swept": swept[slot],
+                      "note": None if swept[slot] else "from the base scenario; the sweep does not vary it"})
+    w = cfg.w_frac[h]
+    return {"devices": items,
+            "weights": {t: float(f) for t, f in zip(("hbm", "dram", "ssd", "hdd"), w) if f > 0},
+            "kv": {"hbm": "what the weights leave at the memory utilisation below",
+                   "cpu_gb": float(cfg.cpu_gb[h]), "disk_gb": float(cfg.disk_gb[h]),
+                   "disk_device": cfg.ssd[h] or cfg.hdd[h] if cfg.disk_gb[h] > 0 else None},
+            "engine": {"gpu_memory_utilization": float(cfg.util[h]), "max_num_seqs": int(cfg.max_seqs[h]),
+                       "note": "vLLM settings of the configuration, not purchases"}}
+
+
+def _headroom(p90: float | None, target: float | None) -> dict[str, Any] | None:
+    from .report.units import TIGHT_HEADROOM
+
+    if target is None:
+        return None
+    if p90 is None or not np.isfinite(p90):
+        return {"p90": None, "target": target, "headroom": None, "tight": None, "met": None}
+    head = 1.0 - p90 / target
+    return {"p90": float(p90), "target": float(target), "headroom": float(head), "met": bool(p90 <= target),
+            "tight": bool(0 <= head < TIGHT_HEADROOM)}
+
+
+def _purchase(base: Scenario, sw: Sweep, db: DeviceDB, cfg: HwConfigs, perf: PerfResult, world: World,
+              grids: Sequence[GridSpec], grid_labels: list[str], order_g: np.ndarray, gsel: int,
+              lifetimes: Sequence[LifetimeVariant], pue: Triple, rq: float, k: ModelConstants, eligible: np.ndarray,
+              car: dict[str, Any], row: Callable[..., dict[str, Any]], ordered: Callable[..., np.ndarray],
+              P50: np.ndarray, RQ: np.ndarray, top: int, slo: SweepSlo) -> dict[str, Any] | None:
+    """The hardware to buy: ranked on one grid (the scenario's region or ``--grid``) and the first
+    lifetime assumption, so that where and how long stay what-if axes beside the answer; its bill of
+    materials, SLO headroom and saving against the base scenario's hardware (paired draws)."""
+    mask = np.zeros(P50.shape, bool)
+    mask[:, 0, gsel] = eligible
+    order = ordered(RQ, mask)
+    out: dict[str, Any] = {
+        "grid": grid_labels[gsel], "lifetime": lifetimes[0].name,
+        "rule": (f"lowest P{int(rq)} of gCO2e per 1k generated tokens on grid {grid_labels[gsel]} with lifetime "
+                 f"assumption '{lifetimes[0].name}', among hardware that meets the SLO with complete device data; "
+                 f"grid and lifetime are what-if axes shown beside it"),
+        "pick": None}
+    if len(order) == 0:
+        return out
+    hb = int(np.unravel_index(order[0], RQ.shape)[0])
+    tops: list[dict[str, Any]] = []
+    last = None
+    for i in order:
+        h = int(np.unravel_index(i, RQ.shape)[0])
+        key = (round(float(RQ[h, 0, gsel]), 12), round(float(P50[h, 0, gsel]), 12))
+        if key == last and tops:
+            tops[-1]["equivalent_configurations"] += 1
+            continue
+        if len(tops) >= top:
+            break
+        last = key
+        tops.append({**row(h, 0, gsel), "equivalent_configurations": 0})
+    basecfg = configs_from_scenarios([base], db)
+    pick = row(hb, 0, gsel)
+    out["pick"] = pick
+    out["top"] = tops
+    out["bom"] = _bom(cfg, hb, basecfg, sw, db)
+    out["slo_headroom"] = {kk: hr for kk, hr in (("ttft_ms", _headroom(pick["ttft_p90_ms"], slo.ttft_ms)),
+                                                 ("tpot_ms", _headroom(pick["tpot_p90_ms"], slo.tpot_ms))) if hr}
+    # the base scenario's own hardware, on the same grid, lifetime and draws
+    pair = _cfg_concat(_cfg_rows(cfg, [hb]), basecfg)
+    perf2 = analytic_model(base, pair, db, constants=k, overrides=dict(sw.device_overrides))
+    kept: dict[int, np.ndarray] = {}
+    plan_carbon(perf2, pair, world, [grids[gsel]], pue, [lifetimes[0]], base.carbon.allocation, robust_q=rq,
+                draws_of=kept)
+    vs: dict[str, Any] = {"base_scenario": base.name, "base_label": pair.label(1), "base_hardware": pair.describe(1),
+                          "same_hardware": pair.label(1) == pair.label(0),
+                          "base_feasible": bool(perf2.feasible[1]),
+                          "base_ttft_p90_ms": _finite(perf2.ttft_p90_ms[1]), "base_tpot_p90_ms": _finite(perf2.tpot_p90_ms[1])}
+    if not perf2.feasible[1] or 0 not in kept or 1 not in kept:
+        vs.update({"reason": perf2.reason[1] or "the base hardware does not run this workload in the analytic model",
+                   "saving_per_1k_gco2e": None, "saving_share": None, "p_pick_lower": None})
+    else:
+        a, b = kept[0][0, 0], kept[1][0, 0]
+        ok = (slo.ttft_ms is None or perf2.ttft_p90_ms[1] <= slo.ttft_ms) and \
+             (slo.tpot_ms is None or perf2.tpot_p90_ms[1] <= slo.tpot_ms)
+        vs.update({"base_slo_met": bool(ok), "base_per_1k_tokens_gco2e": bands(b), "pick_per_1k_tokens_gco2e": bands(a),
+                   "saving_per_1k_gco2e": bands(b - a), "saving_share": bands((b - a) / np.maximum(b, 1e-300)),
+                   "p_pick_lower": float(np.mean(a < b) + 0.5 * np.mean(a == b)),
+                   "pairing": "the same draws for both (one World): device models, grid quantile and PUE"})
+    out["vs_base"] = vs
+    # what if: the same hardware on every grid and lifetime assumption; the best hardware there
+    rows_g = []
+    for gi in order_g:
+        gi = int(gi)
+        m = np.zeros(P50.shape, bool)
+        m[:, 0, gi] = eligible
+        o = ordered(RQ, m)
+        best = int(np.unravel_index(o[0], RQ.shape)[0]) if len(o) else None
+        rows_g.append({"grid": grid_labels[gi], "gco2e_per_kwh_p50": car["grid_p50"][gi],
+                       "per_1k_tokens_gco2e": [{"p50": _finite(P50[hb, li, gi]), "p95": _finite(RQ[hb, li, gi])}
+                                               for li in range(len(lifetimes))],
+                       "best_hardware": None if best is None or cfg.label(best) == cfg.label(hb) else cfg.label(best),
+                       "best_hardware_p95": None if best is None else _finite(RQ[best, 0, gi])})
+    out["what_if"] = {"lifetimes": [lv.name for lv in lifetimes], "grids": rows_g,
+                      "note": "the chosen hardware under each grid and lifetime assumption; best_hardware: the pick "
+                              "had the plan been made for that grid (first lifetime assumption)"}
+    return out

@@ -4,12 +4,19 @@
 (``source="measured"``, sensor availability with reasons, host inventory, tool versions), then one
 thread samples **all** sensors each tick at absolute deadlines ``t_k = t0 + k / hz``. A tick that
 runs late skips the deadlines it missed instead of bursting, and counts them as overruns. Rows are
-stamped ``t_s = time.time() - t0_unix`` (taken just before each sensor's read). Markers come from
+stamped on the monotonic clock, ``t_s = monotonic() - monotonic_at_start`` (taken just before each
+sensor's read), so a wall-clock jump (NTP step, manual change) never makes sample times go back or
+leap; the header keeps the wall-clock start ``t0_unix`` for calendar time. Markers come from
 ``marker()`` calls and from a JSON-lines file (``{"t_unix", "event", "label"}``) that any child
-process appends to (its path is in ``$STORAGECARBON_MARKERS``; see :func:`emit_marker`); they keep
-their own timestamps. The trace is flushed at least every second, so a ``kill -9`` of the
-recording process loses at most the last second and the file reads back with
-``truncated=True``.
+process appends to (its path is in ``$STORAGECARBON_MARKERS``; see :func:`emit_marker`); a marker's
+wall-clock time is placed on the sample clock by its age (wall now - ``t_unix``), so markers stay
+in step with samples across a jump. The trace is flushed at least every second, so a ``kill -9`` of
+the recording process loses at most the last second and the file reads back with ``truncated=True``.
+
+Faults (see docs/reliability.md): a sensor that raises, or a channel a sensor reports as failed,
+becomes a labelled gap (``gap_start``/``gap_end`` markers, listed in the footer), never a zero; a
+counter reset is labelled (``counter_reset``); a failed trace write (disk full) stops the recording
+there, keeps what was written readable and raises :class:`~storagecarbon.errors.TraceWriteError`.
 
 ``record_command(argv, out_path, ...)`` runs a command in its own process group under a
 recorder with the default sensors for it, forwards SIGINT/SIGTERM to the group, kills the group on
@@ -19,6 +26,7 @@ timeout (exit code 124), and always closes the trace.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -30,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .errors import TraceWriteError
 from .sensors.base import WORKLOAD_DEVICE, Probe
 from .trace import DeviceEntry, TraceHeader, TraceWriter, host_inventory, make_channels, tool_versions
 
@@ -137,7 +146,9 @@ class Recorder:
 
     def __init__(self, path: str | Path, header_base: dict[str, Any] | None = None, sensors: Sequence[Any] = (),
                  hz: float = 10.0, markers_file: str | Path | None = None, *, flush_s: float = 1.0,
-                 fsync: bool = True, probed: dict[str, Probe] | None = None, listeners: Sequence[Any] = ()):
+                 fsync: bool = True, probed: dict[str, Probe] | None = None,
+                 clock: Any = time.monotonic, wall_clock: Any = time.time, opener: Any = None,
+                 listeners: Sequence[Any] = ()):
         if not hz > 0:
             raise ValueError("hz must be > 0")
         self.path = Path(path)
@@ -148,6 +159,9 @@ class Recorder:
         self.flush_s = flush_s
         self.fsync = fsync
         self.probed = dict(probed or {})
+        self._clock = clock            # sample times (monotonic)
+        self._wall = wall_clock        # t0_unix and the age of wall-clock markers
+        self._opener = opener          # file opener for the trace (tests inject faults)
         self.listeners = list(listeners)  # fn(recorder, rows, markers) per tick (live exporters)
         self.header: TraceHeader | None = None
         self.t0_unix = 0.0
@@ -168,6 +182,12 @@ class Recorder:
         self._wall_sum = 0.0
         self._wall_max = 0.0
         self.errors: dict[str, dict[str, Any]] = {}
+        self._gap_open: dict[int, dict[str, Any]] = {}   # channel id -> open gap
+        self.gaps: list[dict[str, Any]] = []               # closed gaps
+        self.counter_resets: list[dict[str, Any]] = []
+        self._ch_name: dict[int, str] = {}
+        self._has_read: set[int] = set()
+        self.write_error: TraceWriteError | None = None
         self.started = False
         self.stopped = False
 
@@ -216,17 +236,19 @@ class Recorder:
         host.update(self.header_base.get("host", {}))
         versions = tool_versions()
         versions.update(self.header_base.get("tool_versions", {}))
-        self.t0_unix = time.time()
-        self._t0_mono = time.monotonic()
+        self.t0_unix = float(self._wall())
+        self._t0_mono = float(self._clock())
         self.header = TraceHeader(
             source=self.header_base.get("source", "measured"), devices=devices, channels=channels,
             t0_unix=self.t0_unix, sensors=sensors_hdr, scenario=_scenario_echo(self.header_base.get("scenario")),
             host=host, tool_versions=versions, notes=notes,
         )
         self.header.sensors["recorder"] = {"available": True, "reason": f"{self.hz:g} Hz, flush every {self.flush_s:g} s"}
-        self._writer = TraceWriter(self.path, self.header, flush_s=self.flush_s, fsync=self.fsync)
+        self._writer = TraceWriter(self.path, self.header, flush_s=self.flush_s, fsync=self.fsync,
+                                   opener=self._opener)
         self._last_flush = time.monotonic()
         cid = {(c.device, c.metric): c.id for c in channels}
+        self._ch_name = {c.id: f"{c.device}.{c.metric}" for c in channels}
         for s in active:
             mine = {(d, m): cid[(d, m)] for d, m, _ in s.channels() if owner.get((d, m)) == s.name}
             self._active.append((s, mine))
@@ -255,6 +277,14 @@ class Recorder:
                 nxt = elapsed_ticks + 1
             k = nxt
 
+    def _now(self) -> float:
+        """Seconds since the start on the monotonic clock (the trace's ``t_s``)."""
+        return float(self._clock()) - self._t0_mono
+
+    def _t_of_unix(self, t_unix: float) -> float:
+        """A wall-clock time placed on the sample clock by its age (robust to wall-clock jumps)."""
+        return self._now() - (float(self._wall()) - t_unix)
+
     def sample_now(self, fresh: bool = False) -> None:
         """One tick: read every active sensor, drain markers, flush if due. ``fresh`` (and the final
         sample of :meth:`stop`): sensors that read some sources at a lower rate read them all now."""
@@ -270,36 +300,20 @@ class Recorder:
         with self._lock:
             if w.closed:
                 return
-            for s, cmap in self._active:
-                t_s = time.time() - self.t0_unix
-                try:
-                    rows = s.read()
-                except Exception as exc:  # noqa: BLE001 - record once, keep sampling
-                    e = self.errors.setdefault(s.name, {"count": 0, "first": f"{type(exc).__name__}: {exc}",
-                                                        "first_t_s": round(t_s, 3)})
-                    e["count"] += 1
-                    continue
-                for dev, metric, value in rows:
-                    ch = cmap.get((dev, metric))
-                    if ch is not None:
-                        w.sample(t_s, ch, value)
-                        self.rows += 1
-                        if tick is not None:
-                            tick.append((t_s, ch, value))
-            drained = self._drain_markers()
-            if tick is not None and (tick or drained):
-                for fn in self.listeners:
-                    try:
-                        fn(self, tick, drained)
-                    except Exception as exc:  # noqa: BLE001 - an exporter must never stop a recording
-                        e = self.errors.setdefault("listener", {"count": 0, "first": f"{type(exc).__name__}: {exc}"})
-                        e["count"] += 1
-            now = time.monotonic()
-            # the writer also flushes by itself when rows arrive (TraceWriter._last_flush): one
-            # flush (and fsync) a second, not two
-            if now - max(self._last_flush, getattr(w, "_last_flush", 0.0)) >= self.flush_s:
-                w.flush()
-                self._last_flush = time.monotonic()
+            try:
+                for s, cmap in self._active:
+                    self._read_sensor(w, s, cmap, tick)
+                drained = self._drain_markers()
+                if tick is not None and (tick or drained):
+                    self._notify(tick, drained)
+                # the writer also flushes by itself when rows arrive (TraceWriter._last_flush): one
+                # flush (and fsync) a second, not two
+                if time.monotonic() - max(self._last_flush, getattr(w, "_last_flush", 0.0)) >= self.flush_s:
+                    w.flush()
+                    self._last_flush = time.monotonic()
+            except TraceWriteError as exc:
+                self._write_failed(exc)
+                return
             self.ticks += 1
         cpu, wall = time.thread_time() - c0, time.monotonic() - w0
         self._cpu_sum += cpu
@@ -307,26 +321,122 @@ class Recorder:
         self._wall_sum += wall
         self._wall_max = max(self._wall_max, wall)
 
+    def _notify(self, tick: list[tuple[float, int, float]], drained: list[tuple[float, str, str]]) -> None:
+        for fn in self.listeners:
+            try:
+                fn(self, tick, drained)
+            except Exception as exc:  # noqa: BLE001 - an exporter must never stop a recording
+                e = self.errors.setdefault("listener", {"count": 0, "first": f"{type(exc).__name__}: {exc}"})
+                e["count"] += 1
+
+    def _read_sensor(self, w: TraceWriter, s: Any, cmap: dict[tuple[str, str], int],
+                     tick: list[tuple[float, int, float]] | None = None) -> None:
+        t_s = self._now()
+        try:
+            rows = s.read()
+        except Exception as exc:  # noqa: BLE001 - record once, keep sampling
+            why = f"{type(exc).__name__}: {exc}"
+            e = self.errors.setdefault(s.name, {"count": 0, "first": why, "first_t_s": round(t_s, 3)})
+            e["count"] += 1
+            for ch in cmap.values():
+                self._open_gap(w, ch, t_s, s.name, why)
+            return
+        got: set[int] = set()
+        for row in rows:
+            try:
+                dev, metric, value = row
+                ch = cmap.get((dev, metric))
+                if ch is None:
+                    continue
+                value = float(value)
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(value):
+                self._open_gap(w, ch, t_s, s.name, f"non-finite reading {value!r}")
+                continue
+            w.sample(t_s, ch, value)
+            got.add(ch)
+            self.rows += 1
+            if tick is not None:
+                tick.append((t_s, ch, value))
+        take = getattr(s, "take_faults", None)
+        for fault in (take() if callable(take) else []):
+            ch = cmap.get((fault.device, fault.metric))
+            if ch is None:
+                continue
+            if fault.kind == "reset":
+                self._reset(w, ch, t_s, s.name, fault.reason)
+            elif ch not in got:
+                self._open_gap(w, ch, t_s, s.name, fault.reason)
+        for ch in got:
+            self._has_read.add(ch)
+            if ch in self._gap_open:
+                self._close_gap(w, ch, t_s)
+
+    @staticmethod
+    def _one_line(text: str, n: int = 200) -> str:
+        text = " ".join(str(text).split())
+        return text if len(text) <= n else text[: n - 3] + "..."
+
+    def _open_gap(self, w: TraceWriter, ch: int, t_s: float, sensor: str, why: str) -> None:
+        """A channel with no valid reading from ``t_s`` on (only once it has read before: a channel
+        that never read is 'no reading yet', not a gap)."""
+        if ch in self._gap_open or ch not in self._has_read:
+            return
+        name = self._ch_name.get(ch, str(ch))
+        why = self._one_line(why)
+        self._gap_open[ch] = {"channel": name, "sensor": sensor, "start_t_s": round(t_s, 6), "reason": why}
+        w.marker(t_s, "gap_start", f"{name} ({sensor}: {why})")
+
+    def _close_gap(self, w: TraceWriter, ch: int, t_s: float, note: str = "") -> None:
+        g = self._gap_open.pop(ch)
+        g["end_t_s"] = round(t_s, 6)
+        if note:
+            g["note"] = note
+        self.gaps.append(g)
+        w.marker(t_s, "gap_end", g["channel"] + (f" ({note})" if note else ""))
+
+    def _reset(self, w: TraceWriter, ch: int, t_s: float, sensor: str, why: str) -> None:
+        name = self._ch_name.get(ch, str(ch))
+        why = self._one_line(why)
+        if len(self.counter_resets) < 1000:
+            self.counter_resets.append({"channel": name, "sensor": sensor, "t_s": round(t_s, 6), "reason": why})
+        w.marker(t_s, "counter_reset", f"{name} ({sensor}: {why})")
+
+    def _write_failed(self, exc: TraceWriteError) -> None:
+        """The trace cannot be written any more (disk full, ...): stop sampling, say so once."""
+        if self.write_error is None:
+            self.write_error = exc
+            self._stop.set()
+            print(f"storagecarbon: recording stopped: {exc}", file=sys.stderr, flush=True)
+
     def _drain_markers(self) -> list[tuple[float, str, str]]:
         """Copy new lines of the marker file into the trace; returns them as ``(t_s, event, label)``."""
         if self._tail is None or self._writer is None:
             return []
         out = []
         for t_unix, event, label in self._tail.read():
-            m = (t_unix - self.t0_unix, event.replace(":", "_"), label)
+            if not math.isfinite(t_unix):
+                self._tail.bad_lines += 1
+                continue
+            m = (self._t_of_unix(t_unix), event.replace(":", "_"), label)
             self._writer.marker(*m)
             self.markers += 1
             out.append(m)
         return out
 
     def marker(self, event: str, label: str = "", *, t_unix: float | None = None) -> None:
-        """Record a marker now (or at ``t_unix``), e.g. ``marker("phase_start", "decode")``."""
+        """Record a marker now (or at wall-clock ``t_unix``), e.g. ``marker("phase_start", "decode")``."""
         if self._writer is None:
             raise RuntimeError("recorder not started")
-        t = (time.time() if t_unix is None else t_unix) - self.t0_unix
+        t = self._now() if t_unix is None else self._t_of_unix(t_unix)
         with self._lock:
             if not self._writer.closed:
-                self._writer.marker(t, event.replace(":", "_"), label)
+                try:
+                    self._writer.marker(t, event.replace(":", "_"), label)
+                except TraceWriteError as exc:
+                    self._write_failed(exc)
+                    return
                 self.markers += 1
 
     def stats(self) -> dict[str, Any]:
@@ -338,6 +448,9 @@ class Recorder:
             "sample_wall_s_mean": self._wall_sum / n, "sample_wall_s_max": self._wall_max,
             "bad_marker_lines": self._tail.bad_lines if self._tail else 0,
             "sensor_errors": self.errors,
+            "gaps": (self.gaps + list(self._gap_open.values()))[:1000],
+            "counter_resets": self.counter_resets,
+            "clock": "t_s on the monotonic clock; t0_unix from the wall clock at the start",
         }
 
     def stop(self, summary: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -365,12 +478,26 @@ class Recorder:
                         sensor_summaries[s.name] = fn()
                     except Exception as exc:  # noqa: BLE001
                         sensor_summaries[s.name] = {"error": repr(exc)}
-            out = dict(summary or {})
-            out["recorder"] = self.stats()
-            out["sensors"] = sensor_summaries
             with self._lock:
-                assert self._writer is not None
-                self._writer.close(out)
+                w = self._writer
+                assert w is not None
+                if not w.closed:
+                    t_end = self._now()
+                    try:
+                        for ch in list(self._gap_open):
+                            self._close_gap(w, ch, t_end, "still failing when the recording ended")
+                    except TraceWriteError as exc:
+                        self._write_failed(exc)
+                out = dict(summary or {})
+                out["recorder"] = self.stats()
+                out["sensors"] = sensor_summaries
+                if not w.closed:
+                    try:
+                        w.close(out)
+                    except TraceWriteError as exc:
+                        self._write_failed(exc)
+        if self.write_error is not None:
+            raise self.write_error
         return out["recorder"]
 
     def __enter__(self) -> "Recorder":
@@ -577,9 +704,11 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
         rec.start()
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=full_env, start_new_session=True)
-        except (FileNotFoundError, PermissionError) as exc:
+        except (FileNotFoundError, PermissionError, NotADirectoryError, OSError) as exc:
             rc = 127 if isinstance(exc, FileNotFoundError) else 126
             result["error"] = f"cannot start {argv[0]!r}: {exc}"
+            result["exit_code"] = rc
+            result["command_status"] = f"failed: could not start ({exc.strerror or exc})"
             print(f"storagecarbon: {result['error']}", file=sys.stderr)
             return rc
         pgid = proc.pid
@@ -626,11 +755,14 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
         code = proc.returncode
         rc = TIMEOUT_EXIT if timed_out else (128 - code if code < 0 else code)
         result.update({"exit_code": rc, "timed_out": timed_out, "returncode": code,
-                       "forwarded_signal": forwarded["sig"], "wall_s": time.monotonic() - t_start})
+                       "forwarded_signal": forwarded["sig"], "wall_s": time.monotonic() - t_start,
+                       "command_status": command_status(code, timed_out=timed_out, timeout_s=timeout_s,
+                                                        forwarded=forwarded["sig"])})
         rec.marker("command_end", str(rc))
         return rc
     except BaseException as exc:
         result["error"] = repr(exc)
+        result.setdefault("command_status", f"failed: the recorder stopped it ({type(exc).__name__})")
         if proc is not None and proc.poll() is None:
             _killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -638,7 +770,38 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
     finally:
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
+        in_flight = sys.exc_info()[1]
         try:
             rec.stop(result)
+        except TraceWriteError as exc:
+            if in_flight is None:
+                status = result.get("command_status") or f"ended with exit code {result.get('exit_code', rc)}"
+                raise TraceWriteError(f"{exc}; the command went on and {status}") from None
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def command_status(returncode: int, *, timed_out: bool = False, timeout_s: float | None = None,
+                   forwarded: int | None = None) -> str:
+    """How a recorded command ended, in words: ``exited with 0``, ``failed: exit code 3``,
+    ``failed: killed by signal 9 (SIGKILL)``, ``failed: timed out after 5 s ...``."""
+    if timed_out:
+        return f"failed: timed out after {timeout_s:g} s (process group terminated, then killed)"
+    if returncode == 0:
+        return "exited with 0"
+    if returncode < 0:
+        sig = -returncode
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        how = f"failed: killed by signal {sig} ({name})"
+        if forwarded is not None and forwarded == sig:
+            how += ", forwarded by the recorder"
+        if sig == signal.SIGKILL and forwarded is None:
+            how += "; e.g. the kernel's out-of-memory killer or kill -9"
+        return how
+    how = f"failed: exit code {returncode}"
+    if forwarded is not None:
+        how += f" after the recorder forwarded {signal.Signals(forwarded).name}"
+    return how

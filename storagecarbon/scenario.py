@@ -8,17 +8,17 @@ device database (exact keys or aliases).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from . import limits
 from .devicedb import DeviceDB
 from .errors import ValidationError
-from .yamlio import LocatedYaml, load_yaml, parse_yaml, validate
+from .yamlio import LocatedYaml, StrictModel, load_yaml, parse_yaml, validate
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel  # strict numbers, no unknown fields (storagecarbon.yamlio)
 
 
 # ---------------------------------------------------------------------------------- hardware
@@ -168,6 +168,9 @@ class RemoteCfg(_Strict):
 class KvPlacement(_Strict):
     hbm_gb: float | None = Field(default=None, gt=0, description="KV space in HBM; default: what the weights leave")
     chunk_size: int = Field(default=256, gt=0, le=65536)
+    backend: Literal["lmcache", "native"] = Field(
+        default="lmcache", description="who offloads KV: LMCache (cpu and disk tiers) or vLLM's native "
+                                        "OffloadingConnector (local_cpu only; kv_offloading_size)")
     local_cpu: KvTierCfg | None = None
     local_disk: KvTierCfg | None = None
     remote: RemoteCfg | None = None
@@ -181,26 +184,27 @@ class Placement(_Strict):
 
 # --------------------------------------------------------------------------------- workload
 class LengthDist(_Strict):
-    mean: float = Field(gt=0)
+    mean: Annotated[float, limits.at_most(limits.TOKENS)] = Field(gt=0)
     dist: Literal["fixed", "uniform", "lognormal"] = "fixed"
-    min: float | None = Field(default=None, gt=0)
-    max: float | None = Field(default=None, gt=0)
+    min: Annotated[float, limits.at_most(limits.TOKENS)] | None = Field(default=None, gt=0)
+    max: Annotated[float, limits.at_most(limits.TOKENS)] | None = Field(default=None, gt=0)
     sigma: float = Field(default=0.5, gt=0)
 
 
 class SharedPrefix(_Strict):
-    tokens: int = Field(default=0, ge=0)
+    tokens: Annotated[int, limits.at_most(limits.TOKENS)] = Field(default=0, ge=0)
     fraction: float = Field(default=1.0, ge=0, le=1, description="share of requests that carry the prefix")
 
 
 class Workload(_Strict):
-    requests: int | None = Field(default=None, gt=0)
-    duration_s: float | None = Field(default=None, gt=0)
-    arrival_rate_rps: float | None = Field(default=None, gt=0, description="Poisson arrivals; absent = all at t=0")
+    requests: Annotated[int, limits.at_most(limits.REQUESTS)] | None = Field(default=None, gt=0)
+    duration_s: Annotated[float, limits.at_most(limits.DURATION_S)] | None = Field(default=None, gt=0)
+    arrival_rate_rps: Annotated[float, limits.at_most(limits.ARRIVAL_RPS)] | None = Field(
+        default=None, gt=0, description="Poisson arrivals; absent = all at t=0")
     prompt_tokens: LengthDist
     output_tokens: LengthDist
     shared_prefix: SharedPrefix = SharedPrefix()
-    passes: int = Field(default=1, ge=1, le=100)
+    passes: Annotated[int, limits.at_most(limits.PASSES)] = Field(default=1, ge=1)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -209,6 +213,14 @@ class Workload(_Strict):
             raise ValueError("give requests or duration_s")
         if self.duration_s is not None and self.arrival_rate_rps is None and self.requests is None:
             raise ValueError("duration_s needs arrival_rate_rps")
+        return self
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "Workload":
+        n = self.requests if self.requests is not None else (self.duration_s or 0) * (self.arrival_rate_rps or 0)
+        problem = limits.check(n * self.passes, limits.REQUESTS)
+        if problem:
+            raise ValueError(f"requests x passes (duration_s x arrival_rate_rps when requests is absent): {problem}")
         return self
 
     def num_requests(self) -> int:
@@ -222,19 +234,19 @@ class Workload(_Strict):
 class TransformersCfg(_Strict):
     offload: Literal["none", "cpu", "disk", "kv-cpu"] = "none"
     gpu_weight_fraction: float = Field(default=1.0, gt=0, le=1)
-    batch_size: int = Field(default=1, gt=0)
+    batch_size: Annotated[int, limits.at_most(limits.BATCH)] = Field(default=1, gt=0)
     offload_dir: str | None = None
 
 
 class Engine(_Strict):
     kind: Literal["none", "vllm", "transformers", "command"] = "none"
     command: list[str] | None = None
-    max_num_seqs: int = Field(default=256, gt=0)
-    max_num_batched_tokens: int = Field(default=8192, gt=0)
-    block_size: int = Field(default=16, gt=0)
-    max_model_len: int | None = Field(default=None, gt=0)
-    timeout_s: float = Field(default=900, gt=0)
-    sample_hz: float = Field(default=10.0, gt=0, le=1000)
+    max_num_seqs: Annotated[int, limits.at_most(limits.BATCH)] = Field(default=256, gt=0)
+    max_num_batched_tokens: Annotated[int, limits.at_most(limits.BATCH_TOKENS)] = Field(default=8192, gt=0)
+    block_size: Annotated[int, limits.at_most(limits.TOKENS)] = Field(default=16, gt=0)
+    max_model_len: Annotated[int, limits.at_most(limits.BATCH_TOKENS)] | None = Field(default=None, gt=0)
+    timeout_s: Annotated[float, limits.at_most(limits.TIMEOUT_S)] = Field(default=900, gt=0)
+    sample_hz: Annotated[float, limits.at_most(limits.SAMPLE_HZ)] = Field(default=10.0, gt=0)
     transformers: TransformersCfg | None = None
 
     @model_validator(mode="after")
@@ -259,7 +271,7 @@ class Carbon(_Strict):
     pue: str | float = "industry-average"
     lifetime_years: dict[str, float] = Field(default_factory=dict, description="device key or tier -> years")
     allocation: Literal["time", "wear", "max"] = "max"
-    draws: int = Field(default=2000, ge=100, le=1_000_000)
+    draws: Annotated[int, limits.at_most(limits.DRAWS)] = Field(default=2000, ge=100)
     seed: int = 0
 
     @model_validator(mode="after")

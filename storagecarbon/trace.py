@@ -17,8 +17,10 @@ Writers flush a batch at least once a second, so a kill loses at most the last s
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import math
 import os
 import platform
 import time
@@ -29,8 +31,8 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import pyarrow as pa
 
-from . import __version__
-from .errors import TraceError
+from . import __version__, limits
+from .errors import TraceError, TraceWriteError
 
 MAGIC = "storagecarbon-trace"
 FORMAT_VERSION = 1
@@ -130,28 +132,23 @@ class TraceHeader:
 
     @classmethod
     def from_json(cls, text: str, path: str = "<trace>") -> "TraceHeader":
+        """Parse and check a header; anything malformed is a :class:`TraceError` naming the field."""
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise TraceError(f"{path}: header is not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise TraceError(f"{path}: header JSON is nested too deeply") from None
+        if not isinstance(d, dict):
+            raise TraceError(f"{path}: header is not a JSON object")
         if d.get("magic") != MAGIC:
-            raise TraceError(f"{path}: not a storagecarbon trace (magic {d.get('magic')!r})")
+            raise TraceError(f"{path}: not a storagecarbon trace (magic {str(d.get('magic'))[:40]!r})")
         if d.get("format_version") != FORMAT_VERSION:
             raise TraceError(
-                f"{path}: trace format version {d.get('format_version')} is incompatible with this "
+                f"{path}: trace format version {str(d.get('format_version'))[:20]} is incompatible with this "
                 f"version of storagecarbon (reads version {FORMAT_VERSION})"
             )
-        return cls(
-            source=d["source"],
-            devices=[DeviceEntry(**{k: v for k, v in x.items() if k in _DEVICE_FIELDS}) for x in d["devices"]],
-            channels=[Channel(**c) for c in d["channels"]],
-            t0_unix=d["t0_unix"],
-            sensors=d.get("sensors", {}),
-            scenario=d.get("scenario"),
-            host=d.get("host", {}),
-            tool_versions=d.get("tool_versions", {}),
-            notes=d.get("notes", []),
-        )
+        return _header_from_dict(d, path)
 
     def channel_id(self, device: str, metric: str) -> int | None:
         for c in self.channels:
@@ -167,6 +164,93 @@ class TraceHeader:
 
 
 _DEVICE_FIELDS = set(DeviceEntry.__dataclass_fields__)
+_SOURCES = ("measured", "modeled", "replayed")
+
+
+def _header_from_dict(d: dict[str, Any], path: str) -> TraceHeader:
+    """The checks a header from elsewhere must pass before any stage trusts it (types, bounds,
+    unique ids): a bad one is a one-line :class:`TraceError` naming the field, never a crash."""
+
+    def bad(fld: str, problem: str) -> TraceError:
+        return TraceError(f"{path}: header field {fld}: {problem}")
+
+    def num(v: Any, fld: str, *, lo: float | None = None, hi: float | None = None, none: bool = False) -> Any:
+        if v is None and none:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise bad(fld, f"not a finite number ({str(v)[:40]!r})")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise bad(fld, f"{v!r} is out of range [{lo}, {hi}]")
+        return v
+
+    def text(v: Any, fld: str, *, none: bool = False) -> Any:
+        if v is None and none:
+            return None
+        if not isinstance(v, str):
+            raise bad(fld, f"not a string ({type(v).__name__})")
+        return v
+
+    def of(v: Any, typ: type, fld: str, default: Any) -> Any:
+        if v is None:
+            return default
+        if not isinstance(v, typ):
+            raise bad(fld, f"not a {'list' if typ is list else 'JSON object'}")
+        return v
+
+    source = d.get("source")
+    if source not in _SOURCES:
+        raise bad("source", f"{str(source)[:40]!r} is not one of {', '.join(_SOURCES)}")
+    t0 = num(d.get("t0_unix"), "t0_unix", lo=-1e11, hi=1e11)
+    raw_devices = of(d.get("devices"), list, "devices", [])
+    raw_channels = of(d.get("channels"), list, "channels", [])
+    for fld, lst, bound in (("devices", raw_devices, limits.TRACE_DEVICES), ("channels", raw_channels, limits.TRACE_CHANNELS)):
+        problem = limits.check(len(lst), bound)
+        if problem:
+            raise bad(fld, f"{len(lst):,} entries: {problem}")
+    devices: list[DeviceEntry] = []
+    seen: set[str] = set()
+    for i, x in enumerate(raw_devices):
+        f = f"devices[{i}]"
+        if not isinstance(x, dict):
+            raise bad(f, "not a JSON object")
+        dev = DeviceEntry(
+            id=text(x.get("id"), f + ".id"), tier=text(x.get("tier"), f + ".tier"),
+            db_key=text(x.get("db_key"), f + ".db_key", none=True), name=text(x.get("name", ""), f + ".name"),
+            count=int(num(x.get("count", 1), f + ".count", lo=1, hi=1e7)),
+            capacity_bytes=num(x.get("capacity_bytes"), f + ".capacity_bytes", lo=0, none=True),
+            reserved_bytes=num(x.get("reserved_bytes"), f + ".reserved_bytes", lo=0, none=True),
+            stand_in=bool(x.get("stand_in", False)), share=num(x.get("share", 1.0), f + ".share", lo=0, hi=1),
+            note=text(x.get("note", ""), f + ".note"))
+        if not isinstance(x.get("count", 1), int):
+            raise bad(f + ".count", "not a whole number")
+        if dev.id in seen:
+            raise bad(f + ".id", f"duplicate device id {dev.id[:40]!r}")
+        seen.add(dev.id)
+        devices.append(dev)
+    channels: list[Channel] = []
+    ids: set[int] = set()
+    for i, c in enumerate(raw_channels):
+        f = f"channels[{i}]"
+        if not isinstance(c, dict):
+            raise bad(f, "not a JSON object")
+        cid = c.get("id")
+        if isinstance(cid, bool) or not isinstance(cid, int) or not 0 <= cid < limits.TRACE_CHANNELS.value:
+            raise bad(f + ".id", f"not a channel number in [0, {limits.TRACE_CHANNELS.value:,.0f}) ({str(cid)[:20]!r})")
+        if cid in ids:
+            raise bad(f + ".id", f"duplicate channel id {cid}")
+        ids.add(cid)
+        cum = c.get("cumulative")
+        if not isinstance(cum, bool):
+            raise bad(f + ".cumulative", "not true/false")
+        channels.append(Channel(cid, text(c.get("device"), f + ".device"), text(c.get("metric"), f + ".metric"),
+                                text(c.get("unit", ""), f + ".unit"), cum, text(c.get("sensor", ""), f + ".sensor")))
+    notes = of(d.get("notes"), list, "notes", [])
+    return TraceHeader(
+        source=source, devices=devices, channels=channels, t0_unix=float(t0),
+        sensors=of(d.get("sensors"), dict, "sensors", {}), scenario=of(d.get("scenario"), dict, "scenario", None),
+        host=of(d.get("host"), dict, "host", {}), tool_versions=of(d.get("tool_versions"), dict, "tool_versions", {}),
+        notes=[str(n) for n in notes],
+    )
 
 
 def make_channels(specs: list[tuple[str, str, str]]) -> list[Channel]:
@@ -201,9 +285,15 @@ def tool_versions() -> dict[str, str]:
 
 
 class TraceWriter:
-    """Streams samples and markers to a trace file; flushes at least every ``flush_s``."""
+    """Streams samples and markers to a trace file; flushes at least every ``flush_s``.
 
-    def __init__(self, path: str | Path, header: TraceHeader, *, flush_s: float = 1.0, fsync: bool = True):
+    A failed write (``ENOSPC``, ``EFBIG``, any ``OSError``) raises :class:`TraceWriteError` once and
+    leaves the writer *failed*: the file is closed without a footer and every later call is a no-op,
+    so the bytes already on disk (whole record batches) read back as a truncated trace.
+    """
+
+    def __init__(self, path: str | Path, header: TraceHeader, *, flush_s: float = 1.0, fsync: bool = True,
+                 opener: Any = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.header = header
@@ -215,14 +305,44 @@ class TraceWriter:
         self._l: list[str | None] = []
         self._last_flush = time.monotonic()
         self._rows = 0
-        self._file = open(self.path, "wb")
-        schema = SCHEMA.with_metadata({HEADER_KEY: header.to_json().encode()})
-        self._writer = pa.ipc.new_stream(self._file, schema)
-        self._sync()
         self.closed = False
+        self.error: TraceWriteError | None = None
+        self._file = (opener or open)(self.path, "wb")
+        try:
+            schema = SCHEMA.with_metadata({HEADER_KEY: header.to_json().encode()})
+            self._writer = pa.ipc.new_stream(self._file, schema)
+            self._sync()
+        except (OSError, pa.ArrowException) as exc:
+            self._fail(exc, "writing the header")
+            raise self.error from None  # type: ignore[misc]
+
+    @property
+    def rows(self) -> int:
+        """Rows on disk (whole record batches written and flushed)."""
+        return self._rows
+
+    def _fail(self, exc: BaseException, what: str) -> TraceWriteError:
+        errno_name = ""
+        if isinstance(exc, OSError) and exc.errno is not None:
+            import errno as _errno
+
+            errno_name = _errno.errorcode.get(exc.errno, str(exc.errno))
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        self.error = TraceWriteError(
+            f"{self.path}: {why}{f' ({errno_name})' if errno_name else ''} while {what}: the trace stops here; "
+            f"the {self._rows} rows written before stay readable (the file reads as truncated)")
+        self.closed = True
+        self._t, self._c, self._v, self._l = [], [], [], []
+        try:
+            self._file.close()  # may try to flush its buffer once more: what fits is a prefix of the stream
+        except (OSError, ValueError):
+            pass
+        return self.error
 
     # -- appending ---------------------------------------------------------------------------
     def sample(self, t_s: float, channel: int, value: float) -> None:
+        if self.closed:
+            return
         self._t.append(t_s)
         self._c.append(channel)
         self._v.append(float(value))
@@ -231,6 +351,8 @@ class TraceWriter:
 
     def samples(self, t_s: np.ndarray, channel: np.ndarray, value: np.ndarray) -> None:
         """Append many rows at once (vectorised writers: the performance model, replay)."""
+        if self.closed:
+            return
         self.flush()
         n = len(t_s)
         if n == 0:
@@ -240,34 +362,46 @@ class TraceWriter:
              pa.array(np.asarray(value, dtype=np.float64)), pa.nulls(n, pa.string())],
             schema=SCHEMA,
         )
-        self._writer.write_batch(batch)
-        self._rows += n
-        self._maybe_flush(force_sync=True)
+        self._write(batch, n)
 
     def marker(self, t_s: float, event: str, name: str = "") -> None:
+        if self.closed:
+            return
         self._t.append(t_s)
         self._c.append(MARKER)
         self._v.append(0.0)
         self._l.append(f"{event}:{name}")
         self._maybe_flush()
 
-    def _maybe_flush(self, force_sync: bool = False) -> None:
+    def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_s:
             self.flush()
-        elif force_sync:
-            pass
+
+    def _write(self, batch: pa.RecordBatch, n: int) -> None:
+        try:
+            self._writer.write_batch(batch)
+            self._sync()
+        except (OSError, pa.ArrowException) as exc:
+            raise self._fail(exc, "writing samples") from None
+        self._rows += n
 
     def flush(self) -> None:
+        if self.closed:
+            return
         if self._t:
             batch = pa.record_batch(
                 [pa.array(self._t, pa.float64()), pa.array(self._c, pa.int32()),
                  pa.array(self._v, pa.float64()), pa.array(self._l, pa.string())],
                 schema=SCHEMA,
             )
-            self._writer.write_batch(batch)
-            self._rows += len(self._t)
+            n = len(self._t)
             self._t, self._c, self._v, self._l = [], [], [], []
-        self._sync()
+            self._write(batch, n)
+        else:
+            try:
+                self._sync()
+            except OSError as exc:
+                raise self._fail(exc, "flushing") from None
         self._last_flush = time.monotonic()
 
     def _sync(self) -> None:
@@ -275,8 +409,10 @@ class TraceWriter:
         if self._fsync:
             try:
                 os.fsync(self._file.fileno())
-            except OSError:
-                pass
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+                    raise
+                # EINVAL etc.: the file system cannot sync (pipes, some FUSE mounts); the data is written
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         if self.closed:
@@ -285,10 +421,13 @@ class TraceWriter:
         self._t.append(t_end)
         self._c.append(END)
         self._v.append(float(self._rows))
-        self._l.append(json.dumps(summary or {}))
+        self._l.append(json.dumps(summary or {}, default=str))
         self.flush()
-        self._writer.close()
-        self._file.close()
+        try:
+            self._writer.close()
+            self._file.close()
+        except (OSError, pa.ArrowException) as exc:
+            raise self._fail(exc, "closing") from None
         self.closed = True
 
     def __enter__(self) -> "TraceWriter":
@@ -328,23 +467,85 @@ class Trace:
             return 0.0
         return float(self.t_s.max() - min(0.0, float(self.t_s.min())))
 
+    @property
+    def gaps(self) -> list[dict[str, Any]]:
+        """Labelled gaps of channels whose sensor failed mid-run (see :func:`gaps_from_markers`)."""
+        return gaps_from_markers(self.markers)
+
+
+def gaps_from_markers(markers: list[tuple[float, str, str]]) -> list[dict[str, Any]]:
+    """Gaps from ``gap_start`` / ``gap_end`` markers: ``{channel, start_t_s, end_t_s, reason}``;
+    ``end_t_s`` is ``None`` for a gap the trace never closed (cut short while failing)."""
+    open_: dict[str, dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
+    for t, ev, name in sorted(markers, key=lambda m: m[0]):
+        if ev not in ("gap_start", "gap_end"):
+            continue
+        ch, _, rest = name.partition(" ")
+        if ev == "gap_start" and ch not in open_:
+            open_[ch] = {"channel": ch, "start_t_s": t, "end_t_s": None, "reason": rest.strip("()")}
+            out.append(open_[ch])
+        elif ev == "gap_end" and ch in open_:
+            open_.pop(ch)["end_t_s"] = t
+    return out
+
 
 def _open_stream(path: Path) -> tuple[Any, TraceHeader, Any]:
+    """Map the file and read its schema and header; every way this can fail is a :class:`TraceError`.
+
+    The file is memory-mapped, so a length field that claims terabytes reads past the end of the
+    mapping (an error) instead of allocating.
+    """
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise TraceError(f"{path}: not a regular file (a pipe or device would block or never end)")
     try:
-        f = open(path, "rb")
+        src = pa.memory_map(str(path), "r")
     except FileNotFoundError:
         raise TraceError(f"{path}: trace file does not exist") from None
+    except IsADirectoryError:
+        raise TraceError(f"{path}: is a directory, not a trace file") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise TraceError(f"{path}: cannot be read ({exc})") from None
     try:
-        reader = pa.ipc.open_stream(f)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        f.close()
-        raise TraceError(f"{path}: not a storagecarbon trace (not an Arrow IPC stream: {exc})") from None
-    meta = reader.schema.metadata or {}
-    if HEADER_KEY not in meta:
-        f.close()
-        raise TraceError(f"{path}: not a storagecarbon trace (no header)")
-    header = TraceHeader.from_json(meta[HEADER_KEY].decode(), str(path))
-    return f, header, reader
+        if src.size() == 0:
+            raise TraceError(f"{path}: empty file (the recording never wrote its header)")
+        try:
+            reader = pa.ipc.open_stream(src)
+        except (pa.ArrowException, OSError, ValueError, EOFError, MemoryError) as exc:
+            raise TraceError(f"{path}: not a storagecarbon trace (not an Arrow IPC stream, or cut short inside its "
+                             f"header: {_short(exc)})") from None
+        meta = reader.schema.metadata or {}
+        if HEADER_KEY not in meta:
+            raise TraceError(f"{path}: not a storagecarbon trace (no header)")
+        if not reader.schema.equals(SCHEMA, check_metadata=False):
+            raise TraceError(f"{path}: wrong schema for a storagecarbon trace (columns {_columns(reader.schema)}; "
+                             f"expected {_columns(SCHEMA)})")
+        raw = meta[HEADER_KEY]
+        problem = limits.check(len(raw), limits.TRACE_HEADER_BYTES)
+        if problem:
+            raise TraceError(f"{path}: header of {problem}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TraceError(f"{path}: header is not UTF-8 (corrupt file)") from None
+        header = TraceHeader.from_json(text, str(path))
+    except BaseException:
+        src.close()
+        raise
+    return src, header, reader
+
+
+def _columns(schema: pa.Schema) -> str:
+    try:
+        text = ", ".join(f"{f.name}:{f.type}" for f in schema)
+    except (UnicodeDecodeError, pa.ArrowException, ValueError):
+        return "(unreadable names)"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def read_header(path: str | Path) -> TraceHeader:
@@ -353,20 +554,89 @@ def read_header(path: str | Path) -> TraceHeader:
     return header
 
 
+# An error while reading a record batch of a stream whose remaining bytes are fewer than the batch
+# claims is a cut-short tail (crash, kill -9, full disk): the batches before it stand.
+_TRUNCATION_HINTS = ("Expected to be able to read", "Expected to read", "end of stream", "EOF",
+                     "was null or length 0", "not enough data", "Invalid IPC stream: negative continuation token")
+
+
+def _is_cut_short(exc: BaseException, src: Any, pos: int) -> bool:
+    if isinstance(exc, (EOFError, StopIteration)):
+        return True
+    text = str(exc)
+    if any(h in text for h in _TRUNCATION_HINTS):
+        return True
+    # a message prefix whose metadata length alone runs past the end of the file
+    try:
+        size = src.size()
+        if size - pos < 8:
+            return True
+        src.seek(pos)
+        head = src.read(8)
+        cont, length = int.from_bytes(head[:4], "little", signed=True), int.from_bytes(head[4:8], "little", signed=True)
+        if cont == -1 and (length < 0 or pos + 8 + length > size):
+            return True
+    except (OSError, pa.ArrowException, ValueError):
+        return False
+    return False
+
+
+def _check_batch(batch: pa.RecordBatch, path: Path, index: int, known: np.ndarray) -> None:
+    """Refuse a record batch that decodes but cannot be right (bit flips, absurd values).
+
+    ``known[c + 2]`` is True for the channel numbers the header declares, the marker and the footer.
+    """
+    where = f"{path}: record batch {index}"
+    problem = limits.check(batch.num_rows, limits.TRACE_BATCH_ROWS)
+    if problem:
+        raise TraceError(f"{where}: {problem}")
+    try:
+        batch.validate(full=True)
+    except (pa.ArrowException, ValueError) as exc:
+        raise TraceError(f"{where} is corrupt ({_short(exc)})") from None
+    if batch.column(0).null_count or batch.column(1).null_count or batch.column(2).null_count:
+        raise TraceError(f"{where}: a sample time, channel or value is null (corrupt file)")
+    t = batch.column(0).to_numpy()
+    c = batch.column(1).to_numpy()
+    v = batch.column(2).to_numpy()
+    if not (np.abs(t) <= 1e10).all():
+        raise TraceError(f"{where}: a sample time is not finite or beyond 300 years (corrupt file)")
+    inside = (c >= -2) & (c < len(known) - 2)
+    if not inside.all() or not known[c + 2].all():
+        bad = c[~inside][0] if not inside.all() else c[~known[c + 2]][0]
+        raise TraceError(f"{where}: channel {int(bad)} is not declared in the header (corrupt file)")
+    if not (np.abs(v[c >= 0]) <= 1e30).all():
+        raise TraceError(f"{where}: a sample value is not finite or beyond 1e30 (corrupt file)")
+
+
 def iter_batches(path: str | Path) -> Iterator[pa.RecordBatch]:
-    """Stream record batches; stops quietly at a cut-short tail (check :func:`read_trace`)."""
-    f, _, reader = _open_stream(Path(path))
+    """Stream checked record batches; stops quietly at a cut-short tail (the trace then has no
+    footer and reads as truncated). A batch that is corrupt in the middle of the file, or absurd,
+    is a :class:`TraceError`."""
+    path = Path(path)
+    src, header, reader = _open_stream(path)
+    n_ch = max((c.id for c in header.channels), default=-1) + 1
+    known = np.zeros(n_ch + 2, dtype=bool)   # index c + 2: END (-2), MARKER (-1), channels 0..n_ch-1
+    known[END + 2] = known[MARKER + 2] = True
+    for ch in header.channels:
+        known[ch.id + 2] = True
+    index = 0
     try:
         while True:
+            pos = src.tell()
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
                 return
-            except (pa.ArrowInvalid, pa.ArrowIOError, OSError, EOFError):
-                return
+            except (pa.ArrowException, OSError, EOFError, ValueError, MemoryError) as exc:
+                if _is_cut_short(exc, src, pos):
+                    return
+                raise TraceError(f"{path}: record batch {index} at byte {pos} is corrupt ({_short(exc)})") from None
+            _check_batch(batch, path, index, known)
+            index += 1
             yield batch
     finally:
-        f.close()
+        src.close()
 
 
 def split_special(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -388,8 +658,10 @@ def split_special(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.nda
             elif c[i] == END:
                 try:
                     summary = json.loads(labels[i] or "{}")
-                except json.JSONDecodeError:
-                    summary = {}
+                except (json.JSONDecodeError, RecursionError):
+                    summary = {"footer_unreadable": True}
+                if not isinstance(summary, dict):
+                    summary = {"footer_unreadable": True}
         keep = ~special
         t, c, v = t[keep], c[keep], v[keep]
     return t, c, v, markers, summary

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .trace import TraceHeader, iter_batches, read_header, split_special
+from .trace import TraceHeader, gaps_from_markers, iter_batches, read_header, split_special
 
 OTHER = "other"
 QUANTITIES = ("bytes_read", "bytes_written", "app_bytes_read", "app_bytes_written", "busy_s", "energy_j",
@@ -219,8 +219,26 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
             by_int[q][dev] += np.bincount(ib, weights=d, minlength=n_int)[:n_int]
 
     n_req_markers = sum(1 for m in markers if m[1] == "request_end")
-    return Usage(header=header, phases=phases, phase_time_s=phase_time, by_phase=by_phase, has=has,
+    return Usage(notes=fault_notes(markers, summary, t_max), header=header, phases=phases, phase_time_s=phase_time, by_phase=by_phase, has=has,
                  workload=workload, interval_s=float(interval_s), by_interval=by_int,
                  interval_phase_s=interval_phase, duration_s=duration, t_start=t_min,
                  truncated=not ended, samples=samples, requests_from_markers=n_req_markers,
                  summary=summary)
+
+
+def fault_notes(markers: list[tuple[float, str, str]], summary: dict, t_end: float) -> list[str]:
+    """What a report must say about faults during the recording: a failed command, gaps in
+    channels (counters span a gap, so their totals are whole; a gauge holds its last value across
+    it) and counter resets (the increment before a reset is lost: a lower bound)."""
+    notes = []
+    status = summary.get("command_status")
+    if isinstance(status, str) and status.startswith("failed"):
+        notes.append(f"the recorded command {status}")
+    for g in gaps_from_markers(markers)[:20]:
+        end = g["end_t_s"] if g["end_t_s"] is not None else t_end
+        notes.append(f"gap in {g['channel']} from {g['start_t_s']:.1f} s to {end:.1f} s ({g['reason']}): no readings "
+                     "there; a counter's total spans it, a gauge holds its last value")
+    resets = [m for m in markers if m[1] == "counter_reset"]
+    for t, _, name in resets[:20]:
+        notes.append(f"counter reset at {t:.1f} s in {name}: the increment just before it is lost (total is a lower bound)")
+    return notes

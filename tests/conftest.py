@@ -21,3 +21,13 @@ def db():
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/*.txt from the current reporters (same as STORAGECARBON_UPDATE_GOLDEN=1)")
+
+
+@pytest.fixture(scope="session")
+def update_golden(request) -> bool:
+    return bool(request.config.getoption("--update-golden")) or os.environ.get("STORAGECARBON_UPDATE_GOLDEN") == "1"

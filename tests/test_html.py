@@ -86,6 +86,13 @@ def pages(root, db, tmp_path_factory):
     res = pl.plan(load_scenario(root / "scenarios/llama70b_offload.yaml", db),
                   pl.load_sweep(root / "scenarios/sweeps/llama70b_sweep.yaml", db), db, top=5)
     write_html(tmp / "plan.html", plan=res)
+    # a measured run (real vLLM-CPU + LMCache, saved) and a report with the accounting blocks
+    gold = root / "tests/golden/inputs"
+    import json
+
+    write_html(tmp / "measured.html", profile=json.loads((gold / "measured_tiny_report.json").read_text()),
+               trace_path=gold / "measured_tiny_trace.arrows")
+    write_html(tmp / "accounting.html", profile=json.loads((gold / "accounting_keys_report.json").read_text()))
     return tmp
 
 
@@ -107,7 +114,46 @@ def test_profile_page(pages):
     assert dom.count('class="bar-emb"') >= 3 and dom.count('class="bar-op"') >= 3 and 'class="band"' in dom
     assert dom.count('class="series"') >= 3, "power and IO time series from the trace"
     assert "Sources and assumptions" in dom
+    assert_readable_sources(dom)
+    assert 'id="headline"' in dom and "per 1k generated tokens" in dom
+    # the storage tiers have a chart of their own, on their own scale
+    storage = re.search(r'<svg class="chart tiers storage".*?</svg>', dom, re.S)
+    assert storage and storage.group(0).count('class="bar-emb"') >= 2
     assert_painted(screenshot(pages / "profile.html", pages))
+
+
+def assert_readable_sources(dom: str) -> None:
+    """Sources and assumptions are sentences with links, never raw JSON."""
+    sources = dom.split('id="sources"', 1)[1]
+    assert '{"low"' not in dom and "{&quot;" not in dom and "{'" not in sources
+    assert re.search(r'<a href="https://[^"]+"', sources), "no linked source"
+
+
+def test_measured_page_shows_application_and_block_bytes(pages):
+    dom, log = load(pages / "measured.html", pages)
+    assert_clean(dom, log)
+    assert "MEASURED" in dom
+    table = re.search(r'<table class="bytes-app-block">(.*?)</table>', dom, re.S)
+    assert table, "application-level vs block-level table"
+    ssd = re.search(r"<tr><td>ssd</td>(.*?)</tr>", table.group(1), re.S).group(1)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', ssd)
+    # LMCache wrote 786 kB to the SSD tier; the block device saw 44.9 MB; the gap is their difference
+    assert cells[1] == "786 kB" and cells[3] == "44.9 MB" and cells[4] == "44.1 MB", cells
+    assert dom.count('class="series"') >= 3
+    assert_readable_sources(dom)
+    assert_painted(screenshot(pages / "measured.html", pages))
+
+
+def test_accounting_blocks_render_and_missing_is_missing(pages):
+    dom, log = load(pages / "accounting.html", pages)
+    assert_clean(dom, log)
+    assert "0.298 [0.291–0.305] kWh" in dom and "59% [41%–72%]" in dom
+    assert 'class="ledger"' in dom and 'class="wear"' in dom and 'class="missing"' in dom
+    host = re.search(r"<tr><td>host</td>.*?</tr>", dom.split('<table class="tiers">', 1)[1], re.S).group(0)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', host)
+    assert cells[-1] == "missing", cells  # operational carbon of the host: missing, not 0
+    assert 'id="headline"' in dom
+    assert_painted(screenshot(pages / "accounting.html", pages))
 
 
 def test_compare_page(pages):
@@ -115,6 +161,8 @@ def test_compare_page(pages):
     assert_clean(dom, log)
     assert 'svg class="chart tiers"' in dom and 'class="band"' in dom
     assert "P(A&lt;B)" in dom and "llama70b_hbm_only" in dom
+    assert 'id="candidates"' in dom
+    assert_readable_sources(dom)
     assert_painted(screenshot(pages / "compare.html", pages))
 
 
@@ -124,6 +172,11 @@ def test_plan_page(pages):
     assert dom.count('class="pt"') > 100
     assert 'class="front-p50"' in dom and 'class="front-p95"' in dom and 'class="front-emb-op"' in dom
     assert "Robust pick" in dom and "clean to a dirty grid" in dom
+    bom = re.search(r'<table class="bom">(.*?)</table>', dom, re.S)
+    assert bom and "GPU" in bom.group(1) and "DRAM" in bom.group(1) and "host server" in bom.group(1)
+    assert re.search(r'class="saving">.*?saving <b>[^<]+</b> per 1k tokens = <b>\d+%</b>.*?probability that the pick is '
+                     r'lower: <b>[^<]+</b>', dom, re.S)
+    assert 'class="what-if"' in dom and '<tr class="decision">' in dom
     m = re.search(r'data-charts="(\d+)"', dom)
     assert m and int(m.group(1)) >= 3
     assert_painted(screenshot(pages / "plan.html", pages))

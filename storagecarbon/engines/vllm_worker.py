@@ -27,6 +27,7 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -392,6 +393,186 @@ def _run(spec: dict, result_path: Path) -> dict:
     return result
 
 
+def drop_page_cache() -> str:
+    """Flush dirty pages and drop the page cache (root only), so the next reads hit the device.
+    Returns what was done ("dropped" or the reason it was not)."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return "dropped"
+    except OSError as exc:
+        return f"not dropped ({type(exc).__name__}: {exc})"
+
+
+def _wait_for(path: Path, timeout_s: float) -> bool:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _run_workloads(spec: dict, result_path: Path) -> dict:
+    """One engine instance, several workloads (GPU or CPU): the matrix form of :func:`_run`.
+
+    Extra SPEC fields: ``model_dir`` (a folder with a ``config.json``; weights are dummy when
+    ``engine_kwargs.load_format == "dummy"``), ``engine_kwargs`` (passed to ``vllm.LLM``
+    unchanged: ``gpu_memory_utilization``, ``kv_offloading_size``, ``kv_offloading_backend``,
+    ``cpu_offload_gb``, ``num_gpu_blocks_override``, ``tensor_parallel_size``, ``enforce_eager``
+    ...), ``lmcache`` (as in :func:`_run`, for LMCache's own connector on GPUs: the byte taps of
+    :mod:`storagecarbon.engines.lmcache_cpu` count per-tier bytes), ``workloads``: a list of
+    ``{label, generator, max_tokens, passes, reset_between_passes, drop_cache_before: [pass
+    numbers]}``, and ``handshake``: ``{control, markers_dir, go_dir}``. Before each workload the
+    worker appends ``workload_ready`` to the control file and waits for ``go_dir/<label>`` (the
+    recorder of that workload is running then), writes that workload's phase markers to
+    ``markers_dir/<label>.jsonl`` and its result to ``<result stem>-<label>.json``, then
+    appends ``workload_done``.
+    """
+    t_start = time.time()
+    workdir = Path(spec.get("workdir") or result_path.parent).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    hs = spec.get("handshake") or {}
+    control = Markers(hs.get("control"))
+    lmc = spec.get("lmcache")
+    multiproc = bool(spec.get("multiprocessing", True))
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiproc else "0"
+    for k, v in (("VLLM_HOST_IP", "127.0.0.1"), ("DO_NOT_TRACK", "1"), ("VLLM_NO_USAGE_STATS", "1"),
+                 ("LMCACHE_TRACK_USAGE", "false"), ("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
+                 ("VLLM_USE_FLASHINFER_SAMPLER", "0"), ("PYTHONHASHSEED", "0")):
+        os.environ.setdefault(k, v)
+    tap_dir = os.environ.get("STORAGECARBON_TAP_DIR") or str(workdir / "taps")
+    os.environ["STORAGECARBON_TAP_DIR"] = tap_dir
+    os.makedirs(tap_dir, exist_ok=True)
+    if lmc is not None:
+        os.environ["STORAGECARBON_LMCACHE_CPU"] = "1"   # byte taps (the CPU connector only acts on CPU)
+        os.environ["LMCACHE_CONFIG_FILE"] = str(write_lmcache_config(lmc, workdir / "lmcache.yaml"))
+        from storagecarbon.engines import lmcache_cpu
+        lmcache_cpu.register()
+
+    control.emit("phase_start", "import")
+    import vllm
+    from vllm import LLM, SamplingParams
+    control.emit("phase_end", "import")
+    kwargs: dict[str, Any] = dict(model=str(Path(spec["model_dir"]).resolve()), dtype="bfloat16",
+                                  seed=int(spec.get("seed", 0)), disable_log_stats=False,
+                                  enable_prefix_caching=True)
+    kwargs.update(spec.get("engine_kwargs") or {})
+    if lmc is not None:
+        from vllm.config import KVTransferConfig
+        kwargs["kv_transfer_config"] = KVTransferConfig(kv_connector="LMCacheConnectorV1", kv_role="kv_both")
+    control.emit("phase_start", "load")
+    t0 = time.time()
+    llm = LLM(**kwargs)
+    load_s = time.time() - t0
+    control.emit("phase_end", "load")
+    vocab = int(llm.llm_engine.model_config.get_vocab_size())
+    cache_cfg = llm.llm_engine.vllm_config.cache_config
+    engine_info = {"num_gpu_blocks": getattr(cache_cfg, "num_gpu_blocks", None),
+                   "block_size": getattr(cache_cfg, "block_size", None),
+                   "kv_offloading_size": getattr(cache_cfg, "kv_offloading_size", None),
+                   "kv_offloading_backend": str(getattr(cache_cfg, "kv_offloading_backend", None))}
+    versions = {"vllm": getattr(vllm, "__version__", None), "lmcache": _version("lmcache"),
+                "torch": _version("torch")}
+
+    def taps() -> dict:
+        return read_taps(tap_dir, since=t_start)["counters"]
+
+    def settled_taps(settle_s: float) -> dict:
+        last, stable_since, deadline = taps(), time.time(), time.time() + settle_s
+        while time.time() < deadline:
+            time.sleep(0.1)
+            cur = taps()
+            if cur != last:
+                last, stable_since = cur, time.time()
+            elif time.time() - stable_since >= 0.5:
+                break
+        return last
+
+    stop_pub = threading.Event()
+    if spec.get("counters_file"):
+        from storagecarbon.engines.vllm_gpu import counters_from_metrics
+
+        cpath = Path(spec["counters_file"])
+
+        def _publish() -> None:  # vLLM's counters for the recorder's VllmCounterFileSensor
+            while not stop_pub.wait(0.25):
+                try:
+                    c = counters_from_metrics(_metrics_dict(llm.get_metrics()))
+                    tmp = cpath.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(c))
+                    os.replace(tmp, cpath)
+                except Exception:  # noqa: BLE001 - a missed publish is a gap, not an error
+                    pass
+
+        threading.Thread(target=_publish, daemon=True).start()
+    done = []
+    for w in spec["workloads"]:
+        label = w["label"]
+        control.emit("workload_ready", label)
+        if hs.get("go_dir") and not _wait_for(Path(hs["go_dir"]) / label, 120.0):
+            raise RuntimeError(f"no go for workload {label} within 120 s")
+        mk = Markers(str(Path(hs["markers_dir"]) / f"{label}.jsonl") if hs.get("markers_dir") else None)
+        ids = generate_prompt_token_ids(w["generator"], vocab)
+        prompts = [{"prompt_token_ids": t} for t in ids]
+        sp = SamplingParams(temperature=0.0, max_tokens=int(w.get("max_tokens", 16)), ignore_eos=True,
+                            detokenize=False)
+        passes = []
+        metrics_prev = _metrics_dict(llm.get_metrics())
+        taps_prev = settled_taps(float(w.get("settle_s", 5.0)) if lmc else 0.0)
+        for i in range(1, int(w.get("passes", 2)) + 1):
+            pl = f"pass{i}"
+            if i > 1 and w.get("reset_between_passes", True):
+                llm.reset_prefix_cache()
+            cache_note = None
+            if i in (w.get("drop_cache_before") or []):
+                cache_note = drop_page_cache()
+            mk.emit("phase_start", pl)
+            start = time.time()
+            outs = llm.generate(prompts, sp, use_tqdm=False)
+            end = time.time()
+            mk.emit("phase_end", pl, t=end)
+            taps_now = settled_taps(float(w.get("settle_s", 5.0))) if lmc else taps()
+            metrics_now = _metrics_dict(llm.get_metrics())
+            reqs = []
+            for o in outs:
+                ttft, tpot, raw = _request_timing(o)
+                reqs.append({"prompt_tokens": len(o.prompt_token_ids or []),
+                             "generated_tokens": len(o.outputs[0].token_ids),
+                             "num_cached_tokens": getattr(o, "num_cached_tokens", None),
+                             "ttft_s": ttft, "tpot_s": tpot, "timing_raw": raw})
+            gen = sum(r["generated_tokens"] for r in reqs)
+            passes.append({"label": pl, "start_unix": start, "end_unix": end, "page_cache": cache_note,
+                           "prompt_tokens": sum(r["prompt_tokens"] for r in reqs), "generated_tokens": gen,
+                           "generated_tok_per_s": gen / (end - start) if end > start else None,
+                           "requests": reqs, "vllm_metrics_delta": _metrics_delta(metrics_prev, metrics_now),
+                           "taps_delta": {k: taps_now[k] - taps_prev.get(k, 0) for k in taps_now}})
+            metrics_prev, taps_prev = metrics_now, taps_now
+        wres = {"label": label, "workload": {k: v for k, v in w.items() if k != "generator"},
+                "generator": w["generator"], "passes": passes, "engine": engine_info, "versions": versions,
+                "engine_kwargs": {k: v for k, v in kwargs.items() if k != "kv_transfer_config"},
+                "lmcache": lmc, "load_s": load_s}
+        out = result_path.with_name(f"{result_path.stem}-{label}.json")
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(wres, indent=1))
+        os.replace(tmp, out)
+        done.append(label)
+        control.emit("workload_done", label)
+    stop_pub.set()
+    result = {"ok": True, "workloads": done, "versions": versions, "engine": engine_info, "load_s": load_s,
+              "total_s": time.time() - t_start}
+    tmp = result_path.with_suffix(result_path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, result_path)
+    if multiproc:
+        try:
+            llm.llm_engine.engine_core.shutdown(timeout=5.0)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+    return result
+
+
 def _version(dist: str) -> str | None:
     from importlib import metadata
 
@@ -409,7 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     rc = 0
     try:
         spec = json.loads(a.spec.read_text())
-        _run(spec, a.result)
+        (_run_workloads if spec.get("workloads") else _run)(spec, a.result)
     except BaseException:  # noqa: BLE001
         traceback.print_exc()
         rc = 1

@@ -14,6 +14,20 @@ already converted to the unit in the metric's name (J, B, s, W, B/s).
   where the sensor can make them so (wraps are unfolded here, see :class:`MonotonicCounter`); a
   row may be left out when there is no reading yet (absent is not zero). ``read()`` may raise:
   the recorder records the failure and keeps sampling.
+
+A sensor that fails mid-run never writes a made-up value. Failures become *labelled gaps*:
+
+* ``read()`` raises: every channel of the sensor is in a gap from that tick until it reads again;
+* one channel fails while the others read (an NVML call, a vanished block device): the sensor
+  leaves that row out and calls :meth:`SensorBase.fault` with ``kind="error"``: that channel alone
+  is in a gap;
+* a counter went backwards and is not a wrap (device re-attached, driver reloaded): ``kind="reset"``;
+  the counter goes on from its new origin, and the increment lost between the last read before the
+  reset and the reset itself is labelled;
+* a value that is not a finite number is never written: a gap, as for an error.
+
+The recorder writes ``gap_start`` / ``gap_end`` and ``counter_reset`` markers named
+``<device>.<metric>`` (plus the reason) and lists every gap in the trace footer; other channels go on.
 """
 
 from __future__ import annotations
@@ -55,10 +69,30 @@ class Sensor(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class ChannelFault:
+    """One channel of a sensor that failed (``kind="error"``) or whose counter reset, in one read."""
+
+    device: str
+    metric: str
+    kind: str          # "error" | "reset"
+    reason: str
+
+
 class SensorBase:
-    """Defaults for the optional parts of the protocol (no devices, nothing to close, no summary)."""
+    """Defaults for the optional parts of the protocol (no devices, nothing to close, no summary),
+    and the per-channel fault report the recorder collects after each read."""
 
     name = "sensor"
+
+    def fault(self, device: str, metric: str, reason: str, kind: str = "error") -> None:
+        """Report that ``device.metric`` has no valid reading in this ``read()`` (or that its counter reset)."""
+        faults = self.__dict__.setdefault("_faults", [])
+        faults.append(ChannelFault(device, metric, kind, reason))
+
+    def take_faults(self) -> list[ChannelFault]:
+        """The faults reported since the last call (the recorder calls it after every read)."""
+        return self.__dict__.pop("_faults", [])
 
     def devices(self) -> list[DeviceEntry]:
         return []

@@ -117,11 +117,20 @@ class DiskstatsSensor(SensorBase):
             out += [(d, "bytes_read", self.name), (d, "bytes_written", self.name), (d, "busy_s", self.name)]
         return out
 
-    def _unfold(self, block: str, field: str, raw: int, bits: int) -> float:
+    def _unfold(self, block: str, field: str, raw: int, bits: int, dev: str = "", metric: str = "") -> float:
         c = self._ctr.get((block, field))
         if c is None:
             c = self._ctr[(block, field)] = MonotonicCounter(width_bits=bits)
-        return c.update(raw)
+        resets = c.resets
+        v = c.update(raw)
+        if c.resets > resets and dev:
+            self.fault(dev, metric, f"{block} {field} counter reset (device re-attached or stats cleared); "
+                                    "the increment before the reset is lost", kind="reset")
+        return v
+
+    def _last(self, block: str, field: str) -> float:
+        c = self._ctr.get((block, field))
+        return c.value if c is not None else 0.0
 
     def rows_from_text(self, text: str) -> list[Row]:
         """Rows for one snapshot of ``/proc/diskstats`` (advances the wrap state)."""
@@ -132,17 +141,27 @@ class DiskstatsSensor(SensorBase):
         for dev, blocks in self.map.items():
             br = bw = busy = 0.0
             seen = False
+            gone = []
             for b in blocks:
                 st = stats.get(b)
                 if st is None:
+                    # vanished (detached): its counts so far stay in the total, so it never drops
                     self._missing.add(b)
+                    gone.append(b)
+                    br += self._last(b, "sectors_read") * SECTOR_BYTES
+                    bw += self._last(b, "sectors_written") * SECTOR_BYTES
+                    busy += self._last(b, "io_ticks_ms") / 1000.0
                     continue
                 seen = True
-                br += self._unfold(b, "sectors_read", st.sectors_read, self.long_bits) * SECTOR_BYTES
-                bw += self._unfold(b, "sectors_written", st.sectors_written, self.long_bits) * SECTOR_BYTES
-                busy += self._unfold(b, "io_ticks_ms", st.io_ticks_ms, 32) / 1000.0
+                br += self._unfold(b, "sectors_read", st.sectors_read, self.long_bits, dev, "bytes_read") * SECTOR_BYTES
+                bw += self._unfold(b, "sectors_written", st.sectors_written, self.long_bits, dev,
+                                   "bytes_written") * SECTOR_BYTES
+                busy += self._unfold(b, "io_ticks_ms", st.io_ticks_ms, 32, dev, "busy_s") / 1000.0
             if seen:
                 rows += [(dev, "bytes_read", br), (dev, "bytes_written", bw), (dev, "busy_s", busy)]
+            else:
+                for m in ("bytes_read", "bytes_written", "busy_s"):
+                    self.fault(dev, m, f"block device(s) {', '.join(gone)} no longer in {self.path}")
         return rows
 
     def read(self) -> list[Row]:
@@ -154,10 +173,16 @@ class DiskstatsSensor(SensorBase):
             self._sys_fds = self._open_sys() if self.path == Path("/proc/diskstats") else {}
         if self._sys_fds and len(self._sys_fds) == len(self._wanted):
             lines = []
-            for b, fd in self._sys_fds.items():
-                data = os.pread(fd, 4096, 0).decode("ascii", "replace").split()
-                lines.append(f"0 0 {b} {' '.join(data)}")
-            return self.rows_from_text("\n".join(lines))
+            try:
+                for b, fd in self._sys_fds.items():
+                    data = os.pread(fd, 4096, 0).decode("ascii", "replace").split()
+                    lines.append(f"0 0 {b} {' '.join(data)}")
+            except OSError:  # a disk went away: /proc/diskstats from now on, which reports it missing
+                for fd in self._sys_fds.values():
+                    os.close(fd)
+                self._sys_fds = {}
+            else:
+                return self.rows_from_text("\n".join(lines))
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         size = 65536

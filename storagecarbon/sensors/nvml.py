@@ -151,6 +151,7 @@ class NvmlSensor(SensorBase):
                     rows.append((did, m, self._read_metric(m, h)))
                 except Exception as exc:  # noqa: BLE001
                     errors.append(f"{did} {m}: {_text(exc) or type(exc).__name__}")
+                    self.fault(did, m, f"NVML: {_text(exc) or type(exc).__name__}")
         pcie_gpus = [(did, h) for did, h in self._handles if "pcie_tx_bps" in self._metrics[did]]
         if pcie_gpus and now - self._pcie_t >= self.pcie_interval_s:
             self._pcie_t = now
@@ -161,6 +162,8 @@ class NvmlSensor(SensorBase):
                 rows += [(did, "pcie_tx_bps", tx), (did, "pcie_rx_bps", rx)]
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"{did} pcie: {_text(exc) or type(exc).__name__}")
+                for m in ("pcie_tx_bps", "pcie_rx_bps"):
+                    self.fault(did, m, f"NVML: {_text(exc) or type(exc).__name__}")
         if errors:
             if not rows:
                 raise RuntimeError("NVML: " + "; ".join(errors))
