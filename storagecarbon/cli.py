@@ -107,7 +107,7 @@ def report(
     from .pipeline import attribute_trace
     from .scenario import load_scenario
 
-    if len(traces) > 1 or dataset is not None or not Path(traces[0]).is_file():
+    if len(traces) > 1 or dataset is not None or Path(traces[0]).is_dir() or any(c in traces[0] for c in "*?["):
         from .fleet.cli import report_many
 
         if html is not None or out_dir is not None or gco2e_per_kwh is not None:

@@ -183,6 +183,8 @@ class DiskstatsSensor(SensorBase):
                 self._sys_fds = {}
             else:
                 return self.rows_from_text("\n".join(lines))
+        if not str(self.path).startswith("/proc/"):
+            return self.rows_from_text(self.path.read_text())  # a regular file may be replaced: open it anew
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         size = 65536
