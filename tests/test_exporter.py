@@ -238,3 +238,29 @@ def test_grafana_dashboard_uses_only_exported_names(root):
     names = {n for e in exprs for n in re.findall(r"storagecarbon_[a-z0-9_]+", e)}
     known = {f"storagecarbon_{k}" + ("_total" if kind == "counter" else "") for k, (kind, _) in LiveExporter._HELP.items()}
     assert names and names <= known | {"storagecarbon_run_info"}, names - known
+
+
+def test_export_command_serves_a_finished_trace_then_stops(recorded, root):
+    # GIVEN a finished trace, WHEN `export --listen` serves it (with a short linger after its end)
+    trace, scrapes = recorded
+    port = free_port()
+    got: list[dict] = []
+
+    def scrape() -> None:
+        for _ in range(50):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    got.append(series(r.read().decode()))
+                    return
+            except OSError:
+                time.sleep(0.1)
+
+    th = threading.Thread(target=scrape)
+    th.start()
+    rc = main(["export", str(trace), "--listen", f"127.0.0.1:{port}", "--linger", "2",
+               "--scenario", str(root / "scenarios/tiny_cpu_lmcache.yaml")])
+    th.join()
+    # THEN it answered with the recording's final counters and returned once the linger was over
+    assert rc == 0 and got
+    key = ("storagecarbon_co2e_grams_total", (("device", "host"), ("kind", "embodied"), ("tier", "host")))
+    assert got[0][key] == pytest.approx(scrapes[-1][key], rel=1e-9)

@@ -20,8 +20,10 @@ counter that goes down is a restart and counts from zero again) and emits:
   when a scan is costly (the directory may hold many chunk files: the interval is stretched to
   1000 x the scan's CPU time); the gauge holds in between.
 
-Cost per tick: one ``scandir`` of the tap folder; a tap file is read again only when it changed
-(its mtime, size or inode; writers replace it atomically).
+Cost per tick: one ``stat`` per known tap file, which is read again only when it changed (mtime,
+size or inode; writers replace it atomically); the folder is listed for new tap files (new
+processes: their counters are cumulative, so nothing is lost) at most every ``discover_s``, and
+every tick until the first one appears.
 
 No tap file yet means no reading yet (no rows), never zeros. GPU<->host transfer bytes and token
 counts have no channel in the metric vocabulary; they go to the footer summary.
@@ -97,6 +99,9 @@ class LMCacheTapSensor(SensorBase):
         self._tot: dict[str, float] | None = None
         self._dir_mtime: int | None = None
         self._listed_unix = 0.0
+        self._taps: dict[str, str] = {}   # tap file name -> path
+        self._listed_t = -1e9
+        self.discover_s = 1.0             # new tap files (new processes) are looked for this often
         self.chunk_size = None
 
     def probe(self) -> Probe:
@@ -132,22 +137,35 @@ class LMCacheTapSensor(SensorBase):
             self._du_every_s = max(self.du_interval_s, 1000.0 * (time.thread_time() - c0))
         return self._du
 
-    def read(self) -> list[Row]:
+    def _list_taps(self) -> None:
+        """Find tap files (new LMCache processes). Writers replace files by rename, which changes the
+        folder's mtime: while it has not changed since a listing made more than 1 s after it, the
+        listing is skipped."""
         assert self.tap_dir is not None
-        entries: list[tuple[str, str, os.stat_result]] = []
         try:
             dir_mtime = os.stat(self.tap_dir).st_mtime_ns
-            # writers replace tap files (a rename changes the folder's mtime): while the folder has
-            # not changed since a listing made more than 1 s after its mtime, nothing can be new
-            if not (dir_mtime == self._dir_mtime and self._listed_unix - dir_mtime / 1e9 > 1.0):
-                self._listed_unix = time.time()
-                entries = [(e.name, e.path, e.stat()) for e in os.scandir(self.tap_dir)
-                           if e.name.startswith("lmcache-") and e.name.endswith(".json")]
-                self._dir_mtime = dir_mtime
+            if dir_mtime == self._dir_mtime and self._listed_unix - dir_mtime / 1e9 > 1.0:
+                return
+            self._listed_unix = time.time()
+            for e in os.scandir(self.tap_dir):
+                if e.name.startswith("lmcache-") and e.name.endswith(".json") and e.name not in self._taps:
+                    self._taps[e.name] = e.path
+            self._dir_mtime = dir_mtime
         except OSError:
             pass
+
+    def read(self) -> list[Row]:
+        assert self.tap_dir is not None
+        now = time.monotonic()
+        if not self._taps or now - self._listed_t >= self.discover_s:
+            self._list_taps()
+            self._listed_t = now
         changed = False
-        for name, path, st in entries:
+        for name, path in self._taps.items():
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # removed, or between a writer's unlink and rename: keep last values
             sig = (st.st_mtime_ns, st.st_size, st.st_ino)
             if self._sig.get(name) == sig:
                 continue  # unchanged since the last read (taps are replaced atomically)

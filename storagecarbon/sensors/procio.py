@@ -119,8 +119,8 @@ class ProcTree:
     """
 
     def __init__(self, root_pid: int | None = None, *, session: int | None = None,
-                 proc_root: str | Path = "/proc", max_age_s: float = 0.02, rescan_s: float = 1.0,
-                 max_rescan_s: float = 5.0, stat_interval_s: float = 0.3):
+                 proc_root: str | Path = "/proc", max_age_s: float = 0.02, rescan_s: float = 2.0,
+                 max_rescan_s: float = 10.0, stat_interval_s: float = 0.5):
         self.root_pid = root_pid
         self.session = session
         self.proc_root = Path(proc_root)
@@ -137,6 +137,7 @@ class ProcTree:
         self._scan_lastpid: bytes | None = None
         self._prev_lastpid: bytes | None = None
         self._outside: set[int] = set()   # pids seen and found outside the tree
+        self._pid_checked_t = -1e9
         self._known: dict[int, int] = {}  # member pid -> start ticks
         self._fd_stat: dict[int, int] = {}
         self._fd_io: dict[int, int] = {}
@@ -271,6 +272,9 @@ class ProcTree:
             return False
         if age >= self.max_rescan_s:
             return True
+        if now - self._pid_checked_t < 0.5:  # /proc/loadavg at most twice a second
+            return False
+        self._pid_checked_t = now
         last = self._last_pid()
         return last is None or last != self._scan_lastpid
 
