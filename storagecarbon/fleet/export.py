@@ -25,6 +25,7 @@ and system semantic conventions (``hw.energy`` in J, ``system.disk.io`` in bytes
 ``storagecarbon_requests_total``           counter
 ``storagecarbon_recorded_seconds_total``   counter  time covered by the samples so far
 ``storagecarbon_samples_total``            counter
+``storagecarbon_attribution_errors_total`` counter  scrapes whose attribution failed (carbon series left out)
 ``storagecarbon_run_info``                 info     ``source``, ``region``, ``host``
 =========================================  =======  ==================================================
 
@@ -238,7 +239,7 @@ class LiveExporter:
         self.inputs = inputs
         self._carbon, self._region = carbon, region
         self._lock = threading.Lock()
-        self._pending: list[list[tuple[float, int, float]]] = []
+        self._pending: list[tuple[list[tuple[float, int, float]], list[tuple[float, str, str]]]] = []
         self._live: LiveUsage | None = None
         self._held: dict[tuple[str, tuple[str, ...]], float] = {}
         self.attribution_errors = 0
@@ -306,17 +307,17 @@ class LiveExporter:
 
             header = live.header
             u = live.usage()
-            devs = header.devices
-            for i, d in enumerate(devs):
+            tot = live.totals
+            for i, d in enumerate(header.devices):
                 lab = {"device": d.id, "tier": d.tier}
                 for metric, direction, layer in (("bytes_read", "read", "block"), ("bytes_written", "write", "block"),
                                                  ("app_bytes_read", "read", "app"), ("app_bytes_written", "write", "app")):
                     if live.seen(d.id, metric):
-                        put("io_bytes", {**lab, "direction": direction, "layer": layer}, live.totals[metric][i])
+                        put("io_bytes", {**lab, "direction": direction, "layer": layer}, tot[metric][i])
                 if live.seen(d.id, "busy_s"):
-                    put("busy_seconds", lab, live.totals["busy_s"][i])
+                    put("busy_seconds", lab, tot["busy_s"][i])
                 if live.seen(d.id, "cpu_time_s"):
-                    put("cpu_seconds", lab, live.totals["cpu_time_s"][i])
+                    put("cpu_seconds", lab, tot["cpu_time_s"][i])
                 for metric, name in (("resident_bytes", "resident_bytes"), ("power_w", "power_watts")):
                     x = live.last(d.id, metric)
                     if x is not None:
@@ -338,6 +339,7 @@ class LiveExporter:
                     attr = None
                 if attr is not None:
                     self._carbon_series(attr, live, put)
+            put("attribution_errors", {}, float(self.attribution_errors))
             return out
 
     def _carbon_series(self, attr: Any, live: LiveUsage, put: Any) -> None:
@@ -381,6 +383,7 @@ class LiveExporter:
         "requests": ("counter", "Requests completed by the recorded engine"),
         "recorded_seconds": ("counter", "Time covered by the recorder's samples so far"),
         "samples": ("counter", "Samples recorded so far"),
+        "attribution_errors": ("counter", "Scrapes whose attribution failed (their carbon series are left out)"),
     }
 
     def collect(self) -> Iterator[Any]:
