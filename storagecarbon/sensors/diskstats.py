@@ -172,17 +172,26 @@ class DiskstatsSensor(SensorBase):
         if self._sys_fds is None:
             self._sys_fds = self._open_sys() if self.path == Path("/proc/diskstats") else {}
         if self._sys_fds and len(self._sys_fds) == len(self._wanted):
-            lines = []
+            raw: dict[str, list[bytes]] = {}
             try:
                 for b, fd in self._sys_fds.items():
-                    data = os.pread(fd, 4096, 0).decode("ascii", "replace").split()
-                    lines.append(f"0 0 {b} {' '.join(data)}")
+                    raw[b] = os.pread(fd, 4096, 0).split()  # sysfs stat: the diskstats fields after the name
             except OSError:  # a disk went away: /proc/diskstats from now on, which reports it missing
                 for fd in self._sys_fds.values():
                     os.close(fd)
                 self._sys_fds = {}
             else:
-                return self.rows_from_text("\n".join(lines))
+                rows: list[Row] = []
+                for dev, blocks in self.map.items():
+                    br = bw = busy = 0.0
+                    for b in blocks:
+                        f = raw[b]
+                        br += self._unfold(b, "sectors_read", int(f[2]), self.long_bits, dev, "bytes_read") * SECTOR_BYTES
+                        bw += self._unfold(b, "sectors_written", int(f[6]), self.long_bits, dev,
+                                           "bytes_written") * SECTOR_BYTES
+                        busy += self._unfold(b, "io_ticks_ms", int(f[9]), 32, dev, "busy_s") / 1000.0
+                    rows += [(dev, "bytes_read", br), (dev, "bytes_written", bw), (dev, "busy_s", busy)]
+                return rows
         if not str(self.path).startswith("/proc/"):
             return self.rows_from_text(self.path.read_text())  # a regular file may be replaced: open it anew
         if self._fd is None:
