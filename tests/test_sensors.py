@@ -646,3 +646,97 @@ def test_replay_sensor_answers_the_last_value_at_elapsed_time():
     clock["t"] = 105.0
     assert s.read() == [("gpu0", "energy_j", 20.0)] and s.finished
     assert [d.id for d in s.devices()] == ["gpu0"] and s.devices()[0].tier == "hbm"
+
+
+# ------------------------------------------------------------------------------ sampling cost paths
+def test_proc_tree_finds_late_children_and_reads_outsiders_once(tmp_path, monkeypatch):
+    # GIVEN a tree whose root starts a child only after the first scan
+    code = ("import subprocess,sys,time\n"
+            "sys.stdin.readline()\n"
+            "g=subprocess.Popen([sys.executable,'-c','import time; time.sleep(5)'])\n"
+            "print(g.pid, flush=True); time.sleep(5)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        tree = ProcTree(p.pid, rescan_s=0.0, max_age_s=0.0, stat_interval_s=0.0)
+        assert [m.pid for m in tree.members()] == [p.pid]
+        reads: list[int] = []
+        orig = tree._stat_text
+        monkeypatch.setattr(tree, "_stat_text", lambda pid: reads.append(int(pid)) or orig(pid))
+        tree._scan_t = -1e9
+        tree.members()
+        # THEN a rescan reads no process it has already classified
+        assert p.pid not in reads and not (set(reads) & tree._outside - set(reads))
+        outsiders_before = set(tree._outside)
+        reads.clear()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        gpid = int(p.stdout.readline())
+        tree._scan_t = -1e9
+        # AND the late child joins; the outsiders seen before are not read again
+        assert gpid in [m.pid for m in tree.members()]
+        assert not (set(reads) & outsiders_before)
+    finally:
+        p.kill()
+        p.wait()
+        tree.close()
+
+
+def test_reaped_child_is_counted_once_between_full_stat_reads(tmp_path):
+    # GIVEN a parent whose child writes 4 MiB, and a tree that re-reads non-root stat rarely
+    (tmp_path / "child.py").write_text(
+        "import os, sys, time\n"
+        f"f = open({str(tmp_path / 'f')!r}, 'wb'); f.write(os.urandom(4 << 20)); f.flush(); os.fsync(f.fileno())\n"
+        "print('written', flush=True); time.sleep(1.5)\n")
+    code = ("import subprocess, sys, time\n"
+            f"c = subprocess.Popen([sys.executable, {str(tmp_path / 'child.py')!r}])\n"
+            "c.wait(); print('reaped', flush=True); time.sleep(5)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "written"
+        tree = ProcTree(p.pid, max_age_s=0.0, stat_interval_s=60.0, rescan_s=60.0)
+        s = ProcIOSensor(tree, disk_device="ssd0")
+        w1 = {m: v for _d, m, v in s.read()}["app_bytes_written"]
+        assert len(tree.members()) == 2 and w1 >= 4 << 20  # the child, not yet exited, holds the bytes
+        assert p.stdout.readline().strip() == "reaped"
+        # WHEN sampled after the parent reaped the child (its bytes moved into the parent's counters)
+        w2 = {m: v for _d, m, v in s.read()}["app_bytes_written"]
+        # THEN the 4 MiB count once, not twice
+        assert w1 <= w2 < w1 + (1 << 20)
+        assert [m.pid for m in tree.members()] == [p.pid]
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_diskstats_from_sysfs_matches_proc_diskstats(tmp_path):
+    stats = parse_diskstats(Path("/proc/diskstats").read_text())
+    disk = next((n for n in stats if Path(f"/sys/class/block/{n}/stat").exists()), None)
+    if disk is None:
+        pytest.skip("no block device with a sysfs stat file")
+    a = DiskstatsSensor({"d": [disk]})
+    (tmp_path / "diskstats").write_text(Path("/proc/diskstats").read_text())
+    ra = {m: v for _d, m, v in a.read()}
+    rb = {m: v for _d, m, v in DiskstatsSensor({"d": [disk]}, path=tmp_path / "diskstats").read()}
+    assert a._sys_fds and set(ra) == set(rb) == {"bytes_read", "bytes_written", "busy_s"}
+    for k in ra:  # read a moment apart: the counters may have moved forward only
+        assert rb[k] <= ra[k] <= rb[k] * 1.01 + 1e6
+    a.close()
+
+
+def test_lmcache_taps_are_reparsed_only_when_replaced(tmp_path, monkeypatch):
+    import storagecarbon.sensors.lmcache_tap as lt
+
+    tap = tmp_path / "tap"
+    tap.mkdir()
+    s = LMCacheTapSensor(tap, disk_device="ssd0", dram_device=None)
+    _tap(tap, 1, disk_bytes_written=100)
+    parsed: list[int] = []
+    orig = lt.parse_tap
+    monkeypatch.setattr(lt, "parse_tap", lambda t: parsed.append(1) or orig(t))
+    assert {m: v for _d, m, v in s.read()}["app_bytes_written"] == 100
+    s.read()
+    assert len(parsed) == 1  # unchanged: not read again
+    tmp = tap / "x.tmp"
+    tmp.write_text(json.dumps({"pid": 1, "counters": {"disk_bytes_written": 250}}))
+    tmp.replace(tap / "lmcache-1.json")  # as the connector publishes
+    assert {m: v for _d, m, v in s.read()}["app_bytes_written"] == 250

@@ -52,6 +52,27 @@ class Usage:
         return [d.id for d in self.header.devices]
 
 
+def quantity_of(metric: str) -> str | None:
+    """The usage quantity a device channel's metric adds to (gauges integrate over time)."""
+    q = {"resident_bytes": "resident_byte_s", "power_w": "power_j"}.get(metric, metric)
+    return q if q in QUANTITIES else None
+
+
+def increments(t: np.ndarray, v: np.ndarray, cumulative: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Consecutive samples ``(t, v)`` of one channel -> (interval start times, usage per interval).
+
+    Cumulative counters: the delta (a decrease is a counter reset: the new value is the delta).
+    Gauges: the level held until the next sample, times the interval. The one place of this rule
+    (the live exporter of :mod:`storagecarbon.fleet.export` calls it too).
+    """
+    if cumulative:
+        d = np.diff(v)
+        d = np.where(d < 0, v[1:], d)  # counter reset: count from zero again
+    else:
+        d = v[:-1] * np.diff(t)
+    return t[:-1], d
+
+
 def _phase_timeline(markers: list[tuple[float, str, str]]) -> tuple[np.ndarray, list[str], list[str]]:
     """Boundary times and the phase active from each boundary on (a stack: nested phases allowed)."""
     markers = sorted(markers, key=lambda m: m[0])
@@ -149,8 +170,8 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
         ch_cum[ch.id] = ch.cumulative
         if ch.device in didx:
             ch_dev[ch.id] = didx[ch.device]
-            q = {"resident_bytes": "resident_byte_s", "power_w": "power_j"}.get(ch.metric, ch.metric)
-            ch_q[ch.id] = q if q in QUANTITIES else None
+            q = quantity_of(ch.metric)
+            ch_q[ch.id] = q
             if ch_q[ch.id] is not None:
                 has[(ch.device, q)] = True
             if ch.metric == "app_bytes_read" and ch.sensor in KV_SENSORS:
@@ -192,12 +213,7 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
             last_t[cid], last_v[cid] = tt[-1], vv[-1]
             if q is None or len(tt) < 2:
                 continue
-            t0, t1 = tt[:-1], tt[1:]
-            if ch_cum[cid]:
-                d = np.diff(vv)
-                d = np.where(d < 0, vv[1:], d)  # counter reset: count from zero again
-            else:
-                d = vv[:-1] * (t1 - t0)
+            t0, d = increments(tt, vv, bool(ch_cum[cid]))
             dev = ch_dev[cid]
             if dev < 0:  # workload counters
                 workload[q] += float(d.sum())

@@ -20,6 +20,7 @@ other tenants' IO; the per-process counters (:mod:`.procio`) and LMCache taps
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,9 @@ class DiskstatsSensor(SensorBase):
         self.long_bits = long_bits
         self._ctr: dict[tuple[str, str], MonotonicCounter] = {}
         self._missing: set[str] = set()
+        self._wanted = {b for bs in self.map.values() for b in bs}
+        self._fd: int | None = None
+        self._sys_fds: dict[str, int] | None = None
 
     def probe(self) -> Probe:
         if not self.map:
@@ -130,7 +134,9 @@ class DiskstatsSensor(SensorBase):
 
     def rows_from_text(self, text: str) -> list[Row]:
         """Rows for one snapshot of ``/proc/diskstats`` (advances the wrap state)."""
-        stats = parse_diskstats(text)
+        wanted = self._wanted  # parse only the mapped disks' lines (a host may list hundreds)
+        stats = parse_diskstats("\n".join(ln for ln in text.splitlines() if (f := ln.split(None, 3))[2:3] and
+                                           f[2] in wanted))
         rows: list[Row] = []
         for dev, blocks in self.map.items():
             br = bw = busy = 0.0
@@ -159,7 +165,60 @@ class DiskstatsSensor(SensorBase):
         return rows
 
     def read(self) -> list[Row]:
-        return self.rows_from_text(self.path.read_text())
+        # Per tick: each mapped disk's own /sys/class/block/<name>/stat (the same counters as its
+        # /proc/diskstats line, without the kernel formatting every other disk), through open
+        # descriptors re-read with pread; /proc/diskstats when a disk has no such file (or the
+        # sensor reads another diskstats file, as in tests).
+        if self._sys_fds is None:
+            self._sys_fds = self._open_sys() if self.path == Path("/proc/diskstats") else {}
+        if self._sys_fds and len(self._sys_fds) == len(self._wanted):
+            raw: dict[str, list[bytes]] = {}
+            try:
+                for b, fd in self._sys_fds.items():
+                    raw[b] = os.pread(fd, 4096, 0).split()  # sysfs stat: the diskstats fields after the name
+            except OSError:  # a disk went away: /proc/diskstats from now on, which reports it missing
+                for fd in self._sys_fds.values():
+                    os.close(fd)
+                self._sys_fds = {}
+            else:
+                rows: list[Row] = []
+                for dev, blocks in self.map.items():
+                    br = bw = busy = 0.0
+                    for b in blocks:
+                        f = raw[b]
+                        br += self._unfold(b, "sectors_read", int(f[2]), self.long_bits, dev, "bytes_read") * SECTOR_BYTES
+                        bw += self._unfold(b, "sectors_written", int(f[6]), self.long_bits, dev,
+                                           "bytes_written") * SECTOR_BYTES
+                        busy += self._unfold(b, "io_ticks_ms", int(f[9]), 32, dev, "busy_s") / 1000.0
+                    rows += [(dev, "bytes_read", br), (dev, "bytes_written", bw), (dev, "busy_s", busy)]
+                return rows
+        if not str(self.path).startswith("/proc/"):
+            return self.rows_from_text(self.path.read_text())  # a regular file may be replaced: open it anew
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        size = 65536
+        while True:
+            data = os.pread(self._fd, size, 0)
+            if len(data) < size:
+                break
+            size *= 4
+        return self.rows_from_text(data.decode("ascii", "replace"))
+
+    def _open_sys(self) -> dict[str, int]:
+        fds: dict[str, int] = {}
+        for b in sorted(self._wanted):
+            try:
+                fds[b] = os.open(f"/sys/class/block/{b}/stat", os.O_RDONLY)
+            except OSError:
+                for fd in fds.values():
+                    os.close(fd)
+                return {}
+        return fds
+
+    def close(self) -> None:
+        for fd in ([self._fd] if self._fd is not None else []) + list((self._sys_fds or {}).values()):
+            os.close(fd)
+        self._fd, self._sys_fds = None, None
 
     def summary(self) -> dict[str, Any]:
         return {

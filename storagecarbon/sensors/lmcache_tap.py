@@ -16,8 +16,14 @@ counter that goes down is a restart and counts from zero again) and emits:
   device (``cpu_bytes_*``) and, when given, a remote device (``remote_bytes_*``);
 * ``resident_bytes`` of the disk-tier device: the total size (``st_size``) of the files under the
   LMCache disk directory (the tap files' ``disk_path`` when given, else the configured one),
-  i.e. what ``du --apparent-size`` would say. Rescanned at most every
-  ``du_interval_s`` (the directory may hold many chunk files); the gauge holds in between.
+  i.e. what ``du --apparent-size`` would say. Rescanned every ``du_interval_s``, or less often
+  when a scan is costly (the directory may hold many chunk files: the interval is stretched to
+  1000 x the scan's CPU time); the gauge holds in between.
+
+Cost per tick: one ``stat`` per known tap file, which is read again only when it changed (mtime,
+size or inode; writers replace it atomically); the folder is listed for new tap files (new
+processes: their counters are cumulative, so nothing is lost) at most every ``discover_s``, and
+every tick until the first one appears.
 
 No tap file yet means no reading yet (no rows), never zeros. GPU<->host transfer bytes and token
 counts have no channel in the metric vocabulary; they go to the footer summary.
@@ -60,7 +66,7 @@ def dir_size_bytes(path: str | Path) -> int:
     return total
 
 
-def parse_tap(text: str) -> dict[str, Any]:
+def parse_tap(text: str | bytes) -> dict[str, Any]:
     """One tap file's JSON -> dict with ``pid``, ``counters`` (missing counters absent), ``disk_path``."""
     d = json.loads(text)
     if not isinstance(d, dict) or not isinstance(d.get("counters"), dict):
@@ -75,7 +81,7 @@ class LMCacheTapSensor(SensorBase):
 
     def __init__(self, tap_dir: str | Path | None = None, *, disk_device: str | None = "ssd0",
                  dram_device: str | None = "dram", remote_device: str | None = None,
-                 disk_path: str | Path | None = None, du_interval_s: float = 1.0):
+                 disk_path: str | Path | None = None, du_interval_s: float = 2.0):
         tap_dir = tap_dir if tap_dir is not None else os.environ.get(TAP_ENV)
         self.tap_dir = Path(tap_dir) if tap_dir else None
         self.disk_device = disk_device
@@ -88,6 +94,14 @@ class LMCacheTapSensor(SensorBase):
         self._bad_reads = 0
         self._du_t = -1e9
         self._du = None
+        self._du_every_s = du_interval_s
+        self._sig: dict[str, tuple[int, int, int]] = {}
+        self._tot: dict[str, float] | None = None
+        self._dir_mtime: int | None = None
+        self._listed_unix = 0.0
+        self._taps: dict[str, str] = {}   # tap file name -> path
+        self._listed_t = -1e9
+        self.discover_s = 1.0             # new tap files (new processes) are looked for this often
         self.chunk_size = None
 
     def probe(self) -> Probe:
@@ -109,32 +123,72 @@ class LMCacheTapSensor(SensorBase):
         return out
 
     def _disk_usage(self) -> float | None:
-        if self.disk_path is None or not self.disk_path.is_dir():
+        if self.disk_path is None:
             return None
         now = time.monotonic()
-        if self._du is None or now - self._du_t >= self.du_interval_s:
+        if self._du is None or now - self._du_t >= self._du_every_s:
+            if not self.disk_path.is_dir():
+                return None
+            c0 = time.thread_time()
             self._du = float(dir_size_bytes(self.disk_path))
             self._du_t = now
+            # a directory of many chunk files costs a stat each: rescan less often, so that the
+            # scan stays under 0.1 % of a core (the gauge holds in between)
+            self._du_every_s = max(self.du_interval_s, 1000.0 * (time.thread_time() - c0))
         return self._du
+
+    def _list_taps(self) -> None:
+        """Find tap files (new LMCache processes). Writers replace files by rename, which changes the
+        folder's mtime: while it has not changed since a listing made more than 1 s after it, the
+        listing is skipped."""
+        assert self.tap_dir is not None
+        try:
+            dir_mtime = os.stat(self.tap_dir).st_mtime_ns
+            if dir_mtime == self._dir_mtime and self._listed_unix - dir_mtime / 1e9 > 1.0:
+                return
+            self._listed_unix = time.time()
+            for e in os.scandir(self.tap_dir):
+                if e.name.startswith("lmcache-") and e.name.endswith(".json") and e.name not in self._taps:
+                    self._taps[e.name] = e.path
+            self._dir_mtime = dir_mtime
+        except OSError:
+            pass
 
     def read(self) -> list[Row]:
         assert self.tap_dir is not None
-        for p in self.tap_dir.glob("lmcache-*.json"):
+        now = time.monotonic()
+        if not self._taps or now - self._listed_t >= self.discover_s:
+            self._list_taps()
+            self._listed_t = now
+        changed = False
+        for name, path in self._taps.items():
             try:
-                tap = parse_tap(p.read_text())
+                st = os.stat(path)
+            except OSError:
+                continue  # removed, or between a writer's unlink and rename: keep last values
+            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if self._sig.get(name) == sig:
+                continue  # unchanged since the last read (taps are replaced atomically)
+            changed = True
+            try:
+                with open(path, "rb") as fh:
+                    tap = parse_tap(fh.read())
             except (OSError, ValueError):  # being rewritten or removed: keep last values
                 self._bad_reads += 1
                 continue
-            self._seen_files.add(p.name)
+            self._sig[name] = sig
+            self._seen_files.add(name)
             for k, v in tap["counters"].items():
-                self._acc[k].update(p.name, v)
+                self._acc[k].update(name, v)
             if tap.get("disk_path"):  # the path LMCache really uses wins over the configured one
                 dp = str(tap["disk_path"])
                 self.disk_path = Path(dp[len("file://"):] if dp.startswith("file://") else dp)
             self.chunk_size = tap.get("chunk_size") or self.chunk_size
         rows: list[Row] = []
         if self._seen_files:
-            tot = {c: self._acc[c].total() for c in COUNTERS}
+            if changed or self._tot is None:
+                self._tot = {c: self._acc[c].total() for c in COUNTERS}
+            tot = self._tot
             for dev, pre in ((self.disk_device, "disk"), (self.dram_device, "cpu"), (self.remote_device, "remote")):
                 if dev:
                     rows += [(dev, "app_bytes_written", tot[f"{pre}_bytes_written"]),

@@ -42,6 +42,7 @@ class MemorySensor(SensorBase):
         self.mode = mode
         self.peak_bytes = 0.0
         self._host: dict[str, Any] = {}
+        self._version = -1
 
     def probe(self) -> Probe:
         stat = self.tree.proc_root / "self" / "stat"
@@ -67,6 +68,9 @@ class MemorySensor(SensorBase):
         if self.tree.root_pid is None:
             return []
         members = self.tree.members()
+        if self.tree.version == self._version:
+            return []  # the members were not read again since the last row: nothing new to say
+        self._version = self.tree.version
         if self.mode == "rss":
             total = float(sum(m.rss_bytes for m in members))
         else:
@@ -80,6 +84,9 @@ class MemorySensor(SensorBase):
         if "first" not in self._host:
             self._host_memory("first")
         return [(self.device, "resident_bytes", total)]
+
+    def refresh(self) -> None:
+        self.tree.invalidate()
 
     def close(self) -> None:
         self._host_memory("last")
