@@ -191,7 +191,7 @@ def option_attribution(opt: Option, db: DeviceDB, sampler: KeyedSampler) -> Attr
 
 def option_draws(opt: Option, world: KeyedSampler, db: DeviceDB | None = None) -> dict[str, Any]:
     """Per-draw carbon of one option: totals, per tier, per 1k tokens and per request."""
-    a = option_attribution(opt, db or opt.db or getattr(world, "db"), world)
+    a = option_attribution(opt, db or opt.db or world.db, world)
     emb = np.nansum(a.embodied_g, axis=1)   # [device, draw]
     op = np.nansum(a.operational_g, axis=1)
     tiers: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from .errors import StoragecarbonError
 from .report import units as U
-from .report.terminal import band_of, is_wide, kv_grid, mode_badge, slo_lines, table
+from .report.terminal import is_wide, kv_grid, mode_badge, slo_lines, table
 
 
 # ------------------------------------------------------------------------------ compare

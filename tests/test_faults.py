@@ -29,7 +29,7 @@ import pytest
 from storagecarbon.cli import main
 from storagecarbon.errors import StoragecarbonError, TraceWriteError, ValidationError
 from storagecarbon.recorder import Recorder, record_command
-from storagecarbon.scenario import load_scenario, parse_scenario
+from storagecarbon.scenario import parse_scenario
 from storagecarbon.sensors.base import Probe, SensorBase
 from storagecarbon.sensors.diskstats import DiskstatsSensor
 from storagecarbon.sensors.nvml import NvmlSensor
@@ -294,7 +294,7 @@ class _FillingFile:
 
     def write(self, b):
         if len(b) > self.room:
-            n = self._f.write(bytes(b)[: self.room])
+            self._f.write(bytes(b)[: self.room])
             self.room = 0
             self._f.flush()
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -3,7 +3,6 @@ field has a meaning; `storagecarbon scenario schema` prints a JSON Schema that t
 scenarios satisfy."""
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml

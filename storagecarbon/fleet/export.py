@@ -67,7 +67,7 @@ def carbon_inputs(db: Any, *, carbon: Any = None, header: TraceHeader | None = N
     """Carbon inputs resolved as ``report`` does (scenario, else the trace's scenario echo, else the
     ``world`` grid). ``draws=1`` for the exporter, which exports central values only; ``None``: the
     scenario's number of draws."""
-    from ..pipeline import inputs_for
+    from ..carbon.attribute import carbon_inputs_for
     from ..scenario import Carbon
 
     if carbon is None:
@@ -76,7 +76,7 @@ def carbon_inputs(db: Any, *, carbon: Any = None, header: TraceHeader | None = N
             carbon = Carbon.model_validate(echo.get("carbon") or {"region": region or "world"})
         except Exception:  # noqa: BLE001 - an odd echo falls back as in report
             carbon = Carbon(region=region or "world")
-    return inputs_for(carbon, db, base_dir, region=region, draws=draws)
+    return carbon_inputs_for(carbon, db, region=region, base_dir=base_dir, draws=draws)
 
 
 def attribute_now(usage: Usage, db: Any, inputs: Any) -> Any:

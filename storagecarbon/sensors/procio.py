@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..trace import DeviceEntry
-from .base import ChannelSpec, KeepLast, Probe, Row, SensorBase
+from .base import ChannelSpec, Probe, Row, SensorBase
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
