@@ -78,10 +78,17 @@ class Observation:
     scenario: Any                          # storagecarbon.scenario.Scenario
     offload: str
     n_gpu: int
-    measured: dict[str, float]             # METRICS -> value
+    measured: dict[str, float | None]      # METRICS -> value (None: not measured)
     sha256: str = ""
     machine: dict[str, Any] = field(default_factory=dict)
     held_out: bool = False
+
+    def timing(self, key: str) -> float:
+        """A measured timing metric (``ttft_ms``, ``tpot_ms``): every loader records both; only
+        ``gpu_j_per_token`` may be missing (None)."""
+        v = self.measured[key]
+        assert v is not None, f"{self.name}: no measured {key}"
+        return v
 
 
 def _open_trace_file(path: Path, tmp: Path) -> Path:
@@ -172,8 +179,8 @@ def observe(path: str | Path, tmp: Path) -> Observation:
         "versions": tf.get("versions") or {},
         "date_utc": _dt.datetime.fromtimestamp(tr.header.t0_unix, _dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    measured = {"ttft_ms": float(lat["ttft_ms"]["mean"]), "tpot_ms": float(lat["tpot_ms"]["mean"]),
-                "gpu_j_per_token": energy / gen}
+    measured: dict[str, float | None] = {"ttft_ms": float(lat["ttft_ms"]["mean"]),
+                                         "tpot_ms": float(lat["tpot_ms"]["mean"]), "gpu_j_per_token": energy / gen}
     return Observation(name=name, path=str(path), scenario=scn, offload=str(tf.get("offload")), n_gpu=n_gpu,
                        measured=measured, sha256=_sha256(src), machine=machine)
 
@@ -407,7 +414,7 @@ def _initial(obs: Sequence[Observation], db: Any, base: Any, active: list[str]) 
             w = o.scenario.placement.weights
             frac = w.dram if mode == "cpu" else w.ssd
             nbytes = frac * o.scenario.model.weight_bytes()
-            bw = nbytes / (o.measured["tpot_ms"] / 1e3)
+            bw = nbytes / (o.timing("tpot_ms") / 1e3)
             if mode == "cpu":
                 est.append(bw / 1e9 / max(o.n_gpu, 1))
             else:
@@ -465,7 +472,7 @@ def calibrate(observations: Sequence[Observation], db: Any, *, base: Any = None,
                 for o in fit_multi:
                     r = model_once(o.scenario, db, k, tmp)
                     for key, mv in (("ttft_ms", r.ttft_ms), ("tpot_ms", r.tpot_ms)):
-                        tot += math.log(max(mv, 1e-9) / o.measured[key]) ** 2
+                        tot += math.log(max(mv, 1e-9) / o.timing(key)) ** 2
                 return tot / (2 * len(fit_multi))
 
             lo, hi = FIT_BOUNDS["tp_efficiency"]
@@ -502,7 +509,7 @@ def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_e
             for o in fit_obs:
                 r = model_once(o.scenario, db, k, tmp)
                 for key, mv in (("ttft_ms", r.ttft_ms), ("tpot_ms", r.tpot_ms)):
-                    tot += math.log(max(mv, 1e-9) / o.measured[key]) ** 2
+                    tot += math.log(max(mv, 1e-9) / o.timing(key)) ** 2
             return tot / (2 * len(fit_obs))
 
         # start inside the box: a start at a bound (a default of 0) sits where the logit is flat
@@ -517,7 +524,8 @@ def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_e
         io_used = any(o.offload in ("cpu", "disk") for o in fit_obs)
         pf = [p for p in POWER_FRACS if p in names and (io_used or p != "power_frac_io_wait")]
         for o in fit_obs:
-            if o.measured.get("gpu_j_per_token") is None:
+            e_per_token = o.measured.get("gpu_j_per_token")
+            if e_per_token is None:
                 continue
             idle, act, n = _gpu_power(o.scenario, db)
             zero = {p: 0.0 for p in POWER_FRACS if p in names}
@@ -526,7 +534,7 @@ def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_e
             for p in pf:
                 r = model_once(o.scenario, db, replace(k, **{**zero, p: 1.0}), tmp)
                 coef.append((act - idle) * r.busy_s)
-            e_meas = o.measured["gpu_j_per_token"] * base_run.generated_tokens
+            e_meas = e_per_token * base_run.generated_tokens
             e_idle = idle * n * base_run.duration_s
             rows.append(np.asarray(coef) / e_meas)
             rhs.append(1.0 - e_idle / e_meas)

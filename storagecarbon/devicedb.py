@@ -297,8 +297,9 @@ class DeviceDB:
             upd: dict[str, object] = {}
             for fld, fo in ov.figures().items():
                 src = f"scenario override: {fo.source or ov.source}"
-                vals = {"low": fo.low, "best": fo.best, "high": fo.high, "source": src}
-                upd[fld] = Embodied(per=fo.per, method="model", **vals) if fld == "embodied_kgco2e" else Figure(**vals)
+                upd[fld] = (Embodied(per=fo.per, method="model", low=fo.low, best=fo.best, high=fo.high, source=src)
+                            if fld == "embodied_kgco2e"
+                            else Figure(low=fo.low, best=fo.best, high=fo.high, source=src))
             devs[rec.key] = rec.model_copy(update=upd)
             done[rec.key] = {**{k: v.model_dump(exclude_none=True) for k, v in ov.figures().items()}, "source": ov.source}
         out = DeviceDB(list(devs.values()), list(self.regions.values()), list(self.pue.values()), dict(self.files))

@@ -33,7 +33,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from .carbon import kernel as ck
-from .carbon.attribute import Attribution, CarbonInputs, attribute_uses, carbon_inputs_for
+from .carbon.attribute import Allocation, Attribution, CarbonInputs, Scope, attribute_uses, carbon_inputs_for
 from .carbon.grid import (CARBONCAST_CISO, ERROR_MODELS, HALF_NORMAL_Z, NO_ERROR, QUANTILES, ErrorBand,  # noqa: F401
                           ForecastErrorModel, IntensitySeries, error_model_from_mape, grid_for_region, grid_spec_for,
                           load_intensity_csv, pue_triple)
@@ -99,13 +99,13 @@ class Option:
     uses: list[DeviceUse]
     grid: GridSpec
     pue: Triple
-    allocation: str
+    allocation: Allocation
     requests: int
     generated_tokens: int
     mode: str
     slo: dict[str, Any] = field(default_factory=dict)
     phases: list[str] | None = None
-    scope: str = "dedicated"
+    scope: Scope = "dedicated"
     lifetime_overrides: dict[str, float] = field(default_factory=dict)
     db: DeviceDB | None = None          # the device_db with the option's device_overrides
     scenario: dict[str, Any] | None = None
@@ -114,10 +114,10 @@ class Option:
 
     def inputs(self, draws: int, seed: int) -> CarbonInputs:
         return CarbonInputs(self.grid, self.pue, self.allocation, dict(self.lifetime_overrides), draws, seed,
-                            scope=self.scope)  # type: ignore[arg-type]
+                            scope=self.scope)
 
 
-def option_names(paths: list[str | Path]) -> list[str | None]:
+def option_names(paths: Sequence[str | Path]) -> list[str | None]:
     """Names for compare's options: ``None`` (the default: scenario name, report folder, trace's
     folder) unless two inputs would share one; then trace files are named by their stem (and by
     folder/stem if stems collide too), so two traces in one folder stay two options."""
@@ -157,6 +157,7 @@ def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str |
         progress(f"reading {trace}")
         res2 = attribute_trace(trace, db, None, scenario=name, region=region)
         report, attr, odb = res2.report, res2.attribution, res2.db or db
+        assert attr.usage is not None  # an attribution of a trace keeps the trace's usage
         echo = (attr.usage.header.scenario or {}).get("carbon")
         try:
             carbon = Carbon.model_validate(echo or {"region": region or "world"})
@@ -164,6 +165,7 @@ def load_option(path: str | Path, db: DeviceDB, *, out_root: Path, region: str |
             carbon = Carbon(region=region or "world")
         base_dir = trace.parent
     usage = attr.usage
+    assert usage is not None  # both branches attribute a trace: its usage is kept
     inputs = carbon_inputs_for(carbon, odb, region=region, base_dir=base_dir)
     slo = (usage.header.scenario or {}).get("slo") or {}
     return Option(name=name, source=str(p), report=report, uses=uses_from_usage(usage, odb), grid=inputs.grid,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
@@ -97,7 +97,9 @@ def render_compare(res: dict[str, Any], console: Console, *, verbose: bool = Fal
         d.rows[-1].end_section = True if d.rows else False
     console.print(d)
     p = table("Paired draws: probability that A emits less than B per 1k tokens")
-    for c, j in (("A", "left"), ("B", "left"), ("P(A<B)", "right"), ("A − B", "right"), ("(A − B)/B", "right")):
+    cols: tuple[tuple[str, JustifyMethod], ...] = (("A", "left"), ("B", "left"), ("P(A<B)", "right"),
+                                                   ("A − B", "right"), ("(A − B)/B", "right"))
+    for c, j in cols:
         p.add_column(c, justify=j, no_wrap=True)
     col = U.Column([pr["diff_per_1k_gco2e"] for pr in res["pairs"]], U.MASS)
     p.columns[3].header = col.head("A − B")

@@ -94,7 +94,7 @@ class _MarkerTail:
                 self._fd = os.open(self.path, os.O_RDONLY)
             if os.fstat(self._fd).st_size <= self.pos:
                 return []
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 c = os.pread(self._fd, 1 << 20, self.pos + sum(map(len, chunks)))
                 if not c:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -26,18 +26,22 @@ GENERIC_PER_GB = {"dram": "ddr4-rdimm-per-gb", "ssd": "ssd-enterprise-tlc-per-gb
 ENDURANCE_RATING_YEARS = 5.0  # every TBW in device_db is a 5-year (warranty period) rating; docs/device_db.md
 
 
+Scope = Literal["dedicated", "shared"]
+Allocation = Literal["time", "wear", "max"]
+
+
 @dataclass(frozen=True)
 class CarbonInputs:
     """Grid, PUE, lifetime overrides, scope and policy for one attribution."""
 
     intensity_gco2e_per_kwh: Triple | GridSpec
     pue: Triple
-    allocation: Literal["time", "wear", "max"] = "max"
+    allocation: Allocation = "max"
     lifetime_overrides_years: dict[str, float] = field(default_factory=dict)  # device id, device key or tier
     draws: int = 2000
     seed: int = 0
     region: str | None = None
-    scope: Literal["dedicated", "shared"] = "dedicated"
+    scope: Scope = "dedicated"
 
     @property
     def grid(self) -> GridSpec:
@@ -244,7 +248,8 @@ def attribute_uses(uses: Sequence[DeviceUse], phases: Sequence[str], db: Any, in
             elif f.idle_w is not None:
                 _miss(missing, u.id, "occupancy", "shared scope charges idle power by occupied capacity; no reading")
                 excludes.append(f"{u.id} idle energy")
-                plausible_missing_g.append(f.best["idle_w"] * u.count * float(T.sum()) * cif_best)
+                idle_b = f.best["idle_w"]
+                plausible_missing_g.append(None if idle_b is None else idle_b * u.count * float(T.sum()) * cif_best)
             elif f.dyn_w is not None:
                 _miss(missing, u.id, "idle_w", f"no idle power in device_db ({rec.key})")
                 excludes.append(f"{u.id} idle energy")
@@ -257,7 +262,9 @@ def attribute_uses(uses: Sequence[DeviceUse], phases: Sequence[str], db: Any, in
                 _miss(missing, u.id, "busy_s", "no busy-time channel in the trace")
                 excludes.append(f"{u.id} dynamic energy")
                 # plausible upper bound: busy the whole time
-                plausible_missing_g.append(f.best["dyn_w"] * u.count * u.share * float(T.sum()) * cif_best)
+                dyn_b = f.best["dyn_w"]
+                plausible_missing_g.append(None if dyn_b is None
+                                           else dyn_b * u.count * u.share * float(T.sum()) * cif_best)
             elif f.idle_w is not None:
                 _miss(missing, u.id, "active_w", f"no active power in device_db ({rec.key})")
                 excludes.append(f"{u.id} dynamic energy")
@@ -315,7 +322,7 @@ def attribute_uses(uses: Sequence[DeviceUse], phases: Sequence[str], db: Any, in
                 plausible_missing_g.append(None)
                 b.warnings.append(f"{u.id}: no write counter; charged by time share (wear unknown)")
             rated = False
-        if rated:
+        if rated and written is not None and f.tbw_b is not None:  # rated implies both
             wd = K.wear_g(written[:, None], f.te_g[None, :], f.tbw_b[None, :])
             wb = K.wear_g(written, f.best["te_g"], f.best["tbw_b"])
             wear_d[i] = wd.sum(axis=0)
@@ -379,7 +386,9 @@ def carbon_inputs_for(scn_carbon: Any, db: Any, *, region: str | None = None, ba
     return CarbonInputs(intensity_gco2e_per_kwh=grid, pue=pue_triple(db, scn_carbon.pue),
                         allocation=scn_carbon.allocation, lifetime_overrides_years=dict(scn_carbon.lifetime_years),
                         draws=draws or scn_carbon.draws, seed=scn_carbon.seed if seed is None else seed,
-                        region=region or scn_carbon.region, scope=scope or getattr(scn_carbon, "scope", "dedicated"))
+                        region=region or scn_carbon.region,
+                        # checked upstream: the CLI's --scope check and the scenario model's Literal
+                        scope=cast(Scope, scope or getattr(scn_carbon, "scope", "dedicated")))
 
 
 def with_draws(inputs: CarbonInputs, draws: int, seed: int) -> CarbonInputs:

@@ -21,7 +21,7 @@ Allocation = Literal["time", "wear", "max"]
 DAY_S = 86400.0
 
 
-def held_units_s(kind: str, scope: str, count: float, share: float, time_s, occupied_units_s):
+def held_units_s(kind: str, scope: str, count: float | np.ndarray, share: float, time_s, occupied_units_s):
     """Unit-seconds of a device the run is charged for (the SCI resource share x time reserved).
 
     Unit devices (GPU, host, CPU) and, under ``dedicated`` scope, capacity devices: every unit

@@ -172,7 +172,7 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
             ch_dev[ch.id] = didx[ch.device]
             q = quantity_of(ch.metric)
             ch_q[ch.id] = q
-            if ch_q[ch.id] is not None:
+            if q is not None:
                 has[(ch.device, q)] = True
             if ch.metric == "app_bytes_read" and ch.sensor in KV_SENSORS:
                 ch_kv[ch.id] = True

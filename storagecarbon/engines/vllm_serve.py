@@ -323,6 +323,8 @@ def serving_markers(markers: list[tuple[float, str, str]], sensors: dict[str, An
     if ready is None and vs.get("ready_unix") is not None:
         ready, ready_src = rel(vs["ready_unix"]), "stat-logger plugin: engine initialised"
 
+    ws: float | None
+    we: float | None
     if window is not None:
         ws, we, wsrc = cmd_start + window[0], min(cmd_start + window[1], cmd_end), "--window"
     elif _first(markers, "load_start") is not None:

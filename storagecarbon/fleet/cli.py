@@ -72,7 +72,7 @@ def report_many(traces: list[str], *, db_dir: Optional[Path], region: Optional[s
         from ..scenario import load_scenario
 
         carbon = load_scenario(scenario, DeviceDB.load(db_dir)).carbon.model_dump(mode="json")
-    kw = {"db_dir": str(db_dir) if db_dir else None, "region": region, "draws": draws, "carbon": carbon,
+    kw: dict[str, Any] = {"db_dir": str(db_dir) if db_dir else None, "region": region, "draws": draws, "carbon": carbon,
           "interval_s": interval if interval is not None else (10.0 if dataset is not None else None),
           "dataset_dir": str(dataset) if dataset is not None else None}
     if as_json:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -112,7 +112,7 @@ class LiveUsage:
             elif ch.metric in WORKLOAD:
                 self.ch_q[ch.id] = ch.metric
         self.pidx: dict[str, int] = {OTHER: 0}
-        self._by_phase = {q: np.zeros((self.n_dev, 4)) for q in QUANTITIES}
+        self._by_phase: dict[str, np.ndarray] = {q: np.zeros((self.n_dev, 4)) for q in QUANTITIES}
         self.workload = {w: 0.0 for w in WORKLOAD}
         self.last_t = np.full(n_ch, np.nan)
         self.last_v = np.full(n_ch, np.nan)
@@ -255,7 +255,7 @@ class LiveExporter:
                 self.inputs = carbon_inputs(self.db, carbon=self._carbon, header=header, region=self._region)
 
     def on_tick(self, recorder: Any, rows: list[tuple[float, int, float]],
-                markers: list[tuple[float, str, str]] = ()) -> None:
+                markers: Sequence[tuple[float, str, str]] = ()) -> None:
         """Recorder listener: keep the tick's rows and markers for the next scrape."""
         with self._lock:
             if self._live is None and recorder.header is not None:
@@ -263,7 +263,7 @@ class LiveExporter:
             self._pending.append((rows, list(markers)))
 
     def feed(self, header: TraceHeader, t: np.ndarray, c: np.ndarray, v: np.ndarray,
-             markers: list[tuple[float, str, str]] = ()) -> None:
+             markers: Sequence[tuple[float, str, str]] = ()) -> None:
         with self._lock:
             self._bind(header)
             assert self._live is not None

@@ -24,7 +24,8 @@ def _band(x: np.ndarray | None, best: float | None = None) -> dict[str, float] |
     return band(x, best)
 
 
-def _cells(a: np.ndarray, b: np.ndarray, dev: np.ndarray | list[int] | slice, ph: Any = slice(None)):
+def _cells(a: np.ndarray, b: np.ndarray, dev: np.ndarray | list[int] | slice,
+           ph: Any = slice(None)) -> tuple[np.ndarray | None, float | None]:
     """Per-draw sum over the selected (device, phase) cells and its central value; None if all missing."""
     sub = a[dev][:, ph]
     if sub.size == 0 or np.isnan(sub).all():
@@ -33,12 +34,19 @@ def _cells(a: np.ndarray, b: np.ndarray, dev: np.ndarray | list[int] | slice, ph
     return np.nansum(sub, axis=axes), float(np.nansum(b[dev][:, ph]))
 
 
+def _known_sum(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """Per-draw sum of the parts that are known; None when neither is (missing is missing)."""
+    if a is None and b is None:
+        return None
+    return np.add(a if a is not None else 0.0, b if b is not None else 0.0)
+
+
 def _carbon(attr: Attribution, dev: Any, ph: Any = slice(None)) -> dict[str, Any]:
     e, eb = _cells(attr.embodied_g, attr.embodied_best_g, dev, ph)
     o, ob = _cells(attr.operational_g, attr.operational_best_g, dev, ph)
     t = tb = None
     if e is not None or o is not None:
-        t = (e if e is not None else 0.0) + (o if o is not None else 0.0)
+        t = _known_sum(e, o)
         tb = (eb or 0.0) + (ob or 0.0)
     return {"embodied_gco2e": _band(e, eb), "operational_gco2e": _band(o, ob), "total_gco2e": _band(t, tb)}
 
@@ -65,12 +73,12 @@ def headline(attr: Attribution, generated: int) -> dict[str, Any]:
     e, eb = _cells(attr.embodied_g, attr.embodied_best_g, alld)
     o, ob = _cells(attr.operational_g, attr.operational_best_g, alld)
     j, jb = _cells(attr.energy_j, attr.energy_best_j, alld)
-    total = None if e is None and o is None else (e if e is not None else 0) + (o if o is not None else 0)
+    total = _known_sum(e, o)
     tb = (eb or 0.0) + (ob or 0.0)
     st = np.array([d.tier in STORAGE_TIERS for d in attr.devices], dtype=bool)
     se, seb = _cells(attr.embodied_g, attr.embodied_best_g, st) if st.any() else (None, None)
     so, sob = _cells(attr.operational_g, attr.operational_best_g, st) if st.any() else (None, None)
-    stot = None if se is None and so is None else (se if se is not None else 0) + (so if so is not None else 0)
+    stot = _known_sum(se, so)
     return {
         "total_g": _band(total, tb),
         "per_1k_tokens_g": _band(None if total is None or not generated else total / generated * 1000,
@@ -111,7 +119,7 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
     en = _energy(attr, alld)
     total, tb = _cells(attr.embodied_g, attr.embodied_best_g, alld)
     op, ob = _cells(attr.operational_g, attr.operational_best_g, alld)
-    run = None if total is None and op is None else (total if total is not None else 0) + (op if op is not None else 0)
+    run = _known_sum(total, op)
     runb = (tb or 0.0) + (ob or 0.0)
     # per-request and per-1k-token figures: the serving window when the run marks one (start-up apart)
     unit, unitb, unit_basis = run, runb, "whole run"
@@ -120,7 +128,7 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
         j = attr.phases.index(unit_phase)
         ue, ueb = _cells(attr.embodied_g, attr.embodied_best_g, alld, [j])
         uo, uob = _cells(attr.operational_g, attr.operational_best_g, alld, [j])
-        unit = None if ue is None and uo is None else (ue if ue is not None else 0) + (uo if uo is not None else 0)
+        unit = _known_sum(ue, uo)
         unitb = (ueb or 0.0) + (uob or 0.0)
         tj = float(attr.phase_time_s[j]) if attr.phase_time_s is not None else 0.0
         unit_basis = f"phase {unit_phase} ({tj:.3g} s)"
@@ -204,8 +212,8 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
     if g.triple is not None:
         grid_fig = {"low": g.triple.low, "best": g.triple.best, "high": g.triple.high, "source": g.source}
     else:
-        lo, c, hi = (float(v) for v in np.percentile(g.series.values, [5, 50, 95]))
-        grid_fig = {"low": lo, "best": c, "high": hi, "source": g.source}
+        lo, mid, hi = (float(v) for v in np.percentile(g.series.values, [5, 50, 95]))
+        grid_fig = {"low": lo, "best": mid, "high": hi, "source": g.source}
     scope_txt = ("dedicated: every device in the scenario's hardware, whole, for the run's time" if inp.scope == "dedicated"
                  else "shared: DRAM/SSD/HDD charged by occupancy (resident bytes / capacity); GPUs and hosts whole")
     return {

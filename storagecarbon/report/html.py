@@ -470,7 +470,9 @@ def _headline(rep: dict[str, Any]) -> str:
     hd = rep.get("headline") or {}
     total = hd.get("total_g") if "total_g" in hd else (rep.get("totals") or {}).get("total_gco2e")
     per1k = hd.get("per_1k_tokens_g") if "per_1k_tokens_g" in hd else rep.get("per_1k_tokens_gco2e")
-    cells = [("total per run", _band_txt(total)), ("per 1k generated tokens", _band_txt(per1k))]
+    # (label, text); the SLO cell's text is None: it is drawn from the report's SLO block below
+    cells: list[tuple[str, str | None]] = [("total per run", _band_txt(total)),
+                                           ("per 1k generated tokens", _band_txt(per1k))]
     if "energy_kwh" in hd:
         e = hd.get("energy_kwh")
         cells.append(("energy", "missing" if not e else U.band_in(e, U.Scale(1.0, "kWh"))))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -29,7 +29,7 @@ def progress(console: Console, label: str, *, clock: Callable[[], float] = time.
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task(label, total=None)
-        state = {"msg": label, "t": clock()}
+        state: dict[str, Any] = {"msg": label, "t": clock()}
 
         def step(msg: str) -> None:
             now = clock()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
@@ -320,8 +320,9 @@ def device_table(rep: Mapping[str, Any]) -> Table | None:
         return None if b is None else b["p50"] / U.J_PER_KWH
 
     t = table("Per device")
-    for c, j in (("device", "left"), ("units", "left"), ("energy (kWh)", "right"), ("basis", "left"),
-                 ("idle capacity", "right")):
+    cols: tuple[tuple[str, JustifyMethod], ...] = (("device", "left"), ("units", "left"), ("energy (kWh)", "right"),
+                                                   ("basis", "left"), ("idle capacity", "right"))
+    for c, j in cols:
         t.add_column(c, justify=j, no_wrap=(c != "units"))
     for d in devs:
         basis = str(d.get("energy_basis") or "").split(":")[0]
@@ -474,7 +475,8 @@ def render(report: dict[str, Any], console: Console | None = None, *, verbose: b
     console.print(activity_line(report), highlight=False)
     for t in tier_tables(report, console):
         console.print(t)
-    for t in (phase_table(report, console), latency_table(report), device_table(report), ledger_table(report, console), wear_table(report)):
-        if t is not None:
-            console.print(t)
+    for opt in (phase_table(report, console), latency_table(report), device_table(report),
+                ledger_table(report, console), wear_table(report)):
+        if opt is not None:
+            console.print(opt)
     footer(report, console, verbose)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from ..trace import DeviceEntry
 from .base import ChannelSpec, Probe, Row, SensorBase
@@ -392,7 +392,7 @@ class _TreeTotals:
         self.out = {f: 0.0 for f in fields}
         self._out = [0.0] * n
 
-    def update_values(self, values: dict[tuple[int, int], tuple[float, ...] | list[float]],
+    def update_values(self, values: Mapping[tuple[int, int], Sequence[float]],
                       members: list[ProcStat]) -> list[float]:
         """``values``: member key -> all fields in order. Returns the totals in field order."""
         by_pid = {m.pid: m.key for m in members}
@@ -423,10 +423,10 @@ class _TreeTotals:
             for key in [k for k in parent if k not in live]:
                 par = parent.pop(key)
                 if par is not None and par in live:  # absorbed into the live parent's counters
-                    o = last.pop(key, None)
-                    b = base.pop(key, None)
+                    gone_last = last.pop(key, None)
+                    gone_base = base.pop(key, None)
                     for i in range(n):
-                        tot[i] -= (o[i] if o else 0.0) + (b[i] if b else 0.0)
+                        tot[i] -= (gone_last[i] if gone_last else 0.0) + (gone_base[i] if gone_base else 0.0)
         out = self._out
         for i in range(n):
             if tot[i] > out[i]:
