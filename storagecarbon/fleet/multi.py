@@ -133,8 +133,10 @@ def attribute_one(path: str, *, db_dir: str | None = None, region: str | None = 
             else float(attr.embodied_best_g[i].sum()),
             "operational_best_g": None if not b.energy or b.energy.startswith("missing")
             else float(attr.operational_best_g[i].sum()),
-            "embodied_draws": attr.embodied_g[i].sum(axis=0),
-            "operational_draws": attr.operational_g[i].sum(axis=0),
+            # a missing figure (NaN cells) is left out of the sums; the row's best is None and the
+            # totals list it under "missing" (what the total excludes), never a 0 standing in for it
+            "embodied_draws": _known_draws(attr.embodied_g[i]),
+            "operational_draws": _known_draws(attr.operational_g[i]),
         })
     files: list[str] = []
     if dataset_dir is not None:
@@ -156,6 +158,11 @@ def _add(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
     return a if b is None else a + b
+
+
+def _known_draws(cells: np.ndarray) -> np.ndarray:
+    """Per-draw sum over phases of one device's cells, leaving out missing (NaN) cells."""
+    return np.nansum(cells, axis=0)
 
 
 class FleetTotals:
