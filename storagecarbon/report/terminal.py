@@ -115,6 +115,14 @@ def mode_why(rep: Mapping[str, Any]) -> str:
     return "from the performance model and device_db, not from sensors on this machine"
 
 
+def model_constants_source(rep: Mapping[str, Any]) -> str | None:
+    """Which constants the performance model used (a modeled run), from the trace's model sensor."""
+    if str(rep.get("mode", "")).lower() != "modeled":
+        return None
+    why = str((((rep.get("provenance") or {}).get("sensors") or {}).get("model") or {}).get("reason") or "")
+    return why.split("constants: ", 1)[1] if "constants: " in why else None
+
+
 def headline(rep: Mapping[str, Any], console: Console) -> Panel:
     """The first thing on screen: what the run emitted and how sure we are."""
     hd = rep.get("headline") or {}
@@ -160,6 +168,9 @@ def headline(rep: Mapping[str, Any], console: Console) -> Panel:
     mode = str(rep.get("mode", "?")).upper()
     g.add_row(mode, escape(mode_why(rep)) + ("\n[yellow]the trace was cut short: figures cover the recorded part only[/]"
                                      if rep.get("truncated") else ""))
+    consts = model_constants_source(rep)
+    if consts:
+        g.add_row("model", escape(consts))
     badge = mode_badge(rep.get("mode"))
     if cmd.get("failed"):
         badge = Text(f" {mode}: COMMAND FAILED (exit {cmd.get('exit_code')}) ", style="bold red reverse")
