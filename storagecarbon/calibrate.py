@@ -295,8 +295,12 @@ def model_once(scn: Any, db: Any, k: Any, tmp: Path) -> ModelRun:
 def _gpu_power(scn: Any, db: Any) -> tuple[float, float, int]:
     hw = scn.hardware.tiers()["gpu"]
     rec = db.get(hw.device)
-    idle = rec.idle_w.central if rec.idle_w is not None else 0.0
-    act = rec.active_w.central if rec.active_w is not None else idle
+    if rec.idle_w is None or rec.active_w is None:
+        # the energy fit needs both figures; a missing one is never taken as 0 W
+        missing = " and ".join(n for n, f in (("idle_w", rec.idle_w), ("active_w", rec.active_w)) if f is None)
+        raise StoragecarbonError(f"device_db {rec.key}: no {missing}; GPU energy cannot be modeled for the fit "
+                                 "(add a sourced figure, or device_overrides)")
+    idle, act = rec.idle_w.central, rec.active_w.central
     return idle, max(act, idle), hw.count
 
 
