@@ -236,3 +236,26 @@ def test_plan_on_calibrated_scenario_matches_profile_tpot(root, tmp_path, monkey
     # THEN both used the calibration, and plan's TPOT is profile's within the agreement bound
     assert "h100-transformers.yaml" in str(plan["assumptions"]["constants"]["source"])
     assert plan["scatter"]["tpot_p90_ms"][0] == pytest.approx(prof["latency"]["tpot_ms"]["p90"], rel=AGREEMENT_P90_RTOL)
+
+
+def test_long_modeled_run_streams(root, db, tmp_path, monkeypatch):
+    # GIVEN a spill threshold far below the run's row count
+    from storagecarbon.model import simulate
+    from storagecarbon.trace import read_trace
+
+    monkeypatch.setattr(simulate, "SPILL_ROWS", 500)
+    import yaml
+
+    d = yaml.safe_load((root / "scenarios/llama70b_offload.yaml").read_text())
+    d["workload"]["requests"] = 64
+    scn = parse_scenario(yaml.safe_dump(d), "long", db)
+    batches = []
+    orig = simulate.TraceWriter.samples
+    monkeypatch.setattr(simulate.TraceWriter, "samples", lambda self, t, c, v: (batches.append(len(t)), orig(self, t, c, v)))
+    # WHEN the simulation runs
+    res = run_model(scn, db, tmp_path / "m.arrows")
+    # THEN its rows reached the file in many small batches, and the trace reads back whole with its markers
+    assert len(batches) > 10 and max(batches) < 500 + 64
+    tr = read_trace(res.path)
+    assert not tr.truncated and len(tr.t_s) == sum(batches)
+    assert any(ev == "phase_start" for _, ev, _ in tr.markers)

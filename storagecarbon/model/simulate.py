@@ -157,9 +157,21 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     # static occupancy
     dram_res = w_dram + (cpu_cfg.size_gb * 1e9 if cpu_cfg else 0.0)  # LMCache allocates its CPU buffer up front
 
+    # rows stream to the trace in batches: a long modeled run never holds its whole trace in memory
+    out = Path(out_path)
+    writer = TraceWriter(out, header, fsync=False)
     rows_t: list[float] = []
     rows_c: list[int] = []
     rows_v: list[float] = []
+
+    def spill() -> None:
+        writer.samples(np.asarray(rows_t), np.asarray(rows_c), np.asarray(rows_v))
+        rows_t.clear()
+        rows_c.clear()
+        rows_v.clear()
+        for mt, ev, name in markers:
+            writer.marker(mt, ev, name)
+        markers.clear()
 
     def emit(t: float) -> None:
         disk_used = (len(disk_lru) * chunk_bytes) if disk_lru else 0.0
@@ -171,6 +183,8 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             rows_t.append(t)
             rows_c.append(ch)
             rows_v.append(v)
+        if len(rows_t) >= SPILL_ROWS:
+            spill()
 
     def add(dev: str, metric: str, v: float) -> None:
         if (dev, metric) in acc:
@@ -354,7 +368,6 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
         emit(t)
     set_phase(t, None)
 
-    out = Path(out_path)
     multi = o_len[[ri for _, ri, _ in reqs]] > 1
     tp_ms = tpot[multi] * 1e3 if multi.any() else np.zeros(0)
     summary: dict[str, Any] = {
@@ -369,12 +382,15 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
         "model": {"kv_bytes_per_token": kvb, "weight_bytes": wbytes, "kv_hbm_tokens": kv_hbm_tokens,
                   "params": params, "constants": asdict(k)},
     }
-    with TraceWriter(out, header, fsync=False) as w:
-        w.samples(np.asarray(rows_t), np.asarray(rows_c), np.asarray(rows_v))
-        for mt, ev, name in markers:
-            w.marker(mt, ev, name)
-        w.close(summary)
+    if it >= max_iters and done < len(reqs):
+        summary["stopped"] = (f"the simulation stopped after {max_iters:,} steps with {done:,} of {len(reqs):,} "
+                              "requests done; figures cover the simulated part")
+    spill()
+    writer.close(summary)
     return ModelResult(out, len(reqs), summary["prompt_tokens"], summary["generated_tokens"], t, ttft, tpot, summary)
+
+
+SPILL_ROWS = 200_000   # trace rows held before they are written (about 5 MB)
 
 
 def _stats(x: np.ndarray) -> dict[str, float] | None:
