@@ -434,7 +434,7 @@ def env(as_json: bool = typer.Option(False, "--json")) -> None:
 
 def _register_optional() -> None:
     """Commands implemented in their own modules (compare, plan, calibrate)."""
-    for mod in ("storagecarbon.planner_cli", "storagecarbon.calibrate", "storagecarbon.fleet.cli"):
+    for mod in ("storagecarbon.plan.cli", "storagecarbon.calibrate", "storagecarbon.fleet.cli"):
         try:
             m = __import__(mod, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic
 
 from ..errors import ValidationError
+from ..yamlio import StrictModel, load_yaml, validate
 from .sampling import GridSpec, Triple
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -61,32 +63,50 @@ class ForecastErrorModel:
                 for b in self.bands]
 
 
-# CarbonCast (Maji, Shenoy, Sitaraman, BuildSys 2022), California ISO: distribution over test days
-# of the daily MAPE of its multi-day carbon-intensity forecasts, per forecast day.
-# carbonfirst/CarbonCast@0faf82f data/CISO/CISO_MAPE_iter0.txt, rows [day, mean, P50, P90, P95, P99].
-CARBONCAST_CISO = ForecastErrorModel(
-    name="carboncast-ciso",
-    bands=(
-        ErrorBand(24, (9.00, 14.49, 17.13, 22.44)),
-        ErrorBand(48, (11.58, 18.53, 22.06, 29.36)),
-        ErrorBand(72, (11.81, 20.08, 24.69, 36.40)),
-        ErrorBand(96, (12.53, 20.91, 28.55, 35.30)),
-    ),
-    source="CarbonCast (Maji et al., BuildSys 2022) per-day MAPE distribution for CISO, "
-           "carbonfirst/CarbonCast@0faf82f data/CISO/CISO_MAPE_iter0.txt (P50/P90/P95/P99 of daily MAPE for "
-           "forecast days 1-4; mean MAPE 9.7/12.4/13.2/13.7%); beyond 96 h the day-4 band is reused",
-)
-NO_ERROR = ForecastErrorModel(name="none", bands=(), source="series taken as exact (no forecast error)")
-ERROR_MODELS = {m.name: m for m in (CARBONCAST_CISO, NO_ERROR)}
+# The named error models live in a data file with their sources (one loader below).
+FORECAST_ERRORS = Path(__file__).with_name("forecast_errors.yaml")
+
+
+class _BandDoc(StrictModel):
+    max_horizon_h: int | float = pydantic.Field(gt=0)
+    ape_pct: list[float] = pydantic.Field(min_length=4, max_length=4)
+
+
+class _ModelDoc(StrictModel):
+    name: str = pydantic.Field(min_length=1)
+    bands: list[_BandDoc]
+    source: str = pydantic.Field(min_length=1)
+
+
+class _ErrorModelsDoc(StrictModel):
+    models: list[_ModelDoc] = pydantic.Field(min_length=1)
+
+
+def load_error_models(path: str | Path = FORECAST_ERRORS) -> dict[str, ForecastErrorModel]:
+    """The named forecast-error models of a data file (default: the shipped ``forecast_errors.yaml``)."""
+    doc = load_yaml(path)
+    parsed = validate(_ErrorModelsDoc, doc)
+    out = {}
+    for m in parsed.models:
+        bands = tuple(ErrorBand(b.max_horizon_h, tuple(b.ape_pct)) for b in m.bands)  # type: ignore[arg-type]
+        out[m.name] = ForecastErrorModel(m.name, bands, m.source)
+    return out
+
+
+ERROR_MODELS = load_error_models()
+CARBONCAST_CISO = ERROR_MODELS["carboncast-ciso"]
+NO_ERROR = ERROR_MODELS["none"]
+
+
+def error_band_from_mape(max_horizon_h: float, mape_pct: float) -> ErrorBand:
+    """A band from a mean absolute percentage error: |e| half-normal with that mean (sigma = MAPE x sqrt(pi/2))."""
+    sigma = mape_pct * math.sqrt(math.pi / 2)
+    return ErrorBand(max_horizon_h, tuple(sigma * z for z in HALF_NORMAL_Z))  # type: ignore[arg-type]
 
 
 def error_model_from_mape(name: str, bands: Sequence[tuple[float, float]], source: str) -> ForecastErrorModel:
     """Bands given as (max_horizon_h, MAPE %): |e| half-normal with mean MAPE (sigma = MAPE x sqrt(pi/2))."""
-    out = []
-    for h, mape in bands:
-        sigma = mape * math.sqrt(math.pi / 2)
-        out.append(ErrorBand(h, tuple(sigma * z for z in HALF_NORMAL_Z)))  # type: ignore[arg-type]
-    return ForecastErrorModel(name, tuple(out), source)
+    return ForecastErrorModel(name, tuple(error_band_from_mape(h, mape) for h, mape in bands), source)
 
 
 @dataclass(frozen=True)

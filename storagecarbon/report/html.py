@@ -766,7 +766,7 @@ PLAN_HEAD = ("<tr><th>configuration</th><th>lifetime</th><th>grid</th><th>gCO2e/
 
 
 def _hw_txt(hw: dict[str, Any]) -> str:
-    from ..planner_cli import hw_label
+    from ..plan.cli import hw_label
 
     return _e(hw_label(hw))
 
