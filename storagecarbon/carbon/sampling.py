@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 J_PER_KWH = 3.6e6
@@ -74,6 +73,8 @@ def logtri_ppf(t: Triple, u: np.ndarray) -> np.ndarray:
     if not b > a:  # a range narrower than float resolution (e.g. after mirroring): a point value
         return np.full(u.shape, c, dtype=np.float64)
     m = min(max(m, a), b)
+    from scipy import stats  # here, not at import: `record` on a bare GPU box needs no scipy
+
     x = stats.triang.ppf(u, (m - a) / (b - a), loc=a, scale=b - a)
     return np.exp(x) if log else x
 

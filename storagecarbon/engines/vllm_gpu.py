@@ -81,11 +81,34 @@ def model_config(dims: Any) -> dict[str, Any]:
             "bos_token_id": 1, "eos_token_id": 2}
 
 
-def write_model_dir(dims: Any, root: Path) -> Path:
+def write_model_dir(dims: Any, root: Path, *, tokenizer: bool = False) -> Path:
+    """A model folder for vLLM's dummy weights: ``config.json``, and with ``tokenizer`` a word-level
+    tokenizer over the whole vocabulary (``vllm serve`` detokenizes; the offline engine skips it)."""
     d = Path(root) / f"{dims.name}-{dims.layers}l"
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.json").write_text(json.dumps(model_config(dims), indent=1))
+    if tokenizer:
+        write_wordlevel_tokenizer(d, int(dims.vocab_size))
     return d
+
+
+def write_wordlevel_tokenizer(d: Path, vocab_size: int) -> None:
+    """``tokenizer.json`` (HF tokenizers, WordLevel: token ``t<i>`` is id ``i``) and its config: every id the
+    model can emit decodes, and no hub download is needed. Ids 0-2 are unk/bos/eos as in :func:`model_config`."""
+    vocab = {f"t{i}": i for i in range(vocab_size)}
+    specials = {0: "<unk>", 1: "<s>", 2: "</s>"}
+    for i, tok in specials.items():
+        del vocab[f"t{i}"]
+        vocab[tok] = i
+    tj = {"version": "1.0", "truncation": None, "padding": None,
+          "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                            "normalized": False, "special": True} for i, t in specials.items()],
+          "normalizer": None, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None,
+          "decoder": None, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}}
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    (d / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "<unk>", "bos_token": "<s>",
+        "eos_token": "</s>", "model_max_length": 131072, "clean_up_tokenization_spaces": False}))
 
 
 def kv_bytes_per_token(dims: Any, dtype_bytes: int = 2) -> int:
@@ -145,6 +168,33 @@ def engine_settings(scn: Any, work: Path) -> tuple[dict[str, Any], dict[str, Any
         notes.append(f"KV offload: LMCache (chunk {kv.chunk_size}) cpu {lmc['max_local_cpu_size_gb']:g} GB, "
                      f"disk {lmc['max_local_disk_size_gb']:g} GB at {disk}")
     return kw, lmc, notes
+
+
+# engine_settings' LLM() keywords that `vllm serve` takes as flags of the same name (--kv-offloading-size ...)
+_SERVE_FLAGS = ("load_format", "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "block_size",
+                "tensor_parallel_size", "max_model_len", "num_gpu_blocks_override", "kv_offloading_size",
+                "kv_offloading_backend", "cpu_offload_gb")
+
+
+def serve_argv(scn: Any, work: Path, *, port: int, python: str = "python3") -> tuple[list[str], dict[str, str]]:
+    """``(argv, env)`` of the ``vllm serve`` that runs the scenario's placement: the same mapping as the offline
+    engine (:func:`engine_settings`), as command-line flags. The model folder (``config.json`` and a word-level
+    tokenizer, dummy weights) is written under ``work``. LMCache's config file is ``record``'s to write
+    (``LMCACHE_CONFIG_FILE`` from the scenario); here only the connector is switched on."""
+    kw, lmc, _notes = engine_settings(scn, work)
+    model = write_model_dir(scn.model.dims(), work / "model", tokenizer=True)
+    argv = [python, "-m", "vllm.entrypoints.cli.main", "serve", str(model), "--host", "127.0.0.1",
+            "--port", str(port), "--dtype", "bfloat16", "--seed", "0", "--enable-prefix-caching"]
+    for k in _SERVE_FLAGS:
+        if kw.get(k) is not None:
+            argv += ["--" + k.replace("_", "-"), str(kw[k])]
+    argv += ["--compilation-config", json.dumps(kw["compilation_config"])]
+    if lmc is not None:
+        argv += ["--kv-transfer-config", json.dumps({"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"})]
+    env = {"VLLM_SERVER_DEV_MODE": "1", "VLLM_USE_FLASHINFER_SAMPLER": "0"}
+    if kw.get("cpu_offload_gb"):
+        env["VLLM_USE_V2_MODEL_RUNNER"] = "0"   # see vllm_worker: the V2 runner ignores cpu_offload_gb
+    return argv, env
 
 
 def workload_from_scenario(scn: Any, label: str = "run") -> dict[str, Any]:
