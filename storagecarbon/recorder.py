@@ -676,7 +676,10 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
             db, why = _load_db()
             if why:
                 notes.append(why)
-        nv = NvmlSensor()
+        cvd = {**os.environ, **(env or {})}.get("CUDA_VISIBLE_DEVICES")
+        nv = NvmlSensor(visible=cvd)
+        if cvd is not None:
+            notes.append(f"GPUs: the command's CUDA_VISIBLE_DEVICES={cvd!r}; only those GPUs are recorded")
         probed["nvml"] = nv.probe()
         gpus = nv.devices() if probed["nvml"].available else []
         paths: dict[str, str | Path] = {}

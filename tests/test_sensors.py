@@ -22,6 +22,7 @@ from storagecarbon.sensors import (DiskstatsSensor, KeepLast, LMCacheTapSensor, 
                                    workload_rows, write_replay)
 from storagecarbon.sensors.procio import _TreeTotals
 from storagecarbon.sensors.vllm_metrics import metric_sum
+from storagecarbon.sensors.nvml import parse_visible_devices
 from storagecarbon.tiermap import STAND_IN_VIRTUAL, block_info, map_tiers, mount_of, parse_mounts
 from storagecarbon.trace import DeviceEntry, read_trace
 from storagecarbon.usage import aggregate
@@ -324,6 +325,25 @@ def test_nvml_two_fake_gpus_units_and_channels(monkeypatch):
     n0 = len(fake.state["pcie_calls"])
     pcie_rows = [sum(m.startswith("pcie_") for _, m, _ in s2.read()) for _ in range(5)]
     assert pcie_rows == [2, 0, 0, 0, 0] and len(fake.state["pcie_calls"]) - n0 == 2
+
+
+def test_nvml_records_only_the_commands_visible_gpus(monkeypatch):
+    # GIVEN 3 fake GPUs with UUIDs, and a command started with CUDA_VISIBLE_DEVICES
+    fake = _fake_pynvml(3)
+    fake.nvmlDeviceGetUUID = lambda h: f"GPU-{h}abc-{h}".encode()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert parse_visible_devices("1, 2,-1,0") == ["1", "2"] and parse_visible_devices("") == []
+    # THEN indices select by NVML index, UUIDs (or their prefixes) by UUID; "" and "-1" mean no GPU
+    assert [d.id for d in _probed(NvmlSensor(visible="1")).devices()] == ["gpu1"]
+    assert [d.id for d in _probed(NvmlSensor(visible="GPU-2abc-2,0")).devices()] == ["gpu0", "gpu2"]
+    assert [d.id for d in _probed(NvmlSensor(visible="1abc")).devices()] == ["gpu1"]
+    pr = NvmlSensor(visible="-1").probe()
+    assert not pr.available
+
+
+def _probed(s):
+    assert s.probe().available
+    return s
 
 
 def test_nvml_unavailable_reasons(monkeypatch):

@@ -39,15 +39,29 @@ def _text(x: Any) -> str:
     return x.decode("utf-8", "replace") if isinstance(x, (bytes, bytearray)) else str(x)
 
 
+def parse_visible_devices(spec: str) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` as CUDA reads it: comma-separated indices or UUIDs, up to the first invalid
+    entry (``-1`` or an empty string: no GPU). Indices are taken as NVML's (PCI bus order; with
+    ``CUDA_DEVICE_ORDER=FASTEST_FIRST`` on mixed GPUs CUDA may number them otherwise)."""
+    out: list[str] = []
+    for tok in (t.strip() for t in spec.split(",")):
+        if not tok or tok.startswith("-"):
+            break
+        out.append(tok)
+    return out
+
+
 class NvmlSensor(SensorBase):
     name = "nvml"
 
     def __init__(self, *, pcie: bool = True, pcie_interval_s: float = 1.0, indices: list[int] | None = None,
-                 id_prefix: str = "gpu"):
+                 id_prefix: str = "gpu", visible: str | None = None):
         self.pcie = pcie
         self.pcie_interval_s = pcie_interval_s
         self._pcie_t = -1e9
         self.indices = indices
+        # CUDA_VISIBLE_DEVICES of the recorded command: only the GPUs it can use are its GPUs
+        self.visible = parse_visible_devices(visible) if visible is not None else None
         self.id_prefix = id_prefix
         self._nv: Any = None
         self._handles: list[tuple[str, Any]] = []
@@ -81,6 +95,8 @@ class NvmlSensor(SensorBase):
         except Exception as exc:  # noqa: BLE001
             return Probe(False, f"nvmlDeviceGetCount failed ({exc})")
         idx = list(range(n)) if self.indices is None else [i for i in self.indices if 0 <= i < n]
+        if self.visible is not None:
+            idx = [i for i in idx if i in self._visible_indices(n)]
         if not idx:
             return Probe(False, "NVML sees no GPU" if n == 0 else f"none of GPUs {self.indices} exist ({n} present)")
         self._handles = []
@@ -100,6 +116,22 @@ class NvmlSensor(SensorBase):
         names = ", ".join(sorted(set(self._names.values())))
         drv = f"; driver {self.driver}" if self.driver else ""
         return Probe(True, f"{len(self._handles)} GPU(s): {names}{drv}")
+
+    def _visible_indices(self, n: int) -> set[int]:
+        """NVML indices named by ``visible`` (indices, or GPU UUIDs / their prefixes as CUDA accepts them)."""
+        out: set[int] = set()
+        for tok in self.visible or []:
+            if tok.isdigit():
+                out.add(int(tok))
+                continue
+            for i in range(n):
+                try:
+                    uuid = _text(self._nv.nvmlDeviceGetUUID(self._nv.nvmlDeviceGetHandleByIndex(i)))
+                except Exception:  # noqa: BLE001
+                    continue
+                if uuid.startswith(tok) or uuid.startswith("GPU-" + tok):
+                    out.add(i)
+        return out
 
     @staticmethod
     def _try(fn: Any) -> bool:
