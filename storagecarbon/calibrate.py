@@ -35,7 +35,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import fnmatch
-import gzip
 import hashlib
 import math
 import shutil
@@ -91,16 +90,6 @@ class Observation:
         return v
 
 
-def _open_trace_file(path: Path, tmp: Path) -> Path:
-    """A readable trace path: ``.gz`` traces are decompressed into ``tmp``."""
-    if path.suffix == ".gz":
-        out = tmp / path.stem
-        with gzip.open(path, "rb") as fi, open(out, "wb") as fo:
-            shutil.copyfileobj(fi, fo)
-        return out
-    return path
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -143,8 +132,7 @@ def observe(path: str | Path, tmp: Path) -> Observation:
     src = Path(path)
     if not src.exists():
         raise StoragecarbonError(f"{src}: trace file does not exist")
-    tp = _open_trace_file(src, tmp)
-    tr = read_trace(tp)
+    tr = read_trace(src)   # plain or gzip'd (trace.py reads both)
     s = tr.summary or {}
     tf = s.get("transformers")
     name = (tr.header.scenario or {}).get("name") or src.name.split(".")[0]
@@ -158,7 +146,7 @@ def observe(path: str | Path, tmp: Path) -> Observation:
     lat = s.get("latency") or {}
     if not (lat.get("ttft_ms") and lat.get("tpot_ms")):
         raise StoragecarbonError(f"{src}: summary has no TTFT/TPOT (output of one token?)")
-    u = aggregate(tp)
+    u = aggregate(src)
     gpus = [i for i, d in enumerate(u.header.devices) if d.tier == "hbm"]
     work = [u.phases.index(ph) for ph in ("prefill", "decode") if ph in u.phases]
     if not gpus or not any(u.has.get((u.header.devices[i].id, "energy_j")) for i in gpus):

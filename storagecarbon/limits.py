@@ -66,6 +66,7 @@ TRACE_CHANNELS = Bound(100_000, "channels (device x metric)")
 TRACE_DEVICES = Bound(10_000, "devices")
 TRACE_BATCH_ROWS = Bound(50_000_000, "rows of one record batch (writers flush every second)")
 TRACE_BATCH_BYTES = Bound(2 * 2**30, "bytes of one record batch")
+TRACE_GZ_BYTES = Bound(4 * 2**30, "a gzip'd trace is decompressed in memory; a day at 20 Hz with 200 channels is ~1 GB")
 
 
 def check(value: float, bound: Bound) -> str | None:

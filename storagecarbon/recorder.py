@@ -586,8 +586,7 @@ def default_sensors(tree: Any, tiermap: Any, *, tap_dir: str | Path | None, scen
 
     out: list[Any] = serving_sensors(tiermap, vllm_stats_markers)
     if lmcache is None and scenario is not None:
-        kv = scenario.placement.kv
-        lmcache = any(x is not None and x.enabled for x in (kv.local_cpu, kv.local_disk))
+        lmcache = scenario.placement.kv.uses_lmcache
     if lmcache:
         kv_disk = scenario.placement.kv.local_disk if scenario is not None else None
         kv_path = kv_disk.path if kv_disk is not None and kv_disk.enabled else None

@@ -175,6 +175,16 @@ class KvPlacement(_Strict):
     local_disk: KvTierCfg | None = None
     remote: RemoteCfg | None = None
 
+    @property
+    def offloads(self) -> bool:
+        """KV leaves HBM for a CPU or disk tier."""
+        return any(x is not None and x.enabled for x in (self.local_cpu, self.local_disk))
+
+    @property
+    def uses_lmcache(self) -> bool:
+        """LMCache does the offloading (its connector, config file and byte taps are needed)."""
+        return self.backend == "lmcache" and self.offloads
+
 
 class Placement(_Strict):
     weights: WeightPlacement = WeightPlacement()

@@ -490,6 +490,30 @@ def gaps_from_markers(markers: list[tuple[float, str, str]]) -> list[dict[str, A
     return out
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _gzip_source(path: Path) -> Any:
+    """A gzip'd trace (``.arrows.gz``, as committed results are) decompressed by pyarrow into memory, as a
+    seekable buffer reader; ``None`` for a plain trace."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != GZIP_MAGIC:
+                return None
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    cap = int(limits.TRACE_GZ_BYTES.value)
+    try:
+        with pa.CompressedInputStream(pa.OSFile(str(path), "r"), "gzip") as z:
+            buf = z.read(cap + 1)
+    except (OSError, pa.ArrowException) as exc:
+        raise TraceError(f"{path}: gzip'd trace cannot be decompressed ({_short(exc)})") from None
+    if len(buf) > cap:
+        raise TraceError(f"{path}: decompresses to more than {limits.TRACE_GZ_BYTES.value / 2**30:g} GiB "
+                         f"({limits.TRACE_GZ_BYTES.why}); gunzip it and read the .arrows file")
+    return pa.BufferReader(buf)
+
+
 def _open_stream(path: Path) -> tuple[Any, TraceHeader, Any]:
     """Map the file and read its schema and header; every way this can fail is a :class:`TraceError`.
 
@@ -499,7 +523,7 @@ def _open_stream(path: Path) -> tuple[Any, TraceHeader, Any]:
     if path.exists() and not path.is_file() and not path.is_dir():
         raise TraceError(f"{path}: not a regular file (a pipe or device would block or never end)")
     try:
-        src = pa.memory_map(str(path), "r")
+        src = _gzip_source(path) or pa.memory_map(str(path), "r")
     except FileNotFoundError:
         raise TraceError(f"{path}: trace file does not exist") from None
     except IsADirectoryError:

@@ -197,8 +197,14 @@ def test_emitter_writes_markers_the_sensor_reads(tmp_path, monkeypatch):
     rows = {(d, m): v for d, m, v in got}
     assert rows[("dram", "app_bytes_written")] == 10 and rows[("ssd0", "app_bytes_written")] == 20
     assert {(d, m): v for d, m, v in sensor.read()} == rows  # later reads: the totals only
+    # a read direction the connector never reported is missing (no rows), not 0 ...
+    assert ("dram", "app_bytes_read") not in rows and ("ssd0", "app_bytes_read") not in rows
+    # ... and once reported, it starts from its zero so the first loaded bytes count
+    em.record(_sched(kv_connector_stats={LMCACHE_KEY: {"cpu_bytes_read": 7}}), None)
+    got = sensor.read()
+    assert [v for d, m, v in got if (d, m) == ("dram", "app_bytes_read")] == [0.0, 7]
     lines = [json.loads(x) for x in markers.read_text().splitlines()]
-    assert [x["event"] for x in lines] == ["vllm_engine_ready", MARKER_EVENT]
+    assert [x["event"] for x in lines] == ["vllm_engine_ready", MARKER_EVENT, MARKER_EVENT]
     assert sensor.summary()["ready_unix"] is not None and sensor.summary()["first_active_unix"] is not None
 
 

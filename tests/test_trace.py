@@ -35,6 +35,27 @@ def test_round_trip_samples_markers_footer(tmp_path):
     assert [(m[1], m[2]) for m in t.markers] == [("phase_start", "prefill"), ("phase_end", "prefill")]
 
 
+def test_gzipped_trace_reads_like_the_plain_one(tmp_path):
+    # GIVEN a trace and its gzip'd copy (how committed results are stored)
+    import gzip
+
+    p = tmp_path / "t.arrows"
+    with TraceWriter(p, _header()) as w:
+        for i in range(5):
+            w.sample(i * 0.1, 0, i * 100.0)
+        w.close({"requests": 1})
+    gz = tmp_path / "t.arrows.gz"
+    gz.write_bytes(gzip.compress(p.read_bytes()))
+    # THEN both read the same; a gzip stream that is not a trace is one clear error
+    a, b = read_trace(p), read_trace(gz)
+    assert list(b.series("ssd0", "bytes_written")[1]) == list(a.series("ssd0", "bytes_written")[1])
+    assert b.summary == {"requests": 1} and not b.truncated
+    bad = tmp_path / "bad.arrows.gz"
+    bad.write_bytes(gzip.compress(b"hello"))
+    with pytest.raises(TraceError, match="not a storagecarbon trace"):
+        read_trace(bad)
+
+
 def test_cut_short_trace_is_readable_and_marked_truncated(tmp_path):
     p = tmp_path / "t.arrows"
     w = TraceWriter(p, _header(), flush_s=0.0)

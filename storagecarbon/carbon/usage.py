@@ -19,7 +19,8 @@ OTHER = "other"
 QUANTITIES = ("bytes_read", "bytes_written", "app_bytes_read", "app_bytes_written", "busy_s", "energy_j",
               "resident_byte_s", "power_j", "cpu_time_s", "kv_bytes_read")
 # app_bytes_read of these sensors is KV cache loaded from the tier (LMCache hits); it also counts as kv_bytes_read
-KV_SENSORS = ("lmcache_tap", "model")
+# vllm_counters / vllm_stats: vLLM's OffloadingConnector loads (offline GPU runs / the stat-logger plugin under serve)
+KV_SENSORS = ("lmcache_tap", "model", "vllm_counters", "vllm_stats")
 WORKLOAD = ("prompt_tokens", "generated_tokens", "requests_done")
 
 
@@ -175,8 +176,7 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
             if q is not None:
                 has[(ch.device, q)] = True
             if ch.metric == "app_bytes_read" and ch.sensor in KV_SENSORS:
-                ch_kv[ch.id] = True
-                has[(ch.device, "kv_bytes_read")] = True
+                ch_kv[ch.id] = True   # has kv_bytes_read once the channel has a reading interval (below)
         elif ch.metric in WORKLOAD:
             ch_q[ch.id] = ch.metric
     last_t = np.full(n_ch, np.nan)
@@ -223,6 +223,7 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
             ib = np.clip(((t0 - t_min) // interval_s).astype(np.int64), 0, n_int - 1)
             by_int[q][dev] += np.bincount(ib, weights=d, minlength=n_int)[:n_int]
             if ch_kv[cid]:
+                has[(devs[dev], "kv_bytes_read")] = True
                 by_phase["kv_bytes_read"][dev] += np.bincount(ph, weights=d, minlength=n_ph)[:n_ph]
                 by_int["kv_bytes_read"][dev] += np.bincount(ib, weights=d, minlength=n_int)[:n_int]
 

@@ -112,8 +112,8 @@ class StatsAccumulator:
             dst[k] += int(getattr(st, k, 0) or 0)
 
     def _tier_add(self, table: dict[str, dict[str, float]], tier: str, key: str, v: float) -> None:
-        t = table.setdefault(tier, {"bytes_written": 0.0, "bytes_read": 0.0})
-        t[key] += float(v)
+        t = table.setdefault(tier, {})   # only the directions the connector reports: an unreported read is missing, not 0
+        t[key] = t.get(key, 0.0) + float(v)
 
     def add_connector_stats(self, stats: Any) -> None:
         if not isinstance(stats, dict):

@@ -188,8 +188,7 @@ def stat_logger_installed() -> bool:
 def _scenario_lmcache(scenario: Any) -> bool:
     if scenario is None:
         return False
-    kv = scenario.placement.kv
-    return any(x is not None and x.enabled for x in (kv.local_cpu, kv.local_disk))
+    return bool(scenario.placement.kv.uses_lmcache)
 
 
 def lmcache_config_for(scenario: Any, path: Path, base_dir: Path) -> Path:

@@ -204,6 +204,7 @@ def tier_tables(rep: Mapping[str, Any], console: Console) -> list[Table]:
     rd = U.Column([t.get("bytes_read") for t in tiers], U.BYTES)
     wr = U.Column([t.get("bytes_written") for t in tiers], U.BYTES)
     app = [t.get("app_bytes_written") or 0 for t in tiers]
+    app_r = [t.get("app_bytes_read") or 0 for t in tiers]
     show_app = any(app)
     aw = U.Column(app, U.BYTES)
     res = U.Column([t.get("mean_resident_bytes") for t in tiers], U.BYTES)
@@ -226,7 +227,12 @@ def tier_tables(rep: Mapping[str, Any], console: Console) -> list[Table]:
     byte_cols = [(hd(rd, "read"), [rd(t.get("bytes_read")) for t in tiers]),
                  (hd(wr, "written"), [wr(t.get("bytes_written")) for t in tiers])]
     if show_app:
-        byte_cols.append((hd(aw, "LMCache wrote"), [aw(a) if a else "—" for a in app]))
+        if any(app_r):
+            kv = U.Column(app + app_r, U.BYTES)
+            byte_cols.append((hd(kv, "KV in/out"), [f"{kv(a) if a else '—'} / {kv(b) if b else '—'}"
+                                                    for a, b in zip(app, app_r)]))
+        else:
+            byte_cols.append((hd(aw, "KV in"), [aw(a) if a else "—" for a in app]))
         gap = [(t.get("bytes_written") or 0) - (t.get("app_bytes_written") or 0) if t.get("app_bytes_written") else None
                for t in tiers]
         gc = U.Column(gap, U.BYTES)
@@ -235,8 +241,9 @@ def tier_tables(rep: Mapping[str, Any], console: Console) -> list[Table]:
     devices = ["\n".join(d.replace(" x ", " × ") for d in t.get("devices") or []) for t in tiers]
     names = [t["tier"] for t in tiers]
     note = ("resident: mean bytes held"
-            + ("; LMCache wrote: bytes the application (LMCache) wrote to the tier; written: what the block "
-               "device saw (filesystem, page cache and other traffic included); block − app: their gap"
+            + ("; KV in/out: KV cache bytes the engine's offload (LMCache, vLLM's OffloadingConnector) stored to "
+               "/ loaded from the tier (—: none reported); written: what the block device saw "
+               "(filesystem, page cache and other traffic included); block − app: their gap"
                if show_app else ""))
     out = []
     if wide:

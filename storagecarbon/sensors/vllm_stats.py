@@ -41,6 +41,7 @@ class VllmStatsSensor(SensorBase):
         self.last_active_unix: float | None = None
         self._prev_iter: dict[int, int] = {}
         self._based = False
+        self._reads_started: set[str] = set()
 
     def probe(self) -> Probe:
         if not self.markers_file.parent.is_dir():
@@ -85,10 +86,13 @@ class VllmStatsSensor(SensorBase):
             self._prev_iter[eng] = it
             self.last[eng] = d
             self.lines += 1
+        # Counters start at 0 when the engine is ready. Bytes read (KV loaded back) start only once the connector
+        # reports a read direction at all: LMCache's GPU retrieval path is not tapped, and a read it never reports
+        # must stay missing, not read as 0 (the offload ledger would count 0 hits).
         base: list[Row] = []
         if not self._based and (self.ready_unix is not None or self.last):
             self._based = True
-            base = [(dev, metric, 0.0) for dev, metric, _ in self.channels()]
+            base = [(dev, metric, 0.0) for dev, metric, _ in self.channels() if metric == "app_bytes_written"]
         if not self.last:
             return base
         acc: dict[tuple[str, str], float] = {}
@@ -98,8 +102,14 @@ class VllmStatsSensor(SensorBase):
                 if dev is None:
                     continue
                 for key, metric in (("bytes_written", "app_bytes_written"), ("bytes_read", "app_bytes_read")):
-                    acc[(dev, metric)] = acc.get((dev, metric), 0.0) + float(vals.get(key, 0.0) or 0.0)
-        return base + [(dev, metric, v) for (dev, metric), v in acc.items()]
+                    if key in vals or metric == "app_bytes_written":
+                        acc[(dev, metric)] = acc.get((dev, metric), 0.0) + float(vals.get(key, 0.0) or 0.0)
+        rows = base + [(dev, metric, v) for (dev, metric), v in acc.items()]
+        for dev, metric in acc:
+            if metric == "app_bytes_read" and dev not in self._reads_started:
+                self._reads_started.add(dev)
+                rows.insert(0, (dev, metric, 0.0))   # the read counter's zero, then its first total
+        return rows
 
     def totals(self) -> dict[str, Any] | None:
         """The latest totals summed over engines (``None`` before the first plugin line)."""
