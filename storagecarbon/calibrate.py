@@ -61,6 +61,7 @@ FIT_BOUNDS: dict[str, tuple[float, float]] = {
     "kv_offload_overlap": (0.0, 1.0),
     "kv_offload_gbps": (1.0, 1000.0),
     "request_overhead_s": (0.0, 0.2),
+    "weight_reread_tokens": (16.0, 8192.0),
 }
 POWER_FRACS = ("power_frac_prefill", "power_frac_decode", "power_frac_io_wait")
 POWER_BOUNDS = (0.0, 4.0)
@@ -234,10 +235,6 @@ def observe_vllm(src: Path, tr: Any, name: str) -> Observation:
         echo["workload"]["shared_prefix"] = sp
     echo["calibration"] = None
     mode = vllm_mode(echo)
-    if mode == "weights":
-        # vLLM 0.26 kept every weight in HBM on these runs (its log: "Model loading took" the full
-        # weight size; TPOT equal to the HBM runs): measured as what ran, an all-HBM run.
-        echo["placement"] = dict(echo["placement"], weights={"hbm": 1.0})
     scn = Scenario.model_validate(echo)
     n_gpu = int(v.get("n_gpu") or 1)
     gpus = [d for d in tr.header.devices if d.tier == "hbm"]
@@ -375,8 +372,10 @@ class CalibrationResult:
 def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
     modes = {o.offload for o in obs}
     act = ["hbm_efficiency", "compute_efficiency", "step_overhead_s"]
-    if modes & {"cpu", "vllm-lmcache"}:
+    if modes & {"cpu", "vllm-lmcache", "vllm-weights"}:
         act.append("pcie_gbps")
+    if "vllm-weights" in modes:
+        act.append("weight_reread_tokens")
     if modes & {"disk"}:
         act.append("disk_efficiency")
     if modes & {"cpu", "disk"}:
@@ -396,12 +395,14 @@ def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
 def _initial(obs: Sequence[Observation], db: Any, base: Any, active: list[str]) -> Any:
     """Closed-form starting points: achieved PCIe/disk bandwidth from offloaded bytes per step."""
     k = base
+    if "weight_reread_tokens" in active and not k.weight_reread_tokens:
+        k = replace(k, weight_reread_tokens=256.0)   # a GEMM tile of a few hundred tokens
     for mode, key in (("cpu", "pcie_gbps"), ("disk", "disk_efficiency")):
         if key not in active:
             continue
         est = []
         for o in obs:
-            if o.offload != mode:
+            if o.offload not in (mode, "vllm-weights" if mode == "cpu" else mode):
                 continue
             w = o.scenario.placement.weights
             frac = w.dram if mode == "cpu" else w.ssd

@@ -464,10 +464,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:
         return int(exc.code or 0)
-    except __import__("click").ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except _CLICK_ERRORS as exc:
+        exc.show()   # a usage error: one line and the command's usage, exit 2
+        return int(getattr(exc, "exit_code", 2))
     return 0
+
+
+def _click_errors() -> tuple[type[BaseException], ...]:
+    """Click's exception base, and the copy of Click that Typer >= 0.24 vendors (``typer._click``): a usage
+    error from either is a clean message, not a traceback."""
+    import click
+
+    out: list[type[BaseException]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as Vendored  # type: ignore[import-not-found]
+
+        out.append(Vendored)
+    except ImportError:
+        pass
+    return tuple(out)
+
+
+_CLICK_ERRORS = _click_errors()
 
 
 if __name__ == "__main__":

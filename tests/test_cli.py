@@ -75,6 +75,7 @@ def test_terminal_report_says_modeled(root, tmp_path):
     (("report", "/nonexistent/trace.arrows"), "does not exist"),
     (("profile", "/nonexistent.yaml"), "does not exist"),
     (("profile", "scenarios/llama70b_offload.yaml", "--region", "atlantis", "--out", "/tmp/sc-x"), "unknown grid region"),
+    (("report", "x.arrows", "--out-dir", "y"), "No such option: --out-dir"),   # a usage error, not a traceback
 ])
 def test_errors_are_one_line_and_nonzero(root, args, needle):
     p = run(*args, cwd=root)

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import gzip
 import sys
 import tempfile
 from pathlib import Path
@@ -27,10 +26,7 @@ RES = ROOT / "benchmarks/gpu/results/2026-11-30-vllm"
 def load(p: Path):
     from storagecarbon.trace import read_trace
 
-    with tempfile.NamedTemporaryFile(suffix=".arrows") as f:
-        f.write(gzip.open(p).read())
-        f.flush()
-        return read_trace(f.name)
+    return read_trace(p)   # .arrows.gz as is
 
 
 def gb(x):
@@ -96,24 +92,32 @@ def main() -> None:
         import numpy as _np
         print(f"\nmedian |error| {_np.median(errs):.1f} %, worst {max(errs):.1f} % (n = {len(errs)})")
     print("\n### Tensor parallel (2 x H200, full 80-layer Llama-3-70B) and weight offload, first pass, against the fit\n")
-    from storagecarbon.calibrate import observe
+    from storagecarbon.calibrate import observe, predict
     from storagecarbon.devicedb import DeviceDB
-    from storagecarbon.perfmodel import load_constants
-    from storagecarbon.calibrate import predict
+    from storagecarbon.model.constants import load_constants
+
     k = load_constants(a.calibration)
     db = DeviceDB.load()
-    print("| run | GPUs | TTFT measured / modeled ms | TPOT measured / modeled ms |\n|---|---|---|---|")
+    held = set(cal.get("held_out") or [])
+    held |= {t["name"] for t in cal.get("traces") or [] if t.get("held_out")}
+    print("| run | GPUs | set | TTFT measured / modeled ms | TPOT measured / modeled ms | GPU J/token measured / modeled |"
+          "\n|---|---|---|---|---|---|")
     tmp = Path(tempfile.mkdtemp())
-    for p in sorted((RES / "traces-no-gpu-energy").glob("*.arrows.gz")):
+
+    def pct(m: float, o: float) -> str:
+        return f"{100 * (m - o) / o:+.0f} %"
+
+    for p in sorted((RES / "traces").glob("*.arrows.gz")):
         if "__load" in p.name or not ("l70b80" in p.name or "weights" in p.name):
             continue
         o = observe(p, tmp)   # as calibrate sees it: first pass, warm prefix where it was warm
         m = predict(o, db, k, tmp)
-        e1 = 100 * (m["ttft_ms"] - o.measured["ttft_ms"]) / o.measured["ttft_ms"]
-        e2 = 100 * (m["tpot_ms"] - o.measured["tpot_ms"]) / o.measured["tpot_ms"]
-        print(f"| {p.name.split('.')[0]} | {o.n_gpu} | {o.measured['ttft_ms']:.0f} / {m['ttft_ms']:.0f} ({e1:+.0f} %) "
-              f"| {o.measured['tpot_ms']:.1f} / {m['tpot_ms']:.1f} ({e2:+.0f} %) |")
-
+        mt, mo = o.measured, m
+        ej = "–" if mt.get("gpu_j_per_token") is None or mo.get("gpu_j_per_token") is None else \
+            f"{mt['gpu_j_per_token']:.2f} / {mo['gpu_j_per_token']:.2f} ({pct(mo['gpu_j_per_token'], mt['gpu_j_per_token'])})"
+        print(f"| {o.name} | {o.n_gpu} | {'held out' if o.name in held else 'fit'} "
+              f"| {mt['ttft_ms']:.0f} / {mo['ttft_ms']:.0f} ({pct(mo['ttft_ms'], mt['ttft_ms'])}) "
+              f"| {mt['tpot_ms']:.1f} / {mo['tpot_ms']:.1f} ({pct(mo['tpot_ms'], mt['tpot_ms'])}) | {ej} |")
 
 if __name__ == "__main__":
     main()

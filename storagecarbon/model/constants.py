@@ -38,6 +38,7 @@ class ModelConstants:
     kv_offload_overlap: float = 0.0
     kv_offload_gbps: float = 50.0
     request_overhead_s: float = 0.0
+    weight_reread_tokens: float = 0.0
     source: str = "defaults"
 
 
@@ -59,6 +60,10 @@ BASIS = {
                        "copies through pinned memory, unlike accelerate's per-tensor weight streaming)",
     "request_overhead_s": "latency every request's first token carries outside the GPU steps (the serving "
                           "engine's admission, scheduling and output path); adds to TTFT, not to GPU time",
+    "weight_reread_tokens": "tokens of a step per extra read of the weights held in host memory: vLLM's UVA weight "
+                            "offload (cpu_offload_gb) lets the GEMMs read those weights over PCIe once per tile of "
+                            "tokens, so a step of n tokens moves them 1 + n / this times; 0: once per step (accelerate's "
+                            "and FlexGen's streaming copy each layer to the GPU once)",
     "kv_offload_overlap": "fraction of the per-step KV round trip of an offloaded KV cache (transformers "
                           "OffloadedCache: every layer's KV to the GPU and back each step) hidden behind compute",
 }

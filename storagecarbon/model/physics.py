@@ -83,6 +83,7 @@ class Rates:
     w_ssd: Num
     w_hdd: Num
     weight_stream_s: Num   # offloaded weights streamed to the GPUs, per step
+    dram_weight_s: Num     # the host-memory part of it (re-read per tile of tokens under UVA)
     host_floor_s: float    # layers x layer_overhead_s
     kv_round_trip: bool    # the KV cache lives in host memory and travels every decode step
     k: ModelConstants
@@ -125,6 +126,7 @@ def rates(k: ModelConstants, *, n_gpu: np.ndarray, gpu_read_gbps: np.ndarray, gp
                  kv_offload=_positive(k.kv_offload_gbps * 1e9 * n_gpu),
                  dram_bw=dram_bw, ssd_r=ssd_r, ssd_w=ssd_w, hdd_r=hdd_r, hdd_w=hdd_w,
                  w_hbm=w_hbm, w_dram=w_dram, w_ssd=w_ssd, w_hdd=w_hdd, weight_stream_s=stream,
+                 dram_weight_s=_ratio(w_dram, pcie),
                  host_floor_s=layers * k.layer_overhead_s, kv_round_trip=kv_round_trip, k=k)
 
 
@@ -203,11 +205,14 @@ def decode_gpu_s(r: Rates, params: float, batch: Num, kv_bytes: Num) -> Num:
 
 
 # ----------------------------------------------------------------------- a step
-def step_time(r: Rates, t_gpu: Num, kv_bytes: Num = 0.0) -> tuple[Num, Num]:
+def step_time(r: Rates, t_gpu: Num, kv_bytes: Num = 0.0, tokens: Num = 0.0) -> tuple[Num, Num]:
     """A step's wall time and the GPUs' IO wait in it, from the GPU time ``t_gpu`` (decode steps pass
-    the batch's KV bytes for an offloaded KV cache's round trip)."""
+    the batch's KV bytes for an offloaded KV cache's round trip; ``tokens``: tokens the step processes,
+    which re-read host-resident weights under ``weight_reread_tokens``)."""
     k = r.k
     t_off = r.weight_stream_s
+    if k.weight_reread_tokens > 0:
+        t_off = t_off + r.dram_weight_s * tokens / k.weight_reread_tokens
     mx, mn = (np.maximum, np.minimum) if _arr(t_gpu, t_off) or _arr(kv_bytes, r.kv_offload) else (max, min)
     t_dev = mx(t_gpu, r.host_floor_s) if r.host_floor_s else t_gpu
     if r.kv_round_trip:

@@ -312,7 +312,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
                 add("gpu", "bytes_written", p_len[ri] * kvb)
                 add("workload", "prompt_tokens", float(p_len[ri]))
             t_gpu = ph.prefill_gpu_s(r, ph.prefill_flops(params, comp_tokens, attn))
-            step, io_wait = ph.step_time(r, ph.prefill_step_gpu_s(r, t_gpu, load_s))
+            step, io_wait = ph.step_time(r, ph.prefill_step_gpu_s(r, t_gpu, load_s), tokens=comp_tokens)
             account_weight_stream()
             add("gpu", "bytes_read", w_hbm)
             add("gpu", "busy_s", ph.gpu_busy_s(r, t_gpu, io_wait, "prefill"))  # type: ignore[arg-type]
@@ -330,7 +330,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             B = len(running)
             ctx = sum(q["ctx"] for q in running)
             t_gpu = ph.decode_gpu_s(r, params, B, ctx * kvb)
-            step, io_wait = ph.step_time(r, t_gpu, ctx * kvb)
+            step, io_wait = ph.step_time(r, t_gpu, ctx * kvb, tokens=B)
             account_weight_stream()
             add("gpu", "bytes_read", w_hbm + ctx * kvb)
             add("gpu", "bytes_written", B * kvb)

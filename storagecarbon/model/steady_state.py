@@ -230,7 +230,7 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
 
     def s_dec(B: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         rr = r if rows is None else r.take(rows)
-        return np.asarray(ph.step_time(rr, t_dec(B, rows), B * c_dec * kvb)[0])
+        return np.asarray(ph.step_time(rr, t_dec(B, rows), B * c_dec * kvb, tokens=B)[0])
 
     def tg_pf(kk: np.ndarray, extra_flops: Any = 0.0, rows: np.ndarray | None = None) -> np.ndarray:
         rr, f = (r, fl_pf) if rows is None else (r.take(rows), fl_pf[rows])
@@ -246,9 +246,10 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
 
     def s_pref(kk: np.ndarray, extra_flops: Any = 0.0, rows: np.ndarray | None = None) -> np.ndarray:
         if rows is None and not np.any(extra_flops):
-            return np.asarray(ph.step_time(r, pf_0 + kk * pf_1)[0])
+            return np.asarray(ph.step_time(r, pf_0 + kk * pf_1, tokens=kk * c_mean)[0])
         rr = r if rows is None else r.take(rows)
-        return np.asarray(ph.step_time(rr, t_pf_in(kk, extra_flops, rows))[0])
+        cm = c_mean if rows is None or np.ndim(c_mean) == 0 else np.asarray(c_mean)[rows]
+        return np.asarray(ph.step_time(rr, t_pf_in(kk, extra_flops, rows), tokens=kk * cm)[0])
 
     budget = float(scn.engine.max_num_batched_tokens)
     # vLLM's token budget counts the tokens a request computes (cached prefix blocks are free)
@@ -356,8 +357,8 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     # ---------------------------------------------------------------- busy and occupancy
     steps = n_dec + n_pf
     tg_d = t_dec(B)
-    iow_d = np.asarray(ph.step_time(r, tg_d, B * c_dec * kvb)[1])
-    iow_pf = np.asarray(ph.step_time(r, t_pf_in(kbar))[1])
+    iow_d = np.asarray(ph.step_time(r, tg_d, B * c_dec * kvb, tokens=B)[1])
+    iow_pf = np.asarray(ph.step_time(r, t_pf_in(kbar), tokens=kbar * c_mean)[1])
     gpu_busy = n_dec * ph.gpu_busy_s(r, tg_d, iow_d, "decode") + n_pf * ph.gpu_busy_s(r, tg_pf(kbar), iow_pf, "prefill")
     host_busy = ph.host_busy_s(k, cfg.n_host, busy_time)
     cpu_busy = ph.host_busy_s(k, cfg.n_cpu, busy_time)
