@@ -28,7 +28,7 @@ from storagecarbon.perfmodel import ModelConstants, run_model
 from storagecarbon.scenario import parse_scenario
 
 T4_PEAK_FP16_TFLOPS = 65.0
-FLEXGEN = ModelConstants(hbm_efficiency=0.7, compute_efficiency=4.3 / T4_PEAK_FP16_TFLOPS, pcie_gbps=12.89,
+FLEXGEN = ModelConstants(hbm_efficiency=0.7, compute_efficiency=4.3 / T4_PEAK_FP16_TFLOPS, pcie_gb_per_s=12.89,
                          disk_efficiency=1.0, overlap=1.0, tp_efficiency=1.0, step_overhead_s=0.0,
                          source="FlexGen fitted T4 constants (experimental/cost_model.py)")
 
@@ -44,8 +44,8 @@ def overlay_db(tmp: Path) -> DeviceDB:
               "source": "NVIDIA T4 datasheet: 65 TFLOPS fp16 tensor (benchmark-only record; OPT runs in fp16)"})
     disk = db.get("ssd-enterprise-tlc-per-gb").model_dump(mode="json", exclude_none=True)
     disk.update(key="bench-flexgen-disk", aliases=[], capacity_gb=1500.0,
-                read_gbps={"best": 0.473, "source": "FlexGen fitted dtoc_bdw (experimental/cost_model.py)"},
-                write_gbps={"best": 0.746, "source": "FlexGen fitted ctod_bdw_cache_p"})
+                read_gb_per_s={"best": 0.473, "source": "FlexGen fitted dtoc_bdw (experimental/cost_model.py)"},
+                write_gb_per_s={"best": 0.746, "source": "FlexGen fitted ctod_bdw_cache_p"})
     (d / "zz_bench.yaml").write_text(yaml.safe_dump({"devices": [t4, disk]}))
     return DeviceDB.load(d)
 

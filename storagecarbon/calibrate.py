@@ -16,7 +16,7 @@ candidate :class:`~storagecarbon.perfmodel.ModelConstants`:
 The fit is least squares on log(modeled / measured) (relative errors, symmetric):
 
 1. timing constants (``hbm_efficiency``, ``compute_efficiency``, ``step_overhead_s``, and where
-   the fitted traces exercise them ``pcie_gbps``, ``overlap``, ``disk_efficiency``,
+   the fitted traces exercise them ``pcie_gb_per_s``, ``overlap``, ``disk_efficiency``,
    ``tp_efficiency``, plus any constant the model gains later that :data:`FIT_BOUNDS` knows) by a
    bounded Nelder-Mead (scipy.optimize) on TTFT and TPOT, started from
    closed-form guesses and restarted once;
@@ -51,7 +51,7 @@ from .errors import StoragecarbonError
 FIT_BOUNDS: dict[str, tuple[float, float]] = {
     "hbm_efficiency": (0.02, 1.0),
     "compute_efficiency": (0.02, 1.0),
-    "pcie_gbps": (0.2, 128.0),
+    "pcie_gb_per_s": (0.2, 128.0),
     "disk_efficiency": (0.02, 10.0),
     "overlap": (0.0, 1.0),
     "tp_efficiency": (0.2, 1.0),
@@ -59,7 +59,7 @@ FIT_BOUNDS: dict[str, tuple[float, float]] = {
     # constants a later performance model may add (fitted when ModelConstants has them)
     "layer_overhead_s": (0.0, 0.05),
     "kv_offload_overlap": (0.0, 1.0),
-    "kv_offload_gbps": (1.0, 1000.0),
+    "kv_offload_gb_per_s": (1.0, 1000.0),
     "request_overhead_s": (0.0, 0.2),
     "weight_reread_tokens": (16.0, 8192.0),
 }
@@ -373,7 +373,7 @@ def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
     modes = {o.offload for o in obs}
     act = ["hbm_efficiency", "compute_efficiency", "step_overhead_s"]
     if modes & {"cpu", "vllm-lmcache", "vllm-weights"}:
-        act.append("pcie_gbps")
+        act.append("pcie_gb_per_s")
     if "vllm-weights" in modes:
         act.append("weight_reread_tokens")
     if modes & {"disk"}:
@@ -386,7 +386,7 @@ def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
         o.offload.startswith("vllm") for o in obs) else []
     act += ["request_overhead_s"] if "request_overhead_s" in names and any(
         o.offload.startswith("vllm") for o in obs) else []
-    for kv in ("kv_offload_overlap", "kv_offload_gbps"):
+    for kv in ("kv_offload_overlap", "kv_offload_gb_per_s"):
         if kv in names and "kv-cpu" in modes:
             act.append(kv)
     return [a for a in act if a in names]
@@ -397,7 +397,7 @@ def _initial(obs: Sequence[Observation], db: Any, base: Any, active: list[str]) 
     k = base
     if "weight_reread_tokens" in active and not k.weight_reread_tokens:
         k = replace(k, weight_reread_tokens=256.0)   # a GEMM tile of a few hundred tokens
-    for mode, key in (("cpu", "pcie_gbps"), ("disk", "disk_efficiency")):
+    for mode, key in (("cpu", "pcie_gb_per_s"), ("disk", "disk_efficiency")):
         if key not in active:
             continue
         est = []
@@ -414,8 +414,8 @@ def _initial(obs: Sequence[Observation], db: Any, base: Any, active: list[str]) 
                 hw = o.scenario.hardware.tiers().get("ssd")
                 if hw is not None:
                     d = db.get(hw.device)
-                    if d.read_gbps is not None:
-                        est.append(bw / (d.read_gbps.central * 1e9 * hw.count))
+                    if d.read_gb_per_s is not None:
+                        est.append(bw / (d.read_gb_per_s.central * 1e9 * hw.count))
         if est:
             lo, hi = FIT_BOUNDS[key]
             k = replace(k, **{key: float(min(max(np.median(est), lo), hi))})

@@ -42,7 +42,7 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-DbOpt = typer.Option(None, "--db", help="device_db directory (default: the one shipped with storagecarbon)")
+DbOpt = typer.Option(None, "--db", help="device_db directory (default: $STORAGECARBON_DEVICE_DB if set, else the one shipped with storagecarbon)")
 SCOPE_HELP = ("dedicated: charge every device in hardware, whole, for the run's time; shared: DRAM/SSD/HDD by "
               "occupancy (default: the scenario's carbon.scope)")
 

@@ -9,6 +9,7 @@ Lookups are exact (key or alias); an unknown key lists the closest keys as a hin
 from __future__ import annotations
 
 import difflib
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,7 @@ from .errors import UnknownKeyError, ValidationError
 from .yamlio import StrictModel, load_yaml, validate
 
 DEFAULT_DB_DIR = Path(__file__).resolve().parent / "device_db"  # package data: ships inside the wheel
+DB_ENV = "STORAGECARBON_DEVICE_DB"  # a device_db directory used where no --db is given (the tests' frozen copy)
 
 DeviceKind = Literal["gpu", "dram", "ssd", "hdd", "host", "cpu"]
 TIER_OF_KIND = {"gpu": "hbm", "dram": "dram", "ssd": "ssd", "hdd": "hdd", "host": "host", "cpu": "host"}
@@ -81,8 +83,8 @@ class Device(_Strict):
     lifetime_years: Figure
     idle_w: Figure | None = None
     active_w: Figure | None = None
-    read_gbps: Figure | None = None
-    write_gbps: Figure | None = None
+    read_gb_per_s: Figure | None = None
+    write_gb_per_s: Figure | None = None
     bf16_tflops: Figure | None = None
     fp16_tflops: Figure | None = None
     endurance_tbw: Figure | None = None
@@ -154,7 +156,7 @@ class FigureOverride(_Strict):
         return self
 
 
-OVERRIDABLE = ("embodied_kgco2e", "lifetime_years", "idle_w", "active_w", "read_gbps", "write_gbps", "bf16_tflops",
+OVERRIDABLE = ("embodied_kgco2e", "lifetime_years", "idle_w", "active_w", "read_gb_per_s", "write_gb_per_s", "bf16_tflops",
                "fp16_tflops", "endurance_tbw")
 
 
@@ -166,8 +168,8 @@ class DeviceOverride(_Strict):
     lifetime_years: FigureOverride | None = None
     idle_w: FigureOverride | None = None
     active_w: FigureOverride | None = None
-    read_gbps: FigureOverride | None = None
-    write_gbps: FigureOverride | None = None
+    read_gb_per_s: FigureOverride | None = None
+    write_gb_per_s: FigureOverride | None = None
     bf16_tflops: FigureOverride | None = None
     fp16_tflops: FigureOverride | None = None
     endurance_tbw: FigureOverride | None = None
@@ -205,6 +207,13 @@ class GridFile(_Strict):
     pue: list[Pue] = Field(default_factory=list)
 
 
+def default_db_dir() -> Path:
+    """The device_db directory a command reads without ``--db``: ``$STORAGECARBON_DEVICE_DB`` when set
+    (the test suite points it at its frozen copy, tests/data/device_db/), else the shipped one."""
+    env = os.environ.get(DB_ENV)
+    return Path(env) if env else DEFAULT_DB_DIR
+
+
 class DeviceDB:
     """All records of a device_db directory, indexed by key and alias (exact matches only)."""
 
@@ -217,7 +226,9 @@ class DeviceDB:
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> "DeviceDB":
-        directory = Path(directory) if directory is not None else DEFAULT_DB_DIR
+        """The records of ``directory``; without one, of ``$STORAGECARBON_DEVICE_DB`` when set, else
+        the shipped database (:data:`DEFAULT_DB_DIR`)."""
+        directory = Path(directory) if directory is not None else default_db_dir()
         if not directory.is_dir():
             raise ValidationError(str(directory), None, "device_db", "is not a directory")
         devices: list[Device] = []

@@ -17,7 +17,8 @@ before a single Python object is built:
 
 :class:`StrictModel` is the base of every file schema: unknown fields refused, and numbers strict
 (a boolean such as ``yes`` or a string is never taken as a number, a float never as an integer,
-``.inf`` / ``.nan`` are refused).
+``.inf`` / ``.nan`` are refused). A field given under its old name (:mod:`storagecarbon.renames`) is read as
+the new one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import yaml
 
 from . import limits
 from .errors import ValidationError
+from .renames import OLD_NAME, upgrade_keys
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -40,6 +42,12 @@ class StrictModel(pydantic.BaseModel):
     """Base of the file schemas: no unknown fields, frozen, strict types, finite numbers."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _renamed_fields(cls, data: Any) -> Any:
+        """A field under its old name (:mod:`storagecarbon.renames`) is read as the new one."""
+        return upgrade_keys(data, cls.model_fields) if isinstance(data, dict) else data
 
 
 @dataclass(frozen=True)
@@ -51,11 +59,15 @@ class LocatedYaml:
     lines: dict[tuple, int] = field(default_factory=dict)
 
     def line_of(self, path: tuple) -> int | None:
-        """Line of the deepest node along ``path`` that exists in the file."""
+        """Line of the deepest node along ``path`` that exists in the file (a renamed field is also
+        looked up under its old name, the one an older file gives)."""
         path = tuple(path)
         while path:
             if path in self.lines:
                 return self.lines[path]
+            old = tuple(OLD_NAME.get(p, p) if isinstance(p, str) else p for p in path)
+            if old in self.lines:
+                return self.lines[old]
             path = path[:-1]
         return self.lines.get((), 1)
 

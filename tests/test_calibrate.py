@@ -52,7 +52,7 @@ def test_nelder_mead_and_bounded_lstsq():
 def test_calibration_recovers_known_constants(tmp_path, db):
     # GIVEN "measurements" made by the model itself with known constants
     k_true = replace(ModelConstants(), hbm_efficiency=0.55, compute_efficiency=0.42, step_overhead_s=0.006,
-                     pcie_gbps=12.0, overlap=0.3, power_frac_prefill=0.9, power_frac_decode=0.6,
+                     pcie_gb_per_s=12.0, overlap=0.3, power_frac_prefill=0.9, power_frac_decode=0.6,
                      power_frac_io_wait=0.15)
     paths = [
         synthetic(tmp_path, db, k_true, "b1", 1, 256, 16),
@@ -65,7 +65,7 @@ def test_calibration_recovers_known_constants(tmp_path, db):
     res = cal.run_calibration([str(p) for p in paths], db, max_evals=500)
     k = res.constants
     # THEN the ones the runs inform come back
-    for name in ("hbm_efficiency", "compute_efficiency", "step_overhead_s", "pcie_gbps",
+    for name in ("hbm_efficiency", "compute_efficiency", "step_overhead_s", "pcie_gb_per_s",
                  "power_frac_prefill", "power_frac_decode", "power_frac_io_wait"):
         assert getattr(k, name) == pytest.approx(getattr(k_true, name), rel=0.05), name
     assert k.overlap == pytest.approx(k_true.overlap, abs=0.1)
@@ -121,9 +121,9 @@ def test_shipped_calibration_loads_and_the_calibrated_scenario_uses_it(tmp_path,
     from storagecarbon.scenario import load_scenario
 
     k = load_constants(ROOT / "calibration" / "h100-transformers.yaml")
-    assert k.hbm_efficiency > 0 and k.pcie_gbps > 0
+    assert k.hbm_efficiency > 0 and k.pcie_gb_per_s > 0
     monkeypatch.chdir(ROOT)  # the scenario's calibration path is relative to the repository root
     scn = load_scenario(ROOT / "scenarios" / "gpu" / "llama8b_calibrated_model.yaml", db)
     res = run_model(scn, db, tmp_path / "t.arrows")
     assert res.summary["model"]["constants"]["source"].startswith("calibration")
-    assert res.summary["model"]["constants"]["pcie_gbps"] == pytest.approx(k.pcie_gbps)
+    assert res.summary["model"]["constants"]["pcie_gb_per_s"] == pytest.approx(k.pcie_gb_per_s)

@@ -17,16 +17,16 @@ MIDNIGHT = 1.7795e9 - (1.7795e9 % 86400)  # a UTC midnight
 
 @pytest.fixture(scope="module")
 def nopower_db(tmp_path_factory):
-    """The shipped device_db with the traces' drive (samsung-pm9a3-7.68tb) stripped of its power figures,
+    """The tests' device_db with the traces' drive (samsung-pm9a3-7.68tb) stripped of its power figures,
     so that a figure is really missing in these reports."""
     import shutil
 
     import yaml
 
-    from storagecarbon.devicedb import DEFAULT_DB_DIR
+    from storagecarbon.devicedb import default_db_dir
 
     d = tmp_path_factory.mktemp("db")
-    for f in DEFAULT_DB_DIR.glob("*.yaml"):
+    for f in default_db_dir().glob("*.yaml"):
         shutil.copy(f, d / f.name)
     doc = yaml.safe_load((d / "storage.yaml").read_text())
     for rec in doc["devices"]:

@@ -170,9 +170,10 @@ def test_fuzz_raw_yaml(rnd):
 
 
 # -------------------------------------------------------------------------------- device record
-_GPUS = yaml.safe_load((ROOT / "storagecarbon" / "device_db" / "gpus.yaml").read_text())["devices"]
-_STORAGE = yaml.safe_load((ROOT / "storagecarbon" / "device_db" / "storage.yaml").read_text())["devices"]
-_GRID = yaml.safe_load((ROOT / "storagecarbon" / "device_db" / "grid.yaml").read_text())
+_DB = ROOT / "tests" / "data" / "device_db"  # the frozen copy (tests/conftest.py)
+_GPUS = yaml.safe_load((_DB / "gpus.yaml").read_text())["devices"]
+_STORAGE = yaml.safe_load((_DB / "storage.yaml").read_text())["devices"]
+_GRID = yaml.safe_load((_DB / "grid.yaml").read_text())
 DEVICE_FILES = [{"devices": _GPUS[:2]}, {"devices": _STORAGE[:2]},
                 {"regions": _GRID.get("regions", [])[:2], "pue": _GRID.get("pue", [])[:1]}]
 

@@ -43,7 +43,7 @@ def test_decode_is_memory_bound_tpot_matches_bytes_over_bandwidth(db, root, tmp_
     k = ModelConstants()
     res = run_model(scn, db, tmp_path / "one.arrows", constants=k)
     gpu = db.get("h100-sxm5-80gb")
-    bw = gpu.read_gbps.central * 1e9 * 4 * k.hbm_efficiency
+    bw = gpu.read_gb_per_s.central * 1e9 * 4 * k.hbm_efficiency
     expect = scn.model.weight_bytes() / bw + k.step_overhead_s
     assert res.tpot_s[0] == pytest.approx(expect, rel=0.05)
 
@@ -119,12 +119,12 @@ def test_physics_gives_the_same_step_for_one_configuration_and_for_many(db, root
 def test_host_floor_and_kv_round_trip_slow_a_step():
     from storagecarbon.model import physics as ph
 
-    k = ModelConstants(layer_overhead_s=0.001, kv_offload_gbps=10.0, overlap=0.0)
+    k = ModelConstants(layer_overhead_s=0.001, kv_offload_gb_per_s=10.0, overlap=0.0)
     one = np.ones(1)
-    r = ph.rates(k, n_gpu=one, gpu_read_gbps=one * 3350, gpu_bf16_tflops=one * 989, weight_bytes=16e9,
-                 w_frac=np.array([[1.0, 0, 0, 0]]), dram_read_gbps=one * np.nan, n_dram=one * 0,
-                 ssd_read_gbps=one * np.nan, ssd_write_gbps=one * np.nan, n_ssd=one * 0, hdd_read_gbps=one * np.nan,
-                 hdd_write_gbps=one * np.nan, n_hdd=one * 0, layers=32, kv_round_trip=True).at(0)
+    r = ph.rates(k, n_gpu=one, gpu_read_gb_per_s=one * 3350, gpu_bf16_tflops=one * 989, weight_bytes=16e9,
+                 w_frac=np.array([[1.0, 0, 0, 0]]), dram_read_gb_per_s=one * np.nan, n_dram=one * 0,
+                 ssd_read_gb_per_s=one * np.nan, ssd_write_gb_per_s=one * np.nan, n_ssd=one * 0, hdd_read_gb_per_s=one * np.nan,
+                 hdd_write_gb_per_s=one * np.nan, n_hdd=one * 0, layers=32, kv_round_trip=True).at(0)
     # a 1 ms GPU step under a 32 ms host floor takes the floor (+ overhead)
     assert ph.step_time(r, 0.001)[0] == pytest.approx(0.032 + k.step_overhead_s)
     # 1 GB of KV to the GPU and back at 10 GB/s: 0.2 s, not hidden (kv_offload_overlap 0)
@@ -259,3 +259,40 @@ def test_long_modeled_run_streams(root, db, tmp_path, monkeypatch):
     tr = read_trace(res.path)
     assert not tr.truncated and len(tr.t_s) == sum(batches)
     assert any(ev == "phase_start" for _, ev, _ in tr.markers)
+
+
+# ------------------------------------------------------------------ calibration files from before the GB/s rename
+
+
+def test_calibration_with_old_constant_names_loads(tmp_path):
+    from storagecarbon.model.constants import load_constants
+
+    # GIVEN a calibration file written before the rename (pcie_gbps, kv_offload_gbps)
+    p = tmp_path / "old.yaml"
+    p.write_text("constants:\n  pcie_gbps: 12.5\n  kv_offload_gbps: 80.0\n  overlap: 0.25\n")
+    # WHEN loaded THEN the old names set the renamed constants
+    k = load_constants(p)
+    assert (k.pcie_gb_per_s, k.kv_offload_gb_per_s, k.overlap) == (12.5, 80.0, 0.25)
+
+
+def test_calibration_giving_both_names_is_refused(tmp_path):
+    from storagecarbon.errors import ValidationError
+    from storagecarbon.model.constants import load_constants
+
+    p = tmp_path / "both.yaml"
+    p.write_text("constants:\n  pcie_gbps: 12.5\n  pcie_gb_per_s: 20.0\n")
+    with pytest.raises(ValidationError, match=r"both\.yaml: constants: pcie_gbps and pcie_gb_per_s both given"):
+        load_constants(p)
+
+
+def test_vllm_defaults_load_every_figure_of_their_file():
+    # GIVEN the shipped vLLM-fitted constants (written by calibrate, old or new field names)
+    import yaml
+
+    from storagecarbon.model.constants import VLLM_DEFAULTS, load_constants
+    from storagecarbon.renames import RENAMED
+
+    written = yaml.safe_load(VLLM_DEFAULTS.read_text())["constants"]
+    # WHEN loaded THEN every constant in the file is the one the model uses, under its current name
+    k = load_constants(VLLM_DEFAULTS)
+    assert written and {n: getattr(k, RENAMED.get(n, n)) for n in written} == written

@@ -152,18 +152,18 @@ def main(argv: list[str] | None = None) -> int:
           "time into `step_overhead_s`, right for 32 layers and about twice too much for 16.")
     w("- **`kv-cpu`.** transformers' offloaded cache moves every layer's KV to host memory and back at every "
       "decode step (TPOT 25-140 % above the same batch without it).")
-    if "kv_offload_gbps" in have:
-        w(f"  The model charges that round trip at `kv_offload_gbps` (fitted {c['kv_offload_gbps']:.0f} GB/s "
+    if "kv_offload_gb_per_s" in have:
+        w(f"  The model charges that round trip at `kv_offload_gb_per_s` (fitted {c['kv_offload_gb_per_s']:.0f} GB/s "
           f"effective, both directions at once, overlap {c.get('kv_offload_overlap', 0):.2f}); the worst held-out "
           "row is the long-prompt, small-batch run, whose smaller per-layer copies hide better behind the host "
           "time than the fit assumes.")
     elif "kv_offload_overlap" in have:
-        w(f"  The model charges that round trip at `pcie_gbps`, the same rate as accelerate's weight streaming. "
+        w(f"  The model charges that round trip at `pcie_gb_per_s`, the same rate as accelerate's weight streaming. "
           "Measured, the two differ about twentyfold: accelerate streams offloaded weights at ~5 GB/s (per-tensor "
           "copies from pageable memory), transformers' cache moves KV at an effective ~120 GB/s (non-blocking "
           f"copies through pinned memory, both directions at once). One constant cannot serve both: the fit "
-          f"settles at {c['pcie_gbps']:.1f} GB/s, too slow for `kv-cpu` and too fast for `cpu` offload, and both "
-          "modes are off in the tables. A separate rate for the KV round trip (`kv_offload_gbps`) is needed; "
+          f"settles at {c['pcie_gb_per_s']:.1f} GB/s, too slow for `kv-cpu` and too fast for `cpu` offload, and both "
+          "modes are off in the tables. A separate rate for the KV round trip (`kv_offload_gb_per_s`) is needed; "
           "calibrate fits it as soon as the model has it.")
     else:
         w("  `run_model` models KV offload only as LMCache-style chunk stores and loads, so a `kv-cpu` run is "
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     w("- **Weight offload** (`cpu`, `disk`) is IO-bound: accelerate streams CPU-offloaded weights at about "
       "5 GB/s (per-tensor copies from pageable memory, not the 52-55 GB/s of a pinned copy) and reads "
       "disk-offloaded ones at about 0.6 of the virtio disk's `dd` rate (1.2 GB/s) through memmap reads; fitted "
-      f"here: `pcie_gbps` {c['pcie_gbps']:.2f} GB/s, `disk_efficiency` {c['disk_efficiency']:.2f}.")
+      f"here: `pcie_gb_per_s` {c['pcie_gb_per_s']:.2f} GB/s, `disk_efficiency` {c['disk_efficiency']:.2f}.")
     w("")
     w("## Fitted constants")
     w("")

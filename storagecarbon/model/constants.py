@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from ..errors import ValidationError
+from ..renames import upgrade_keys
 
 if TYPE_CHECKING:
     from ..scenario import Scenario
@@ -25,7 +26,7 @@ class ModelConstants:
 
     hbm_efficiency: float = 0.70
     compute_efficiency: float = 0.50
-    pcie_gbps: float = 25.0
+    pcie_gb_per_s: float = 25.0
     disk_efficiency: float = 0.80
     overlap: float = 0.5
     tp_efficiency: float = 0.85
@@ -36,7 +37,7 @@ class ModelConstants:
     host_busy_frac: float = 0.25
     layer_overhead_s: float = 0.0
     kv_offload_overlap: float = 0.0
-    kv_offload_gbps: float = 50.0
+    kv_offload_gb_per_s: float = 50.0
     request_overhead_s: float = 0.0
     weight_reread_tokens: float = 0.0
     source: str = "defaults"
@@ -45,7 +46,7 @@ class ModelConstants:
 BASIS = {
     "hbm_efficiency": "achieved / peak HBM bandwidth in memory-bound decode; 0.6-0.8 typical of vLLM decode kernels",
     "compute_efficiency": "achieved / peak dense bf16 FLOP/s in prefill (MFU); 0.4-0.6 typical for large-batch prefill",
-    "pcie_gbps": "effective host<->GPU copy bandwidth per GPU; PCIe 4.0 x16 ~25 GB/s; 52-55 GB/s measured on the lent H100 (PCIe 5.0)",
+    "pcie_gb_per_s": "effective host<->GPU copy bandwidth per GPU; PCIe 4.0 x16 ~25 GB/s; 52-55 GB/s measured on the lent H100 (PCIe 5.0)",
     "disk_efficiency": "achieved / datasheet sequential read of the drives for large reads",
     "overlap": "fraction of offload transfer time hidden behind GPU work (0 = serial, 1 = perfect overlap; FlexGen overlaps IO and compute)",
     "tp_efficiency": "throughput factor for tensor parallelism over more than one GPU (communication)",
@@ -56,7 +57,7 @@ BASIS = {
     "host_busy_frac": "host CPU busy share while serving (drives host power between idle and active)",
     "layer_overhead_s": "host time per decoder layer per step (Python + kernel launches of eager execution); "
                         "0 for CUDA-graph engines such as vLLM; a step takes at least layers x this",
-    "kv_offload_gbps": "effective host<->GPU rate of an offloaded KV cache's copies (transformers OffloadedCache: non-blocking "
+    "kv_offload_gb_per_s": "effective host<->GPU rate of an offloaded KV cache's copies (transformers OffloadedCache: non-blocking "
                        "copies through pinned memory, unlike accelerate's per-tensor weight streaming)",
     "request_overhead_s": "latency every request's first token carries outside the GPU steps (the serving "
                           "engine's admission, scheduling and output path); adds to TTFT, not to GPU time",
@@ -80,6 +81,12 @@ def load_constants(path: str | Path | None) -> ModelConstants:
         raise ValidationError(str(p), None, "calibration", "file does not exist") from None
     consts = (data or {}).get("constants", {})
     allowed = {f.name for f in fields(ModelConstants)}
+    if not isinstance(consts, dict):
+        raise ValidationError(str(p), None, "constants", "must be a mapping (name: value)")
+    try:
+        consts = upgrade_keys(consts, allowed)  # files from before a rename (e.g. pcie_gbps) keep loading
+    except ValueError as exc:
+        raise ValidationError(str(p), None, "constants", str(exc)) from None
     for k, v in consts.items():
         if k not in allowed:
             raise ValidationError(str(p), None, f"constants.{k}", f"unknown constant (allowed: {', '.join(sorted(allowed))})")

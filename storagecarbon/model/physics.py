@@ -101,29 +101,29 @@ class Rates:
         return replace(self, **one)
 
 
-def rates(k: ModelConstants, *, n_gpu: np.ndarray, gpu_read_gbps: np.ndarray, gpu_bf16_tflops: np.ndarray,
-          weight_bytes: float, w_frac: np.ndarray, dram_read_gbps: np.ndarray, n_dram: np.ndarray,
-          ssd_read_gbps: np.ndarray, ssd_write_gbps: np.ndarray, n_ssd: np.ndarray,
-          hdd_read_gbps: np.ndarray, hdd_write_gbps: np.ndarray, n_hdd: np.ndarray,
+def rates(k: ModelConstants, *, n_gpu: np.ndarray, gpu_read_gb_per_s: np.ndarray, gpu_bf16_tflops: np.ndarray,
+          weight_bytes: float, w_frac: np.ndarray, dram_read_gb_per_s: np.ndarray, n_dram: np.ndarray,
+          ssd_read_gb_per_s: np.ndarray, ssd_write_gb_per_s: np.ndarray, n_ssd: np.ndarray,
+          hdd_read_gb_per_s: np.ndarray, hdd_write_gb_per_s: np.ndarray, n_hdd: np.ndarray,
           layers: int, kv_round_trip: bool) -> Rates:
     """Effective rates from device figures (GB/s, TFLOP/s; NaN = no figure / no device) and counts."""
-    hbm_bw = np.nan_to_num(gpu_read_gbps) * 1e9 * n_gpu * k.hbm_efficiency
+    hbm_bw = np.nan_to_num(gpu_read_gb_per_s) * 1e9 * n_gpu * k.hbm_efficiency
     tp = np.where(n_gpu > 1, k.tp_efficiency, 1.0)
     flops = np.nan_to_num(gpu_bf16_tflops) * 1e12 * n_gpu * k.compute_efficiency * tp
-    pcie = k.pcie_gbps * 1e9 * n_gpu
+    pcie = k.pcie_gb_per_s * 1e9 * n_gpu
 
-    def drive(r_gbps: np.ndarray, w_gbps: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        w_gbps = np.where(np.isnan(w_gbps), r_gbps, w_gbps)  # no write figure: the read figure
-        return (np.nan_to_num(r_gbps) * 1e9 * count * k.disk_efficiency,
-                np.nan_to_num(w_gbps) * 1e9 * count * k.disk_efficiency)
+    def drive(r_gb_per_s: np.ndarray, w_gb_per_s: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w_gb_per_s = np.where(np.isnan(w_gb_per_s), r_gb_per_s, w_gb_per_s)  # no write figure: the read figure
+        return (np.nan_to_num(r_gb_per_s) * 1e9 * count * k.disk_efficiency,
+                np.nan_to_num(w_gb_per_s) * 1e9 * count * k.disk_efficiency)
 
-    ssd_r, ssd_w = drive(ssd_read_gbps, ssd_write_gbps, n_ssd)
-    hdd_r, hdd_w = drive(hdd_read_gbps, hdd_write_gbps, n_hdd)
-    dram_bw = np.where(np.isnan(dram_read_gbps), pcie * 4, np.nan_to_num(dram_read_gbps) * 1e9 * n_dram)
+    ssd_r, ssd_w = drive(ssd_read_gb_per_s, ssd_write_gb_per_s, n_ssd)
+    hdd_r, hdd_w = drive(hdd_read_gb_per_s, hdd_write_gb_per_s, n_hdd)
+    dram_bw = np.where(np.isnan(dram_read_gb_per_s), pcie * 4, np.nan_to_num(dram_read_gb_per_s) * 1e9 * n_dram)
     w_hbm, w_dram, w_ssd, w_hdd = (weight_bytes * w_frac[:, j] for j in range(4))
     stream = _ratio(w_dram, pcie) + _ratio(w_ssd, ssd_r) + _ratio(w_hdd, hdd_r)
     return Rates(n_gpu=n_gpu, hbm_bw=_positive(hbm_bw), flops=_positive(flops), pcie=_positive(pcie),
-                 kv_offload=_positive(k.kv_offload_gbps * 1e9 * n_gpu),
+                 kv_offload=_positive(k.kv_offload_gb_per_s * 1e9 * n_gpu),
                  dram_bw=dram_bw, ssd_r=ssd_r, ssd_w=ssd_w, hdd_r=hdd_r, hdd_w=hdd_w,
                  w_hbm=w_hbm, w_dram=w_dram, w_ssd=w_ssd, w_hdd=w_hdd, weight_stream_s=stream,
                  dram_weight_s=_ratio(w_dram, pcie),
@@ -141,11 +141,11 @@ def rates_for(scn: Scenario, cfg: HwConfigs, db: DeviceDB, k: ModelConstants,
     def fig(keys: list[str | None], attr: str) -> np.ndarray:
         return figure_array(keys, db, attr, overrides)
 
-    return rates(k, n_gpu=cfg.n_gpu, gpu_read_gbps=fig(cfg.gpu, "read_gbps"),  # type: ignore[arg-type]
+    return rates(k, n_gpu=cfg.n_gpu, gpu_read_gb_per_s=fig(cfg.gpu, "read_gb_per_s"),  # type: ignore[arg-type]
                  gpu_bf16_tflops=fig(cfg.gpu, "tensor_tflops"), weight_bytes=scn.model.weight_bytes(), w_frac=cfg.w_frac,  # type: ignore[arg-type]
-                 dram_read_gbps=fig(cfg.dram, "read_gbps"), n_dram=cfg.n_dram,
-                 ssd_read_gbps=fig(cfg.ssd, "read_gbps"), ssd_write_gbps=fig(cfg.ssd, "write_gbps"), n_ssd=cfg.n_ssd,
-                 hdd_read_gbps=fig(cfg.hdd, "read_gbps"), hdd_write_gbps=fig(cfg.hdd, "write_gbps"), n_hdd=cfg.n_hdd,
+                 dram_read_gb_per_s=fig(cfg.dram, "read_gb_per_s"), n_dram=cfg.n_dram,
+                 ssd_read_gb_per_s=fig(cfg.ssd, "read_gb_per_s"), ssd_write_gb_per_s=fig(cfg.ssd, "write_gb_per_s"), n_ssd=cfg.n_ssd,
+                 hdd_read_gb_per_s=fig(cfg.hdd, "read_gb_per_s"), hdd_write_gb_per_s=fig(cfg.hdd, "write_gb_per_s"), n_hdd=cfg.n_hdd,
                  layers=scn.model.dims().layers, kv_round_trip=kv_round_trip(scn))
 
 

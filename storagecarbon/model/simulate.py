@@ -78,11 +78,11 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     gpu_hw = hw["gpu"]
     gpu = db.get(gpu_hw.device)
     n_gpu = gpu_hw.count
-    _require(gpu, "read_gbps", "HBM bandwidth")
+    _require(gpu, "read_gb_per_s", "HBM bandwidth")
     _require(gpu, "tensor_tflops", "dense tensor TFLOP/s (bf16, or fp16 on GPUs without bf16)")
     for tier in ("ssd", "hdd"):
         if tier in hw:
-            _require(db.get(hw[tier].device), "read_gbps", f"{tier} read bandwidth")
+            _require(db.get(hw[tier].device), "read_gb_per_s", f"{tier} read bandwidth")
     dims = scn.model.dims()
     params = dims.param_count()
     wbytes = scn.model.weight_bytes()

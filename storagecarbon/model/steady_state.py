@@ -75,7 +75,7 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
     flag(np.isnan(figure_array(cfg.gpu, db, "tensor_tflops", ov)),
          lambda i: f"{cfg.gpu[i]}: no dense bf16 (or fp16) TFLOP/s in device_db (give device_overrides with a sourced figure)",
          "GPU has no compute figure in device_db")
-    flag(np.isnan(figure_array(cfg.gpu, db, "read_gbps", ov)), lambda i: f"{cfg.gpu[i]}: no HBM bandwidth in device_db",
+    flag(np.isnan(figure_array(cfg.gpu, db, "read_gb_per_s", ov)), lambda i: f"{cfg.gpu[i]}: no HBM bandwidth in device_db",
          "GPU has no HBM bandwidth in device_db")
     w_hbm, w_dram, w_ssd, w_hdd = (np.asarray(x) for x in (r.w_hbm, r.w_dram, r.w_ssd, r.w_hdd))
     kv_hbm = np.asarray(ph.kv_space_bytes(scn.placement.kv.hbm_gb, gpu_cap * n, cfg.util, w_hbm))
@@ -115,7 +115,7 @@ def analytic_model(scn: Scenario, cfg: HwConfigs, db: DeviceDB, *, constants: Mo
         return lambda i: f"{keys[i]}: no read bandwidth in device_db ({tier} is used for weights or KV)"
 
     for keys, used, tier in ((cfg.ssd, ssd_used, "ssd"), (cfg.hdd, hdd_used, "hdd")):
-        flag(used & np.isnan(figure_array(keys, db, "read_gbps", ov)), no_read(keys, tier),
+        flag(used & np.isnan(figure_array(keys, db, "read_gb_per_s", ov)), no_read(keys, tier),
              f"{tier} has no read bandwidth in device_db")
     feasible = np.array([not x for x in reasons])
 

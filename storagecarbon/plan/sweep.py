@@ -157,7 +157,7 @@ class DeviceOverride(_Strict):
     """A sourced figure the device_db lacks (or a documented proxy), for this sweep only."""
 
     bf16_tflops: float | None = Field(default=None, gt=0)
-    read_gbps: float | None = Field(default=None, gt=0)
+    read_gb_per_s: float | None = Field(default=None, gt=0)
     idle_w: PowerRange | None = None
     source: str = Field(min_length=3)
 
