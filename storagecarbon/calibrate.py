@@ -234,6 +234,14 @@ def observe_vllm(src: Path, tr: Any, name: str) -> Observation:
         sp["warm"] = True
         echo["workload"]["shared_prefix"] = sp
     echo["calibration"] = None
+    cache = (s.get("engine") or {}).get("cache") or {}
+    if cache.get("num_gpu_blocks") and ((echo.get("placement") or {}).get("kv") or {}).get("hbm_gb"):
+        # the HBM KV cache that ran (vLLM's block count: runs before 2026-11-30 22:00 UTC took hbm_gb per GPU
+        # in GiB), in the model's terms: GB over all GPUs
+        kvb = float(v.get("kv_bytes_per_token") or 0)
+        if kvb > 0:
+            gb = int(cache["num_gpu_blocks"]) * int(cache.get("block_size") or block) * kvb / 1e9
+            echo["placement"] = dict(echo["placement"], kv=dict(echo["placement"]["kv"], hbm_gb=round(gb, 3)))
     mode = vllm_mode(echo)
     scn = Scenario.model_validate(echo)
     n_gpu = int(v.get("n_gpu") or 1)
@@ -514,7 +522,7 @@ def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_e
         # ---- power fractions: linear in the fractions once the timing is fixed
         progress("fitting GPU power fractions")
         rows, rhs = [], []
-        io_used = any(o.offload in ("cpu", "disk") for o in fit_obs)
+        io_used = any(o.offload in ("cpu", "disk", "vllm-weights") for o in fit_obs)   # GPUs waiting on host memory
         pf = [p for p in POWER_FRACS if p in names and (io_used or p != "power_frac_io_wait")]
         for o in fit_obs:
             e_per_token = o.measured.get("gpu_j_per_token")

@@ -166,7 +166,8 @@ class RemoteCfg(_Strict):
 
 
 class KvPlacement(_Strict):
-    hbm_gb: float | None = Field(default=None, gt=0, description="KV space in HBM; default: what the weights leave")
+    hbm_gb: float | None = Field(default=None, gt=0, description="KV space in HBM, GB over all the engine's GPUs; default: what "
+                                                                  "the weights leave")
     chunk_size: int = Field(default=256, gt=0, le=65536)
     backend: Literal["lmcache", "native"] = Field(
         default="lmcache", description="who offloads KV: LMCache (cpu and disk tiers) or vLLM's native "

@@ -41,7 +41,8 @@ def test_native_offload_maps_to_kv_offloading_size(tmp_path):
     kw, lmc, _ = vllm_gpu.engine_settings(s, tmp_path)
     # THEN vLLM's native offload gets the size, no LMCache, and the HBM blocks follow 12 GB / (16 x 128 KiB)
     assert kw["kv_offloading_size"] == 48 and kw["kv_offloading_backend"] == "native" and lmc is None
-    assert kw["num_gpu_blocks_override"] == int(12 * 2**30 / (16 * 131072))
+    # hbm_gb: GB (10^9 B) of KV over the whole engine, as the model reads it (12e9 / 16 tokens / 128 KiB)
+    assert kw["num_gpu_blocks_override"] == 5722
     assert kw["load_format"] == "dummy" and kw["tensor_parallel_size"] == 1
 
 

@@ -111,6 +111,11 @@ def write_wordlevel_tokenizer(d: Path, vocab_size: int) -> None:
         "eos_token": "</s>", "model_max_length": 131072, "clean_up_tokenization_spaces": False}))
 
 
+def hbm_kv_blocks(hbm_gb: float, block_size: int, kv_bytes_per_token: float) -> int:
+    """vLLM KV blocks in ``hbm_gb`` GB (10^9 B) of HBM over all the engine's GPUs."""
+    return int(hbm_gb * 1e9 // (block_size * kv_bytes_per_token))
+
+
 def kv_bytes_per_token(dims: Any, dtype_bytes: int = 2) -> int:
     return 2 * dims.layers * dims.num_kv_heads * dims.head_dim * dtype_bytes
 
@@ -133,8 +138,9 @@ def engine_settings(scn: Any, work: Path) -> tuple[dict[str, Any], dict[str, Any
              f"tensor_parallel_size={n_gpu}"]
     kvb = kv_bytes_per_token(dims, 2 if scn.model.kv_dtype in ("bf16", "fp16") else 1)
     if pl.kv.hbm_gb:
-        per_gpu_token = kvb / n_gpu
-        kw["num_gpu_blocks_override"] = max(16, int(pl.kv.hbm_gb * GIB / (eng.block_size * per_gpu_token)))
+        # hbm_gb is the KV cache of the whole engine in GB (as the model reads it); one vLLM block holds
+        # block_size tokens of every layer across the tensor-parallel GPUs
+        kw["num_gpu_blocks_override"] = max(16, int(hbm_kv_blocks(pl.kv.hbm_gb, eng.block_size, kvb)))
         notes.append(f"HBM KV cache: {kw['num_gpu_blocks_override']} blocks of {eng.block_size} tokens "
                      f"({pl.kv.hbm_gb:g} GB)")
     w = pl.weights
