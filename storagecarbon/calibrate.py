@@ -62,6 +62,8 @@ FIT_BOUNDS: dict[str, tuple[float, float]] = {
     "kv_offload_gb_per_s": (1.0, 1000.0),
     "request_overhead_s": (0.0, 0.2),
     "weight_reread_tokens": (16.0, 8192.0),
+    "weight_stream_gb_per_s": (1.0, 200.0),
+    "tp_layer_s": (0.0, 0.001),
 }
 POWER_FRACS = ("power_frac_prefill", "power_frac_decode", "power_frac_io_wait")
 POWER_BOUNDS = (0.0, 4.0)
@@ -380,10 +382,10 @@ class CalibrationResult:
 def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
     modes = {o.offload for o in obs}
     act = ["hbm_efficiency", "compute_efficiency", "step_overhead_s"]
-    if modes & {"cpu", "vllm-lmcache", "vllm-weights"}:
+    if modes & {"cpu", "vllm-lmcache"}:
         act.append("pcie_gb_per_s")
     if "vllm-weights" in modes:
-        act.append("weight_reread_tokens")
+        act += ["weight_stream_gb_per_s", "weight_reread_tokens"]
     if modes & {"disk"}:
         act.append("disk_efficiency")
     if modes & {"cpu", "disk"}:
@@ -403,20 +405,23 @@ def _active(obs: Sequence[Observation], names: set[str]) -> list[str]:
 def _initial(obs: Sequence[Observation], db: Any, base: Any, active: list[str]) -> Any:
     """Closed-form starting points: achieved PCIe/disk bandwidth from offloaded bytes per step."""
     k = base
+    if "tp_layer_s" in active and not k.tp_layer_s:
+        k = replace(k, tp_layer_s=2e-5)   # two all-reduces of a layer's activations over NVLink: tens of us
     if "weight_reread_tokens" in active and not k.weight_reread_tokens:
         k = replace(k, weight_reread_tokens=256.0)   # a GEMM tile of a few hundred tokens
-    for mode, key in (("cpu", "pcie_gb_per_s"), ("disk", "disk_efficiency")):
+    for mode, key in (("cpu", "pcie_gb_per_s"), ("vllm-weights", "weight_stream_gb_per_s"),
+                      ("disk", "disk_efficiency")):
         if key not in active:
             continue
         est = []
         for o in obs:
-            if o.offload not in (mode, "vllm-weights" if mode == "cpu" else mode):
+            if o.offload != mode:
                 continue
             w = o.scenario.placement.weights
-            frac = w.dram if mode == "cpu" else w.ssd
+            frac = w.ssd if mode == "disk" else w.dram
             nbytes = frac * o.scenario.model.weight_bytes()
             bw = nbytes / (o.timing("tpot_ms") / 1e3)
-            if mode == "cpu":
+            if mode != "disk":
                 est.append(bw / 1e9 / max(o.n_gpu, 1))
             else:
                 hw = o.scenario.hardware.tiers().get("ssd")
@@ -451,103 +456,112 @@ def calibrate(observations: Sequence[Observation], db: Any, *, base: Any = None,
               progress: Callable[[str], None] = lambda s: None) -> CalibrationResult:
     """Fit constants to the observations that are not held out (see module docstring).
 
-    When single-GPU and multi-GPU runs are both given, the fit has two stages: every constant from
-    the single-GPU runs, then ``tp_efficiency`` alone (it only acts on several GPUs) from the
-    multi-GPU runs' TTFT and TPOT with the rest fixed."""
+    Each constant is fitted to the runs that identify it, in stages, the earlier constants held fixed:
+    1. every timing constant the single-GPU runs without weight offload exercise;
+    2. vLLM's weight-offload constants (``weight_stream_gb_per_s``, ``weight_reread_tokens``) from the
+       single-GPU runs with weights in host memory;
+    3. ``tp_efficiency`` and ``tp_layer_s`` (they act only on several GPUs) from the multi-GPU runs;
+    then the GPU power fractions, linear once the timing is fixed, from every fitted run with GPU energy."""
+    from .perfmodel import ModelConstants
+
+    names = {f.name for f in fields(ModelConstants)}
+    fit_all = [o for o in observations if not o.held_out]
+    if not fit_all:
+        raise StoragecarbonError("calibrate: every trace is held out; nothing to fit")
+    weights = [o for o in fit_all if o.offload == "vllm-weights" and o.n_gpu == 1]
+    multi = [o for o in fit_all if o.n_gpu > 1]
+    first = [o for o in fit_all if o.n_gpu == 1 and o.offload != "vllm-weights"] or \
+        [o for o in fit_all if o not in weights] or fit_all
+    k = base or ModelConstants()
+    fitted: list[str] = []
+    evals = 0
+    fv = 0.0
+    tmp = Path(tempfile.mkdtemp(prefix="storagecarbon-cal-"))
     with _CachedToolVersions():
-        single = [o for o in observations if o.n_gpu == 1]
-        multi = [o for o in observations if o.n_gpu > 1]
-        if not (single and multi and any(not o.held_out for o in single) and any(not o.held_out for o in multi)):
-            return _calibrate(observations, db, base=base, max_evals=max_evals, progress=progress)
-        res = _calibrate(single, db, base=base, max_evals=max_evals, progress=progress)
-        progress(f"fitting tp_efficiency to {sum(not o.held_out for o in multi)} multi-GPU trace(s)")
-        from scipy.optimize import minimize_scalar
-
-        tmp = Path(tempfile.mkdtemp(prefix="storagecarbon-cal-tp-"))
         try:
-            fit_multi = [o for o in multi if not o.held_out]
-
-            def objective(tp: float) -> float:
-                k = replace(res.constants, tp_efficiency=float(tp))
-                tot = 0.0
-                for o in fit_multi:
-                    r = model_once(o.scenario, db, k, tmp)
-                    for key, mv in (("ttft_ms", r.ttft_ms), ("tpot_ms", r.tpot_ms)):
-                        tot += math.log(max(mv, 1e-9) / o.timing(key)) ** 2
-                return tot / (2 * len(fit_multi))
-
-            lo, hi = FIT_BOUNDS["tp_efficiency"]
-            opt = minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
-            k = replace(res.constants, tp_efficiency=float(opt.x))
+            stages = [(first, [a for a in _active(first, names) if a not in STAGED])]
+            if weights and first is not fit_all:
+                stages.append((weights, [a for a in ("weight_stream_gb_per_s", "weight_reread_tokens") if a in names]))
+            if multi and first is not fit_all and "tp_efficiency" in names:
+                stages.append((multi, [a for a in ("tp_efficiency", "tp_layer_s") if a in names]))
+            for obs, active in stages:
+                if not active:
+                    continue
+                k = _initial(obs, db, k, active)
+                progress(f"fitting {', '.join(active)} to {len(obs)} trace(s)")
+                k, fv_i, n = _fit_timing(obs, db, k, active, tmp, max_evals)
+                fv = fv_i if not fitted else fv
+                fitted += active
+                evals += n
+            progress("fitting GPU power fractions")
+            k, pf = _fit_power(fit_all, db, k, names, tmp)
+            k = replace(k, source="calibration (fit in memory)")
+            fitted += pf
+            defaulted = sorted(n for n in names - set(fitted) - {"source"})
             preds = {o.name: predict(o, db, k, tmp) for o in observations}
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return CalibrationResult(constants=k, fitted=res.fitted + ["tp_efficiency"],
-                                 defaulted=[d for d in res.defaulted if d != "tp_efficiency"],
-                                 observations=list(observations), predictions=preds, objective=res.objective,
-                                 evaluations=res.evaluations + int(opt.nfev))
+    return CalibrationResult(constants=k, fitted=fitted, defaulted=defaulted, observations=list(observations),
+                             predictions=preds, objective=float(fv), evaluations=evals)
 
 
-def _calibrate(observations: Sequence[Observation], db: Any, *, base: Any, max_evals: int,
-               progress: Callable[[str], None]) -> CalibrationResult:
-    from .perfmodel import ModelConstants
+# constants fitted in their own stage (see calibrate), not with the first stage's timing constants
+STAGED = ("tp_efficiency", "tp_layer_s", "weight_stream_gb_per_s", "weight_reread_tokens")
 
-    base = base or ModelConstants()
-    names = {f.name for f in fields(ModelConstants)}
-    fit_obs = [o for o in observations if not o.held_out]
-    if not fit_obs:
-        raise StoragecarbonError("calibrate: every trace is held out; nothing to fit")
-    active = _active(fit_obs, names)
-    k0 = _initial(fit_obs, db, base, active)
-    tmp = Path(tempfile.mkdtemp(prefix="storagecarbon-cal-"))
-    try:
-        def consts(u: np.ndarray) -> Any:
-            return replace(k0, **{a: _from_unit(float(x), *FIT_BOUNDS[a]) for a, x in zip(active, u)})
 
-        def objective(u: np.ndarray) -> float:
-            k = consts(u)
-            tot = 0.0
-            for o in fit_obs:
-                r = model_once(o.scenario, db, k, tmp)
-                for key, mv in (("ttft_ms", r.ttft_ms), ("tpot_ms", r.tpot_ms)):
-                    tot += math.log(max(mv, 1e-9) / o.timing(key)) ** 2
-            return tot / (2 * len(fit_obs))
+def _fit_timing(obs: Sequence[Observation], db: Any, k0: Any, active: list[str], tmp: Path,
+                max_evals: int) -> tuple[Any, float, int]:
+    """Least squares on log(modeled / measured) TTFT and TPOT over ``obs``, moving ``active`` (bounded)."""
+    def consts(u: np.ndarray) -> Any:
+        return replace(k0, **{a: _from_unit(float(x), *FIT_BOUNDS[a]) for a, x in zip(active, u)})
 
-        # start inside the box: a start at a bound (a default of 0) sits where the logit is flat
-        u0 = np.array([float(np.clip(_to_unit(getattr(k0, a), *FIT_BOUNDS[a]), -4.0, 4.0)) for a in active])
-        progress(f"fitting {', '.join(active)} to {len(fit_obs)} trace(s)")
-        u, fv, n1 = nelder_mead(objective, u0, step=0.5, max_evals=max_evals)
-        u, fv, n2 = nelder_mead(objective, u, step=0.15, max_evals=max_evals // 2)  # restart
+    def objective(u: np.ndarray) -> float:
         k = consts(u)
-        # ---- power fractions: linear in the fractions once the timing is fixed
-        progress("fitting GPU power fractions")
-        rows, rhs = [], []
-        io_used = any(o.offload in ("cpu", "disk", "vllm-weights") for o in fit_obs)   # GPUs waiting on host memory
-        pf = [p for p in POWER_FRACS if p in names and (io_used or p != "power_frac_io_wait")]
-        for o in fit_obs:
-            e_per_token = o.measured.get("gpu_j_per_token")
-            if e_per_token is None:
-                continue
-            idle, act, n = _gpu_power(o.scenario, db)
-            zero = {p: 0.0 for p in POWER_FRACS if p in names}
-            base_run = model_once(o.scenario, db, replace(k, **zero), tmp)
-            coef = []
-            for p in pf:
-                r = model_once(o.scenario, db, replace(k, **{**zero, p: 1.0}), tmp)
-                coef.append((act - idle) * r.busy_s)
-            e_meas = e_per_token * base_run.generated_tokens
-            e_idle = idle * n * base_run.duration_s
-            rows.append(np.asarray(coef) / e_meas)
-            rhs.append(1.0 - e_idle / e_meas)
-        fr = _bounded_lstsq(np.asarray(rows), np.asarray(rhs), *POWER_BOUNDS)
-        k = replace(k, **dict(zip(pf, (float(x) for x in fr))), source="calibration (fit in memory)")
-        fitted = active + pf
-        defaulted = sorted(n for n in names - set(fitted) - {"source"})
-        preds = {o.name: predict(o, db, k, tmp) for o in observations}
-        return CalibrationResult(constants=k, fitted=fitted, defaulted=defaulted, observations=list(observations),
-                                 predictions=preds, objective=float(fv), evaluations=n1 + n2)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        tot = 0.0
+        for o in obs:
+            r = model_once(o.scenario, db, k, tmp)
+            for key, mv in (("ttft_ms", r.ttft_ms), ("tpot_ms", r.tpot_ms)):
+                tot += math.log(max(mv, 1e-9) / o.timing(key)) ** 2
+        return tot / (2 * len(obs))
+
+    # start inside the box: a start at a bound (a default of 0) sits where the logit is flat
+    u0 = np.array([float(np.clip(_to_unit(getattr(k0, a), *FIT_BOUNDS[a]), -4.0, 4.0)) for a in active])
+    if len(active) == 1:
+        from scipy.optimize import minimize_scalar
+
+        lo, hi = FIT_BOUNDS[active[0]]
+        opt = minimize_scalar(lambda x: objective(np.array([_to_unit(float(x), lo, hi)])), bounds=(lo, hi),
+                              method="bounded", options={"xatol": 1e-4 * (hi - lo)})
+        return replace(k0, **{active[0]: float(opt.x)}), float(opt.fun), int(opt.nfev)
+    u, fv, n1 = nelder_mead(objective, u0, step=0.5, max_evals=max_evals)
+    u, fv, n2 = nelder_mead(objective, u, step=0.15, max_evals=max_evals // 2)  # restart
+    return consts(u), fv, n1 + n2
+
+
+def _fit_power(obs: Sequence[Observation], db: Any, k: Any, names: set[str], tmp: Path) -> tuple[Any, list[str]]:
+    """GPU power fractions by bounded linear least squares on the measured GPU energy (timing fixed)."""
+    io_used = any(o.offload in ("cpu", "disk", "vllm-weights") for o in obs)   # GPUs waiting on host memory
+    pf = [p for p in POWER_FRACS if p in names and (io_used or p != "power_frac_io_wait")]
+    rows, rhs = [], []
+    for o in obs:
+        e_per_token = o.measured.get("gpu_j_per_token")
+        if e_per_token is None:
+            continue
+        idle, act, n = _gpu_power(o.scenario, db)
+        zero = {p: 0.0 for p in POWER_FRACS if p in names}
+        base_run = model_once(o.scenario, db, replace(k, **zero), tmp)
+        coef = []
+        for p in pf:
+            r = model_once(o.scenario, db, replace(k, **{**zero, p: 1.0}), tmp)
+            coef.append((act - idle) * r.busy_s)
+        e_meas = e_per_token * base_run.generated_tokens
+        e_idle = idle * n * base_run.duration_s
+        rows.append(np.asarray(coef) / e_meas)
+        rhs.append(1.0 - e_idle / e_meas)
+    if not rows:
+        return k, []
+    fr = _bounded_lstsq(np.asarray(rows), np.asarray(rhs), *POWER_BOUNDS)
+    return replace(k, **dict(zip(pf, (float(x) for x in fr)))), pf
 
 
 def _bounded_lstsq(a: np.ndarray, b: np.ndarray, lo: float, hi: float) -> np.ndarray:

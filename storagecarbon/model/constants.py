@@ -40,6 +40,8 @@ class ModelConstants:
     kv_offload_gb_per_s: float = 50.0
     request_overhead_s: float = 0.0
     weight_reread_tokens: float = 0.0
+    weight_stream_gb_per_s: float = 0.0
+    tp_layer_s: float = 0.0
     source: str = "defaults"
 
 
@@ -61,6 +63,10 @@ BASIS = {
                        "copies through pinned memory, unlike accelerate's per-tensor weight streaming)",
     "request_overhead_s": "latency every request's first token carries outside the GPU steps (the serving "
                           "engine's admission, scheduling and output path); adds to TTFT, not to GPU time",
+    "tp_layer_s": "per decoder layer and step, the GPU time tensor parallelism adds (two all-reduces of the "
+                  "layer's activations: launch and NVLink latency); 0 on one GPU",
+    "weight_stream_gb_per_s": "host-memory -> GPU rate of weights offloaded to DRAM, per GPU (vLLM's UVA zero-copy "
+                              "reads: 51 GB/s fitted on the H200's PCIe 5.0 x16); 0: pcie_gb_per_s",
     "weight_reread_tokens": "tokens of a step per extra read of the weights held in host memory: vLLM's UVA weight "
                             "offload (cpu_offload_gb) lets the GEMMs read those weights over PCIe once per tile of "
                             "tokens, so a step of n tokens moves them 1 + n / this times; 0: once per step (accelerate's "

@@ -85,6 +85,7 @@ class Rates:
     weight_stream_s: Num   # offloaded weights streamed to the GPUs, per step
     dram_weight_s: Num     # the host-memory part of it (re-read per tile of tokens under UVA)
     host_floor_s: float    # layers x layer_overhead_s
+    tp_comm_s: Num         # layers x tp_layer_s on tensor-parallel configurations (0 on one GPU)
     kv_round_trip: bool    # the KV cache lives in host memory and travels every decode step
     k: ModelConstants
 
@@ -121,13 +122,15 @@ def rates(k: ModelConstants, *, n_gpu: np.ndarray, gpu_read_gb_per_s: np.ndarray
     hdd_r, hdd_w = drive(hdd_read_gb_per_s, hdd_write_gb_per_s, n_hdd)
     dram_bw = np.where(np.isnan(dram_read_gb_per_s), pcie * 4, np.nan_to_num(dram_read_gb_per_s) * 1e9 * n_dram)
     w_hbm, w_dram, w_ssd, w_hdd = (weight_bytes * w_frac[:, j] for j in range(4))
-    stream = _ratio(w_dram, pcie) + _ratio(w_ssd, ssd_r) + _ratio(w_hdd, hdd_r)
+    w_rate = k.weight_stream_gb_per_s * 1e9 * n_gpu if k.weight_stream_gb_per_s > 0 else pcie
+    stream = _ratio(w_dram, w_rate) + _ratio(w_ssd, ssd_r) + _ratio(w_hdd, hdd_r)
     return Rates(n_gpu=n_gpu, hbm_bw=_positive(hbm_bw), flops=_positive(flops), pcie=_positive(pcie),
                  kv_offload=_positive(k.kv_offload_gb_per_s * 1e9 * n_gpu),
                  dram_bw=dram_bw, ssd_r=ssd_r, ssd_w=ssd_w, hdd_r=hdd_r, hdd_w=hdd_w,
                  w_hbm=w_hbm, w_dram=w_dram, w_ssd=w_ssd, w_hdd=w_hdd, weight_stream_s=stream,
-                 dram_weight_s=_ratio(w_dram, pcie),
-                 host_floor_s=layers * k.layer_overhead_s, kv_round_trip=kv_round_trip, k=k)
+                 dram_weight_s=_ratio(w_dram, w_rate),
+                 host_floor_s=layers * k.layer_overhead_s,
+                 tp_comm_s=np.where(n_gpu > 1, layers * k.tp_layer_s, 0.0), kv_round_trip=kv_round_trip, k=k)
 
 
 def kv_round_trip(scn: Scenario) -> bool:
@@ -196,12 +199,12 @@ def prefill_flops(params: float, computed_tokens: Num, attention: Num) -> Num:
 
 def prefill_gpu_s(r: Rates, flops: Num) -> Num:
     """GPU time of a prefill step: its FLOPs at the effective rate + one read of the HBM weights."""
-    return flops / r.flops + r.w_hbm / r.hbm_bw
+    return flops / r.flops + r.w_hbm / r.hbm_bw + r.tp_comm_s
 
 
 def decode_gpu_s(r: Rates, params: float, batch: Num, kv_bytes: Num) -> Num:
     """GPU time of a decode step of ``batch`` sequences whose KV cache holds ``kv_bytes``."""
-    return _max((r.w_hbm + kv_bytes) / r.hbm_bw, 2.0 * params * batch / r.flops)
+    return _max((r.w_hbm + kv_bytes) / r.hbm_bw, 2.0 * params * batch / r.flops) + r.tp_comm_s
 
 
 # ----------------------------------------------------------------------- a step
