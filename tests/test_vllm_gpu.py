@@ -121,3 +121,32 @@ def test_h200_trace_replays_through_report(h200_trace, capsys):
     # AND the host DRAM the KV went to is a tier of the report, with the bytes vLLM's counters saw
     dram = next(t for t in rep["tiers"] if t["tier"] == "dram")
     assert dram["app_bytes_written"] > 1e9
+
+
+SERVE = RES.parent / "2026-11-30-vllm-serve"
+
+
+@pytest.mark.parametrize("trace", [RES / "traces/l70b80-lmcache__b8_p2048.arrows.gz",
+                                   SERVE / "l70b80-native/trace.arrows.gz"])
+def test_tp2_trace_replays_with_each_gpu_measured(trace, capsys):
+    from storagecarbon.cli import main
+    from storagecarbon.trace import read_trace
+
+    # GIVEN a committed tensor-parallel (2 x H200) trace, offline engine or `vllm serve`, read as stored (gzip)
+    t = read_trace(trace)
+    gpus = [d.id for d in t.header.devices if d.tier == "hbm"]
+    assert len(gpus) == 2
+    # WHEN it is re-attributed here (no GPU)
+    assert main(["report", str(trace), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    # THEN each GPU is its own device with its own measured NVML energy (not one figure split in two)
+    devs = {d["id"]: d for d in rep["devices"] if d["tier"] == "hbm"}
+    assert sorted(devs) == sorted(gpus)
+    joules = []
+    for g in gpus:
+        ts, vs = t.series(g, "energy_j")
+        assert devs[g]["energy_basis"] == "measured"
+        assert devs[g]["energy_j"]["p50"] == pytest.approx(vs[-1] - vs[0], rel=0.02)
+        joules.append(devs[g]["energy_j"]["p50"])
+    assert min(joules) > 1000 and joules[0] != joules[1]
+    assert rep["scenario"] and rep["tokens"]["generated"] > 0
