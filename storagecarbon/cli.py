@@ -470,12 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _click_errors() -> tuple[type[BaseException], ...]:
+def _click_errors() -> tuple[Any, ...]:
     """Click's exception base, and the copy of Click that Typer >= 0.24 vendors (``typer._click``): a usage
     error from either is a clean message, not a traceback."""
     import click
 
-    out: list[type[BaseException]] = [click.ClickException]
+    out: list[Any] = [click.ClickException]
     try:
         from typer._click.exceptions import ClickException as Vendored  # type: ignore[import-not-found]
 
