@@ -218,6 +218,11 @@ class Workload(_Strict):
     output_tokens: LengthDist
     shared_prefix: SharedPrefix = SharedPrefix()
     passes: Annotated[int, limits.at_most(limits.PASSES)] = Field(default=1, ge=1)
+    reset_prefix_cache_between_passes: bool = Field(
+        default=False, description="passes run one after another and vLLM's HBM prefix cache is emptied between them "
+                                   "(vLLM's reset_prefix_cache(), as the measured GPU matrix does): a later pass's "
+                                   "prefixes come from the offload tiers. Simulated by profile; plan takes the passes "
+                                   "as one stream")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -1,6 +1,7 @@
 """The performance model: physics sanity checks that could fail."""
 
 import numpy as np
+import yaml
 import pytest
 
 from storagecarbon.perfmodel import ModelConstants, run_model
@@ -76,6 +77,26 @@ def test_second_pass_hits_lmcache(db, root, tmp_path):
     # every prompt's full chunks were stored once and read back (from DRAM) in pass 2
     dram = u.devices.index("dram")
     assert u.by_phase["bytes_read"][dram].sum() > 0
+
+
+def test_passes_after_a_prefix_cache_reset_load_the_prefix_from_the_offload_tier(db, root, tmp_path):
+    # GIVEN the measured matrix's protocol: 8 requests sharing a 1,536-token prefix, vLLM's native CPU offload,
+    # two passes with the HBM prefix cache emptied between them (scenario edited as data)
+    d = yaml.safe_load((root / "scenarios/gpu/vllm_l8b_native_b8_p2048.yaml").read_text())
+    kv_per_token = 2 * 32 * 8 * 128 * 2
+    loads = {}
+    for reset in (False, True):
+        d["workload"]["reset_prefix_cache_between_passes"] = reset
+        scn = parse_scenario(yaml.safe_dump(d), f"r{reset}.yaml", db)
+        res = run_model(scn, db, tmp_path / f"r{reset}.arrows")
+        u = aggregate(res.path)
+        loads[reset] = u.by_phase["kv_bytes_read"][u.devices.index("dram")].sum()
+        assert res.summary["requests"] == 16
+    # THEN with the reset, pass 2 loads the prefix back from host DRAM, in whole 16-token blocks (vLLM's native
+    # connector's unit), at least once and at most once per request; without it the prefix stays in HBM
+    prefix = 1536 * kv_per_token
+    assert prefix <= loads[True] <= 8 * prefix and loads[True] % (16 * kv_per_token) == 0
+    assert loads[False] < 0.1 * loads[True]
 
 
 # ---------------------------------------------------------------------------------- one physics

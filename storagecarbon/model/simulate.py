@@ -52,6 +52,9 @@ class _LRU:
     def __len__(self) -> int:
         return len(self.d)
 
+    def clear(self) -> None:
+        self.d.clear()
+
 
 def _require(dev: Device | None, attr: str, what: str) -> None:
     if dev is None or getattr(dev, attr, None) is None:
@@ -234,6 +237,10 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
     tpot = np.zeros(len(reqs))
     done = 0
     idx_of = {id(x): i for i, x in enumerate(reqs)}
+    # passes one after another with the HBM prefix cache emptied between them (workload option)
+    sequential = bool(scn.workload.reset_prefix_cache_between_passes) and ws.passes > 1
+    left_in_pass = np.bincount([ps for _, _, ps in reqs], minlength=ws.passes)
+    cur_pass = 0
     emit(0.0)
     max_iters = 5_000_000
     it = 0
@@ -244,6 +251,11 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
         budget = scn.engine.max_num_batched_tokens
         while wi < len(waiting) and waiting[wi][0] <= t + 1e-12 and len(running) + len(admitted) < scn.engine.max_num_seqs:
             arr, ri, ps = waiting[wi]
+            if sequential and ps > cur_pass:
+                if left_in_pass[cur_pass] > 0:
+                    break          # the pass before is still running
+                cur_pass = ps
+                hbm_prefix.clear()  # reset_prefix_cache()
             need = int(p_len[ri] + o_len[ri])
             if running_tokens + need > kv_hbm_tokens and (running or admitted):
                 break
@@ -347,6 +359,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
                     tpot[q["i"]] = (t - q["t_first"]) / max(n_out - 1, 1)
                     running_tokens -= int(p_len[q["r"]] + o_len[q["r"]])
                     done += 1
+                    left_in_pass[q["ps"]] -= 1
                     add("workload", "requests_done", 1.0)
                 else:
                     still.append(q)
@@ -362,6 +375,7 @@ def run_model(scn: Scenario, db: DeviceDB, out_path: str | Path, *, constants: M
             tpot[q["i"]] = 0.0
             running_tokens -= int(p_len[q["r"]] + o_len[q["r"]])
             done += 1
+            left_in_pass[q["ps"]] -= 1
             add("workload", "requests_done", 1.0)
         if fin:
             running = [q for q in running if q["gen"] < o_len[q["r"]]]
