@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import TraceWriteError
+from .launch import end_group, group_members, signal_group, start_group
 from .sensors.base import WORKLOAD_DEVICE, Probe
 from .trace import DeviceEntry, TraceHeader, TraceWriter, host_inventory, make_channels, tool_versions
 
@@ -508,51 +509,6 @@ class Recorder:
 
 
 # ------------------------------------------------------------------------------ record_command
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group."""
-    from .sensors.procio import parse_proc_stat
-
-    out = []
-    for n in os.listdir("/proc"):
-        if not n.isdigit():
-            continue
-        try:
-            with open(f"/proc/{n}/stat") as fh:
-                st = parse_proc_stat(fh.read())
-        except (OSError, ValueError, IndexError):
-            continue
-        if st.pgrp == pgid and st.state not in ("Z", "X"):
-            out.append(st.pid)
-    return out
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _end_group(pgid: int, grace_s: float, exclude: int | None = None) -> list[int]:
-    """TERM the group, KILL what is left after ``grace_s``; returns the pids that needed KILL."""
-    alive = [p for p in _group_members(pgid) if p != exclude]
-    if not alive:
-        return []
-    _killpg(pgid, signal.SIGTERM)
-    end = time.monotonic() + grace_s
-    while time.monotonic() < end:
-        alive = [p for p in _group_members(pgid) if p != exclude]
-        if not alive:
-            return []
-        time.sleep(0.05)
-    alive = _group_members(pgid)
-    _killpg(pgid, signal.SIGKILL)
-    end = time.monotonic() + 2.0
-    while time.monotonic() < end and [p for p in _group_members(pgid) if p != exclude]:
-        time.sleep(0.02)
-    return alive
-
-
 def serving_sensors(tiermap: Any, vllm_stats_markers: str | Path | None) -> list[Any]:
     """The stat-logger plugin's sensor (first in line, so it owns the KV bytes it reports)."""
     if vllm_stats_markers is None:
@@ -721,7 +677,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
     try:
         rec.start()
         try:
-            proc = subprocess.Popen(argv, cwd=cwd, env=full_env, start_new_session=True)
+            proc = start_group(argv, cwd=cwd, env=full_env)
         except (FileNotFoundError, PermissionError, NotADirectoryError, OSError) as exc:
             rc = 127 if isinstance(exc, FileNotFoundError) else 126
             result["error"] = f"cannot start {argv[0]!r}: {exc}"
@@ -737,7 +693,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
         if threading.current_thread() is threading.main_thread():
             def _forward(signum: int, _frame: Any) -> None:
                 forwarded["sig"], forwarded["t"] = signum, time.monotonic()
-                _killpg(pgid, signum)
+                signal_group(pgid, signum)
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old_handlers[sig] = signal.signal(sig, _forward)
@@ -755,18 +711,18 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
             if timeout_s is not None and now - t_start > timeout_s:
                 timed_out = True
                 rec.marker("command_timeout", f"{timeout_s:g}")
-                _killpg(pgid, signal.SIGTERM)
+                signal_group(pgid, signal.SIGTERM)
                 end = now + grace_s
-                while time.monotonic() < end and _group_members(pgid):
+                while time.monotonic() < end and group_members(pgid):
                     time.sleep(0.05)
-                _killpg(pgid, signal.SIGKILL)
+                signal_group(pgid, signal.SIGKILL)
                 break
-            if forwarded["sig"] is not None and now - forwarded["t"] > grace_s and _group_members(pgid):
-                _killpg(pgid, signal.SIGKILL)
+            if forwarded["sig"] is not None and now - forwarded["t"] > grace_s and group_members(pgid):
+                signal_group(pgid, signal.SIGKILL)
                 forwarded["t"] = float("inf")
             time.sleep(0.05)
         rec.sample_now(fresh=True)  # the main process may be a zombie now: its final counters still read
-        killed = _end_group(pgid, grace_s, exclude=None)
+        killed = end_group(pgid, grace_s, exclude=None)
         if killed:
             result["killed_leftover_pids"] = killed
         proc.wait()
@@ -782,7 +738,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
         result["error"] = repr(exc)
         result.setdefault("command_status", f"failed: the recorder stopped it ({type(exc).__name__})")
         if proc is not None and proc.poll() is None:
-            _killpg(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
         raise
     finally:

@@ -49,6 +49,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import EngineError
+from ..launch import kill_group, start_group
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -719,9 +720,8 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
     proc: subprocess.Popen[str] | None = None
     try:
         rec.start()
-        proc = subprocess.Popen([sys.executable, "-m", "storagecarbon.engines.hf_transformers", str(spec_path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                cwd=str(work_dir), start_new_session=True)
+        proc = start_group([sys.executable, "-m", "storagecarbon.engines.hf_transformers", str(spec_path)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(work_dir))
         tree.attach(proc.pid, session=proc.pid)
         rec.marker("command_start", str(proc.pid))
 
@@ -739,8 +739,7 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
         try:
             rc = proc.wait(timeout=scn.engine.timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+            kill_group(proc)
             raise EngineError(f"transformers worker timed out after {scn.engine.timeout_s:g} s; trace kept at {trace}")
         pump.join(timeout=5)
         rec.sample_now()
@@ -753,8 +752,7 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
     except BaseException as exc:
         summary = {"error": f"{type(exc).__name__}: {exc}", "worker_tail": tail[-20:]}
         if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+            kill_group(proc)
         raise
     finally:
         try:

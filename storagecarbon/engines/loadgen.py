@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..recorder import emit_marker
+from ..launch import kill_group, start_group
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 EXIT_FAILED_REQUESTS = 1
@@ -192,11 +193,7 @@ def _stop(proc: subprocess.Popen[bytes], grace_s: float) -> int:
     try:
         return proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return proc.wait()
+        return kill_group(proc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --url or a server command after --")
     proc = None
     if server_cmd:
-        proc = subprocess.Popen(server_cmd, start_new_session=True)
+        proc = start_group(server_cmd)
     rc = 0
     try:
         if wait_ready(base, a.ready_timeout, alive=(lambda: proc.poll() is None) if proc else None) is None:

@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from storagecarbon.errors import EngineError
+from storagecarbon.launch import signal_group, start_group
 
 # Set for every engine run (docs/engines.md explains each).
 ENGINE_ENV: dict[str, str] = {
@@ -133,10 +134,7 @@ def run_processes(leader_pid: int, token: str | None = None) -> list[int]:
 def kill_run(leader_pid: int, token: str | None = None, grace_s: float = 5.0) -> list[int]:
     """SIGTERM the run's processes, then SIGKILL what is left. Returns survivors (should be [])."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(leader_pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        signal_group(leader_pid, sig)
         for pid in run_processes(leader_pid, token):
             try:
                 os.kill(pid, sig)
@@ -213,8 +211,8 @@ def run_vllm_workload(spec: dict, workdir: Path, *, timeout_s: float = 600,
     with open(log_path, "ab") as log:
         log.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=str(workdir), env=child_env, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = start_group(cmd, cwd=str(workdir), env=child_env, stdin=subprocess.DEVNULL,
+                           stdout=log, stderr=subprocess.STDOUT)
         try:
             rc = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

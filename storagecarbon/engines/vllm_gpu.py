@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import EngineError
+from ..launch import kill_group, start_group
 from ..sensors.base import Probe, SensorBase
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -433,10 +434,9 @@ def run_instance(scn: Any, workloads: list[dict[str, Any]], out_dir: str | Path,
                    memory_bytes=float(psutil.virtual_memory().total))
     log_path = out_dir / "engine.log"
     log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "storagecarbon.engines.vllm_worker", "--spec",
-                             str(work / "spec.json"), "--result", str(result_path)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(work), start_new_session=True,
-                            stdin=subprocess.DEVNULL)
+    proc = start_group([sys.executable, "-m", "storagecarbon.engines.vllm_worker", "--spec",
+                        str(work / "spec.json"), "--result", str(result_path)],
+                       stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(work), stdin=subprocess.DEVNULL)
     traces: dict[str, str] = {}
     t_deadline = time.time() + timeout_s
     pos = 0
@@ -509,13 +509,7 @@ def run_instance(scn: Any, workloads: list[dict[str, Any]], out_dir: str | Path,
             except subprocess.TimeoutExpired:
                 failure = failure or "worker did not exit"
         if proc.poll() is None:
-            import signal
-
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            proc.wait()
+            kill_group(proc)
         if rec is not None:
             rec.stop({"error": failure or f"worker exited with {proc.returncode} during {current}"})
         log.close()
