@@ -4,6 +4,7 @@ Needs Debian's chromium (scripts/setup.sh installs it). Without it the test fail
 message, unless STORAGECARBON_ALLOW_NO_BROWSER=1 is set.
 """
 
+import json
 import io
 import os
 import re
@@ -120,6 +121,20 @@ def test_profile_page(pages):
     storage = re.search(r'<svg class="chart tiers storage".*?</svg>', dom, re.S)
     assert storage and storage.group(0).count('class="bar-emb"') >= 2
     assert_painted(screenshot(pages / "profile.html", pages))
+
+
+def test_time_series_come_from_the_report_not_the_trace(root, tmp_path):
+    # GIVEN the measured report (its timeline built by build_report from the attribution) and no trace at all
+    from storagecarbon.report.html import render_html
+
+    rep = json.loads((root / "tests/golden/inputs/measured_tiny_report.json").read_text())
+    page = render_html(profile=rep)
+    # THEN the page still draws power and IO over time, with each device's energy basis
+    assert page.count('class="series"') >= 3 and "power per device" in page
+    assert "capacity-time held" in page
+    # AND a report without a timeline (an older report.json) renders without the section
+    rep.pop("timeline")
+    assert "power per device" not in render_html(profile=rep)
 
 
 def assert_readable_sources(dom: str) -> None:

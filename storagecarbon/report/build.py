@@ -271,7 +271,30 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
         },
         "warnings": attr.warnings,
         "tool_versions": u.header.tool_versions if u is not None else {},
+        "timeline": timeline(attr),
     }
+
+
+def _interval_weights(attr: Attribution, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """How device ``i``'s embodied and operational charge spread over the usage intervals (weights summing to
+    1): embodied by time (or resident bytes in shared scope), operational by its measured energy, else its
+    power-weighted busy time, else time."""
+    u = attr.usage
+    assert u is not None
+    d = attr.devices[i]
+    n_int = u.by_interval["busy_s"].shape[1]
+    span = np.full(n_int, u.interval_s)
+    drv_emb = u.by_interval["resident_byte_s"][i] if (attr.inputs.scope == "shared" and
+                                                     u.has.get((d.id, "resident_byte_s"))) else span
+    if u.has.get((d.id, "energy_j")):
+        drv_op = u.by_interval["energy_j"][i]
+    elif u.has.get((d.id, "power_j")):
+        drv_op = u.by_interval["power_j"][i]
+    else:
+        drv_op = span + u.by_interval["busy_s"][i]
+    we = drv_emb / drv_emb.sum() if drv_emb.sum() > 0 else np.full(n_int, 1.0 / n_int)
+    wo = drv_op / drv_op.sum() if drv_op.sum() > 0 else np.full(n_int, 1.0 / n_int)
+    return we, wo
 
 
 def interval_table(attr: Attribution) -> dict[str, np.ndarray]:
@@ -282,22 +305,11 @@ def interval_table(attr: Attribution) -> dict[str, np.ndarray]:
     rows: dict[str, list] = {k: [] for k in ("interval", "t_start_s", "device", "tier", "bytes_read", "bytes_written",
                                               "app_bytes_read", "app_bytes_written", "busy_s", "resident_byte_s",
                                               "energy_j", "embodied_gco2e", "operational_gco2e")}
-    # distribute each device's central embodied/operational over intervals by its usage driver
     for i, d in enumerate(attr.devices):
         emb_total = float(np.sum(attr.embodied_best_g[i]))      # NaN stays NaN: missing is missing
         op_total = float(np.sum(attr.operational_best_g[i]))
         e_total = float(np.sum(attr.energy_best_j[i]))
-        span = np.full(n_int, u.interval_s)
-        drv_emb = u.by_interval["resident_byte_s"][i] if (attr.inputs.scope == "shared" and
-                                                         u.has.get((d.id, "resident_byte_s"))) else span
-        if u.has.get((d.id, "energy_j")):
-            drv_op = u.by_interval["energy_j"][i]
-        elif u.has.get((d.id, "power_j")):
-            drv_op = u.by_interval["power_j"][i]
-        else:
-            drv_op = span + u.by_interval["busy_s"][i]
-        we = drv_emb / drv_emb.sum() if drv_emb.sum() > 0 else np.full(n_int, 1.0 / n_int)
-        wo = drv_op / drv_op.sum() if drv_op.sum() > 0 else np.full(n_int, 1.0 / n_int)
+        we, wo = _interval_weights(attr, i)
         for j in range(n_int):
             rows["interval"].append(j)
             rows["t_start_s"].append(u.t_start + j * u.interval_s)
@@ -309,3 +321,36 @@ def interval_table(attr: Attribution) -> dict[str, np.ndarray]:
             rows["embodied_gco2e"].append(emb_total * float(we[j]))
             rows["operational_gco2e"].append(op_total * float(wo[j]))
     return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def timeline(attr: Attribution, bins: int = 240) -> dict[str, Any] | None:
+    """Power and IO rates per device over the run, at most ``bins`` points, from the attribution itself (each
+    device's central energy spread over the intervals as attribute() charges it; no second energy model)."""
+    u = attr.usage
+    if u is None:
+        return None
+    n_int = u.by_interval["busy_s"].shape[1]
+    g = max(1, -(-n_int // bins))
+    n_b = -(-n_int // g)
+    dt = g * u.interval_s
+
+    def binned(x: np.ndarray) -> np.ndarray:
+        pad = np.zeros(n_b * g)
+        pad[:n_int] = x
+        return pad.reshape(n_b, g).sum(axis=1)
+
+    power: dict[str, list[float]] = {}
+    basis: dict[str, str] = {}
+    rd: dict[str, list[float]] = {}
+    wr: dict[str, list[float]] = {}
+    for i, d in enumerate(attr.devices):
+        e_total = float(np.sum(attr.energy_best_j[i]))
+        if np.isfinite(e_total) and e_total > 0:
+            power[d.id] = (binned(e_total * _interval_weights(attr, i)[1]) / dt).tolist()
+            basis[d.id] = d.energy if d.energy.startswith(d.energy_basis) else f"{d.energy_basis}: {d.energy}"
+        r, w = u.by_interval["bytes_read"][i], u.by_interval["bytes_written"][i]
+        if r.any() or w.any():
+            rd[d.id] = (binned(r) / dt).tolist()
+            wr[d.id] = (binned(w) / dt).tolist()
+    return {"t_s": [float(j * dt + dt / 2) for j in range(n_b)], "bin_s": float(dt), "power_w": power,
+            "power_basis": basis, "read_bytes_per_s": rd, "write_bytes_per_s": wr, "source": u.header.source}

@@ -259,87 +259,6 @@ def scatter(points: dict[str, list], *, x: str, y: str, title: str, xlabel: str,
 
 
 # ------------------------------------------------------------------------------ time series
-def _rate(t: np.ndarray, v: np.ndarray, edges: np.ndarray, cumulative: bool) -> np.ndarray:
-    if len(t) < 2:
-        return np.zeros(len(edges) - 1)
-    order = np.argsort(t, kind="stable")
-    t, v = t[order], v[order]
-    if cumulative:
-        d = np.diff(v)
-        d = np.where(d < 0, v[1:], d)  # counter reset
-        c = np.concatenate([[0.0], np.cumsum(d)])
-        at = np.interp(edges, t, c)
-        return np.diff(at) / np.maximum(np.diff(edges), 1e-12)
-    # gauge: time-weighted mean over each bin (held until the next sample)
-    out = np.zeros(len(edges) - 1)
-    idx = np.clip(np.searchsorted(t, (edges[:-1] + edges[1:]) / 2, side="right") - 1, 0, len(v) - 1)
-    out[:] = v[idx]
-    return out
-
-
-def trace_series(trace_path: str | Path, bins: int = 240) -> dict[str, Any]:
-    """Power and IO rates per device from a trace, resampled to ``bins`` intervals."""
-    from ..trace import read_trace
-
-    tr = read_trace(trace_path)
-    if len(tr.t_s) == 0:
-        return {"t": [], "power_w": {}, "read_bps": {}, "write_bps": {}, "power_basis": {}, "source": tr.header.source}
-    t0, t1 = float(tr.t_s.min()), float(tr.t_s.max())
-    if t1 <= t0:
-        t1 = t0 + 1.0
-    edges = np.linspace(t0, t1, bins + 1)
-    mids = (edges[:-1] + edges[1:]) / 2 - t0
-    power: dict[str, list[float]] = {}
-    basis: dict[str, str] = {}
-    rd: dict[str, list[float]] = {}
-    wr: dict[str, list[float]] = {}
-    db = None
-    for dev in tr.header.devices:
-        s = tr.series(dev.id, "power_w")
-        if s is not None and len(s[0]) > 1:
-            power[dev.id] = _rate(s[0], s[1], edges, False).tolist()
-            basis[dev.id] = "measured power_w"
-        else:
-            s = tr.series(dev.id, "energy_j")
-            if s is not None and len(s[0]) > 1:
-                power[dev.id] = _rate(s[0], s[1], edges, True).tolist()
-                basis[dev.id] = "measured energy_j (rate)"
-            else:
-                s = tr.series(dev.id, "busy_s")
-                if s is not None and len(s[0]) > 1 and dev.db_key:
-                    if db is None:
-                        from ..devicedb import DeviceDB
-
-                        try:
-                            db = DeviceDB.load()
-                        except Exception:  # noqa: BLE001 - a report renders without the device_db
-                            db = False
-                    rec = db.resolve(dev.db_key) if db else None
-                    cap = dev.capacity_bytes or (rec.capacity_bytes if rec else None)
-                    from ..carbon import kernel
-
-                    scope = "dedicated"
-                    if rec is not None and rec.kind in ("dram", "ssd", "hdd") and rec.idle_w is None \
-                            and rec.active_w is not None and cap:
-                        # unit-seconds held per second: whole devices (dedicated scope)
-                        held = kernel.held_units_s(rec.kind, scope, dev.count, dev.share, 1.0, None)
-                        power[dev.id] = np.full(len(mids), kernel.average_energy_j(rec.active_w.central, held)).tolist()
-                        basis[dev.id] = "modeled: average power x capacity held (CCF per-capacity method), device_db power"
-                    elif rec is not None and rec.idle_w is not None and rec.active_w is not None:
-                        idle, act = rec.idle_w.central, rec.active_w.central
-                        busy = _rate(s[0], s[1], edges, True)  # unit-seconds per second
-                        held = kernel.held_units_s(rec.kind, scope, dev.count, dev.share, 1.0, None)
-                        power[dev.id] = (kernel.idle_energy_j(idle, held)
-                                         + kernel.dynamic_energy_j(max(act - idle, 0.0), busy, dev.share)).tolist()
-                        basis[dev.id] = "modeled: idle + (active - idle) x busy share, device_db power"
-        for metric, dst in (("bytes_read", rd), ("bytes_written", wr)):
-            s = tr.series(dev.id, metric)
-            if s is not None and len(s[0]) > 1 and float(np.max(s[1]) - np.min(s[1])) > 0:
-                dst[dev.id] = _rate(s[0], s[1], edges, True).tolist()
-    return {"t": mids.tolist(), "power_w": power, "read_bps": rd, "write_bps": wr, "power_basis": basis,
-            "source": tr.header.source, "truncated": tr.truncated}
-
-
 def line_chart(t: Sequence[float], series: dict[str, Sequence[float]], *, title: str, ylabel: str,
                yfmt=_fmt_tick, width: int = 900, height: int = 240, cls: str = "timeseries") -> str:
     if not series or not len(t):
@@ -647,20 +566,17 @@ def _profile_section(rep: dict[str, Any], trace_path: str | Path | None) -> str:
     if lrows:
         out.append("<h3>Latency</h3><table><tr><th></th><th>P50</th><th>P90</th><th>P99</th></tr>" + "".join(lrows) + "</table>")
         out.append(f"<p>SLO: {_slo_cell(lat.get('slo'))}</p>")
-    if trace_path is not None and Path(trace_path).exists():
-        try:
-            ts = trace_series(trace_path)
-        except Exception as exc:  # noqa: BLE001 - the rest of the report still renders
-            out.append(f'<p class="warn">time series not drawn: {_e(exc)}</p>')
-        else:
-            out.append(f'<h2>Time series ({_mode_badge(ts["source"])})</h2>')
-            out.append(line_chart(ts["t"], ts["power_w"], title="power per device", ylabel="power",
-                                  yfmt=lambda v: U.quantity(v, U.POWER) if v else "0"))
-            if ts["power_basis"]:
-                out.append('<p class="note">' + "; ".join(f"{_e(k)}: {_e(v)}" for k, v in ts["power_basis"].items()) + "</p>")
-            bps = lambda v: fmt_bytes(v) + "/s" if v else "0"  # noqa: E731
-            out.append(line_chart(ts["t"], ts["read_bps"], title="read rate per device", ylabel="bytes/s", yfmt=bps))
-            out.append(line_chart(ts["t"], ts["write_bps"], title="write rate per device", ylabel="bytes/s", yfmt=bps))
+    ts = rep.get("timeline")
+    if ts and ts.get("t_s"):
+        out.append(f'<h2>Time series ({_mode_badge(ts.get("source"))})</h2>')
+        out.append(line_chart(ts["t_s"], ts["power_w"], title="power per device", ylabel="power",
+                              yfmt=lambda v: U.quantity(v, U.POWER) if v else "0"))
+        if ts.get("power_basis"):
+            out.append('<p class="note">' + "; ".join(f"{_e(k)}: {_e(v)}" for k, v in ts["power_basis"].items()) + "</p>")
+        bps = lambda v: fmt_bytes(v) + "/s" if v else "0"  # noqa: E731
+        out.append(line_chart(ts["t_s"], ts["read_bytes_per_s"], title="read rate per device", ylabel="bytes/s", yfmt=bps))
+        out.append(line_chart(ts["t_s"], ts["write_bytes_per_s"], title="write rate per device", ylabel="bytes/s",
+                              yfmt=bps))
     a = rep.get("assumptions") or {}
     out.append(_sources_block(rep.get("sources") or {}, {
         "grid gCO2e/kWh": a.get("grid_gco2e_per_kwh"), "region": a.get("region"), "PUE": a.get("pue"),
