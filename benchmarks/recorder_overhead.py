@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from storagecarbon.recorder import MARKERS_ENV, Recorder
-from storagecarbon.sensors import (DiskstatsSensor, LMCacheTapSensor, MemorySensor, NvmlSensor, ProcIOSensor,
+from storagecarbon.record.recorder import MARKERS_ENV, Recorder
+from storagecarbon.record.sensors import (DiskstatsSensor, LMCacheTapSensor, MemorySensor, NvmlSensor, ProcIOSensor,
                                    ProcTree, RaplSensor)
-from storagecarbon.tiermap import map_tiers
+from storagecarbon.record.tiermap import map_tiers
 
 
 def default_spec(workdir: Path) -> dict[str, Any]:

@@ -174,7 +174,7 @@ def record(
     shutdown (docs/serving.md).
     """
     from .engines.vllm_serve import finalize_serving, parse_window, preflight
-    from .recorder import record_command
+    from .record.recorder import record_command
     from .scenario import load_scenario
 
     argv = list(ctx.args)

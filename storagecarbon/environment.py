@@ -35,8 +35,8 @@ def probe_all() -> dict[str, Any]:
     sensors: dict[str, dict[str, Any]] = {}
     import os
 
-    from .sensors import DiskstatsSensor, LMCacheTapSensor, MemorySensor, NvmlSensor, ProcIOSensor, ProcTree, RaplSensor
-    from .tiermap import block_info
+    from .record.sensors import DiskstatsSensor, LMCacheTapSensor, MemorySensor, NvmlSensor, ProcIOSensor, ProcTree, RaplSensor
+    from .record.tiermap import block_info
 
     tree = ProcTree(os.getpid())
     here = block_info(os.getcwd())

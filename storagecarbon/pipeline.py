@@ -92,7 +92,7 @@ def hardware_present(scn: Scenario, db: DeviceDB) -> tuple[bool, str]:
         ok, why = engine_available()
         return ok, why
     if kind in ("transformers",):
-        from .sensors.nvml import NvmlSensor
+        from .record.sensors.nvml import NvmlSensor
 
         probe = NvmlSensor().probe()
         if not probe.available:
@@ -119,7 +119,7 @@ def run_measured(scn: Scenario, db: DeviceDB, scenario_path: Path, work: Path,
 
         return profile_transformers(scn, db, scenario_path, work, progress=progress)
     if kind == "command":
-        from .recorder import record_command
+        from .record.recorder import record_command
 
         trace = work / "trace.arrows"
         rc = record_command(list(scn.engine.command or []), trace, scenario=scn.model_dump(mode="json"),
@@ -178,11 +178,11 @@ def attribute_trace(trace: str | Path, db: DeviceDB, carbon: Carbon | None, *, s
     """A saved trace -> attribute() -> report (``report`` re-attributes with another region, intensity or scope).
 
     ``hardware``: a scenario whose hardware maps the trace's unidentified devices after the fact
-    (:func:`storagecarbon.tiermap.remap_devices`)."""
+    (:func:`storagecarbon.record.tiermap.remap_devices`)."""
     trace = Path(trace)
     usage = aggregate(trace)
     if hardware is not None:
-        from .tiermap import remap_devices
+        from .record.tiermap import remap_devices
 
         usage.header.devices, mapped = remap_devices(usage.header.devices, hardware, db)
         usage.header.notes = list(usage.header.notes) + mapped

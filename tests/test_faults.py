@@ -28,11 +28,11 @@ import pytest
 
 from storagecarbon.cli import main
 from storagecarbon.errors import StoragecarbonError, TraceWriteError, ValidationError
-from storagecarbon.recorder import Recorder, record_command
+from storagecarbon.record.recorder import Recorder, record_command
 from storagecarbon.scenario import parse_scenario
-from storagecarbon.sensors.base import Probe, SensorBase
-from storagecarbon.sensors.diskstats import DiskstatsSensor
-from storagecarbon.sensors.nvml import NvmlSensor
+from storagecarbon.record.sensors.base import Probe, SensorBase
+from storagecarbon.record.sensors.diskstats import DiskstatsSensor
+from storagecarbon.record.sensors.nvml import NvmlSensor
 from storagecarbon.trace import DeviceEntry, read_trace
 from storagecarbon.usage import aggregate
 

@@ -1,10 +1,10 @@
-"""storagecarbon.launch: the one process-group launcher and killer every engine uses."""
+"""storagecarbon.record.launch: the one process-group launcher and killer every engine uses."""
 
 import signal
 import sys
 import time
 
-from storagecarbon.launch import end_group, group_members, kill_group, start_group
+from storagecarbon.record.launch import end_group, group_members, kill_group, start_group
 
 # a parent that forks a child ignoring SIGTERM, then waits
 STUBBORN = ("import os, signal, time\n"

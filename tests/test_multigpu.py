@@ -6,7 +6,7 @@ import pytest
 
 from storagecarbon.attribution import SECONDS_PER_YEAR, CarbonInputs, Triple, attribute
 from storagecarbon.report.build import build_report
-from storagecarbon.sensors.replay import write_replay
+from storagecarbon.record.sensors.replay import write_replay
 from storagecarbon.trace import DeviceEntry, TraceHeader, TraceWriter, make_channels
 from storagecarbon.usage import aggregate
 

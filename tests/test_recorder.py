@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from storagecarbon.recorder import Recorder, emit_marker, record_command
-from storagecarbon.sensors import ProcIOSensor, ProcTree, ReplaySensor
-from storagecarbon.sensors.base import Probe, SensorBase
+from storagecarbon.record.recorder import Recorder, emit_marker, record_command
+from storagecarbon.record.sensors import ProcIOSensor, ProcTree, ReplaySensor
+from storagecarbon.record.sensors.base import Probe, SensorBase
 from storagecarbon.trace import DeviceEntry, read_trace
 from storagecarbon.usage import aggregate
 
@@ -34,7 +34,7 @@ def test_record_command_writer_child(tmp_path):
     script = tmp_path / "w.py"
     script.write_text(textwrap.dedent(f"""
         import os, time
-        from storagecarbon.recorder import emit_marker
+        from storagecarbon.record.recorder import emit_marker
         time.sleep(0.3)
         emit_marker("phase_start", "write")
         with open({str(tmp_path / 'out.bin')!r}, "wb") as f:
@@ -124,7 +124,7 @@ def test_record_command_forwards_sigterm_to_the_group(tmp_path):
         print("ready", flush=True)
         time.sleep(30)
     """))
-    driver = (f"import sys; from storagecarbon.recorder import record_command; "
+    driver = (f"import sys; from storagecarbon.record.recorder import record_command; "
               f"sys.exit(record_command([{PY!r}, {str(child)!r}], {str(tmp_path / 't.arrows')!r}, hz=10))")
     p = subprocess.Popen([PY, "-c", driver], stdout=subprocess.PIPE, text=True)
     try:
@@ -144,8 +144,8 @@ def test_record_command_forwards_sigterm_to_the_group(tmp_path):
 
 CRASH = """
 import sys, time
-from storagecarbon.recorder import Recorder
-from storagecarbon.sensors import MemorySensor, ProcIOSensor, ProcTree
+from storagecarbon.record.recorder import Recorder
+from storagecarbon.record.sensors import MemorySensor, ProcIOSensor, ProcTree
 from storagecarbon.trace import DeviceEntry
 import os
 tree = ProcTree(os.getpid())

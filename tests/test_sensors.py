@@ -14,16 +14,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storagecarbon.recorder import Recorder
+from storagecarbon.record.recorder import Recorder
 from storagecarbon.scenario import parse_scenario
-from storagecarbon.sensors import (DiskstatsSensor, KeepLast, LMCacheTapSensor, MemorySensor, MonotonicCounter,
+from storagecarbon.record.sensors import (DiskstatsSensor, KeepLast, LMCacheTapSensor, MemorySensor, MonotonicCounter,
                                    NvmlSensor, ProcIOSensor, ProcTree, RaplSensor, ReplaySensor, VllmMetricsSensor,
                                    dir_size_bytes, parse_diskstats, parse_proc_io, parse_proc_stat, parse_prometheus,
                                    workload_rows, write_replay)
-from storagecarbon.sensors.procio import _TreeTotals
-from storagecarbon.sensors.vllm_metrics import metric_sum
-from storagecarbon.sensors.nvml import parse_visible_devices
-from storagecarbon.tiermap import STAND_IN_VIRTUAL, block_info, map_tiers, mount_of, parse_mounts
+from storagecarbon.record.sensors.procio import _TreeTotals
+from storagecarbon.record.sensors.vllm_metrics import metric_sum
+from storagecarbon.record.sensors.nvml import parse_visible_devices
+from storagecarbon.record.tiermap import STAND_IN_VIRTUAL, block_info, map_tiers, mount_of, parse_mounts
 from storagecarbon.trace import DeviceEntry, read_trace
 from storagecarbon.usage import aggregate
 
@@ -744,7 +744,7 @@ def test_diskstats_from_sysfs_matches_proc_diskstats(tmp_path):
 
 
 def test_lmcache_taps_are_reparsed_only_when_replaced(tmp_path, monkeypatch):
-    import storagecarbon.sensors.lmcache_tap as lt
+    import storagecarbon.record.sensors.lmcache_tap as lt
 
     tap = tmp_path / "tap"
     tap.mkdir()

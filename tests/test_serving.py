@@ -21,7 +21,7 @@ from storagecarbon.engines.stat_logger import (LMCACHE_KEY, MARKER_EVENT, StatsA
 from storagecarbon.engines.vllm_dist_shim import build_wheel, shim_version
 from storagecarbon.engines.vllm_serve import find_served, parse_window, preflight, serving_markers
 from storagecarbon.errors import StoragecarbonError
-from storagecarbon.sensors.vllm_metrics import Histogram, latency_summary, parse_prometheus
+from storagecarbon.record.sensors.vllm_metrics import Histogram, latency_summary, parse_prometheus
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -181,7 +181,7 @@ def test_legacy_offload_names_count_only_without_the_new_ones():
 
 
 def test_emitter_writes_markers_the_sensor_reads(tmp_path, monkeypatch):
-    from storagecarbon.sensors.vllm_stats import VllmStatsSensor
+    from storagecarbon.record.sensors.vllm_stats import VllmStatsSensor
 
     markers = tmp_path / "markers.jsonl"
     monkeypatch.setenv("STORAGECARBON_MARKERS", str(markers))
@@ -361,7 +361,7 @@ def test_metrics_of_a_server_the_command_starts_count_from_zero():
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from storagecarbon.sensors.vllm_metrics import VllmMetricsSensor
+    from storagecarbon.record.sensors.vllm_metrics import VllmMetricsSensor
 
     body = (DATA / "vllm_metrics.prom").read_bytes()  # a real exposition: 3 requests already done
 

@@ -22,9 +22,9 @@ A run is ``rounds = ceil(workload.requests / batch_size)`` batches of ``batch_si
 ``workload.prompt_tokens.mean`` random token ids, each generating exactly
 ``workload.output_tokens.mean`` tokens (greedy, no EOS), after one warm-up batch of the same shape
 (two tokens only for disk offload). The project's
-:class:`~storagecarbon.recorder.Recorder` samples NVML (energy, power, utilisation, HBM use,
+:class:`~storagecarbon.record.recorder.Recorder` samples NVML (energy, power, utilisation, HBM use,
 PCIe), ``/proc/diskstats``, the process's IO and resident memory, and the token counters of this
-loop, all through :func:`storagecarbon.recorder.default_sensors`. Markers: ``phase_start/phase_end``
+loop, all through :func:`storagecarbon.record.recorder.default_sensors`. Markers: ``phase_start/phase_end``
 of ``load``, ``warmup``, ``prefill`` (the call to ``generate`` up to its first token, taken from a
 streamer) and ``decode`` (first token to the last), ``request_start/request_end`` for every prompt
 of a batch. The footer summary has ``requests``, ``prompt_tokens``, ``generated_tokens`` and
@@ -49,7 +49,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import EngineError
-from ..launch import kill_group, start_group
+from ..record.launch import kill_group, start_group
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -441,7 +441,7 @@ class CounterFileSensor:
         self.path = Path(path)
 
     def probe(self) -> Any:
-        from ..sensors.base import Probe
+        from ..record.sensors.base import Probe
 
         return Probe(True, f"token and request counters of the transformers worker ({self.path.name})")
 
@@ -501,7 +501,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     batch, prompt_len, new_tokens, rounds, seed, markers (marker file), counters (counter file).
     Markers carry their own unix times; the result has unix times too.
     """
-    from ..recorder import emit_marker
+    from ..record.recorder import emit_marker
 
     mk = spec.get("markers")
 
@@ -615,8 +615,8 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
     file and its token counters through a small file; ``ProcTree`` follows the child for the
     DRAM and IO channels.
 
-    ``sensors``/``nvml``: injected for tests (default: :func:`storagecarbon.recorder.default_sensors`
-    with a fresh :class:`~storagecarbon.sensors.nvml.NvmlSensor`). ``hz``: sampling rate (default
+    ``sensors``/``nvml``: injected for tests (default: :func:`storagecarbon.record.recorder.default_sensors`
+    with a fresh :class:`~storagecarbon.record.sensors.nvml.NvmlSensor`). ``hz``: sampling rate (default
     the scenario's ``engine.sample_hz``, at least 10 Hz). ``device``: torch device of the run
     (default ``$STORAGECARBON_TRANSFORMERS_DEVICE`` or ``cuda``; ``cpu`` runs the loop on the CPU,
     which tests use). Errors: :class:`EngineError` with the worker's last output lines; the trace
@@ -629,11 +629,11 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
 
     import psutil
 
-    from ..recorder import QUIET_ENV, Recorder, default_sensors
+    from ..record.recorder import QUIET_ENV, Recorder, default_sensors
     from ..scenario import TransformersCfg
-    from ..sensors.nvml import NvmlSensor
-    from ..sensors.procio import ProcTree
-    from ..tiermap import map_tiers
+    from ..record.sensors.nvml import NvmlSensor
+    from ..record.sensors.procio import ProcTree
+    from ..record.tiermap import map_tiers
 
     device = device or os.environ.get(DEVICE_ENV) or "cuda"
     scenario_path = Path(scenario_path)

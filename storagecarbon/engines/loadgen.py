@@ -8,7 +8,7 @@ With a server command after ``--`` it starts the server (its own process group),
 exits with the load's status (the server stays up ``--linger`` s after the load, so a recorder's
 last scrape of ``/metrics`` sees the final counters): 0 when every request succeeded, 1 when some failed, 3 when the server
 died or never became ready. Under ``storagecarbon record`` it marks, through
-``$STORAGECARBON_MARKERS`` (:func:`storagecarbon.recorder.emit_marker`), the serving phases the
+``$STORAGECARBON_MARKERS`` (:func:`storagecarbon.record.recorder.emit_marker`), the serving phases the
 report uses: ``server_ready`` (``/health`` answered), ``load_start`` / ``load_end`` (first request
 sent / last answer received, after vLLM's request counter has caught up) and ``server_stop``.
 
@@ -40,8 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
-from ..recorder import emit_marker
-from ..launch import kill_group, start_group
+from ..record.recorder import emit_marker
+from ..record.launch import kill_group, start_group
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 EXIT_FAILED_REQUESTS = 1
@@ -95,7 +95,7 @@ def vocab_size(model: str) -> int:
 
 
 def _requests_done(base: str) -> float | None:
-    from ..sensors.vllm_metrics import NOT_SERVED, REQUESTS_METRIC, metric_sum, parse_prometheus
+    from ..record.sensors.vllm_metrics import NOT_SERVED, REQUESTS_METRIC, metric_sum, parse_prometheus
 
     try:
         with urllib.request.urlopen(f"{base}/metrics", timeout=2) as r:  # noqa: S310 - loopback only

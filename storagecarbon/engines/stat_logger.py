@@ -206,7 +206,7 @@ class _Emitter:
         self.written = 0
 
     def _emit(self, event: str, payload: dict[str, Any]) -> None:
-        from ..recorder import emit_marker
+        from ..record.recorder import emit_marker
 
         payload["engine"] = self.engine_index
         try:

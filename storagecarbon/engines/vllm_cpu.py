@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from storagecarbon.errors import EngineError
-from storagecarbon.launch import signal_group, start_group
+from storagecarbon.record.launch import signal_group, start_group
 
 # Set for every engine run (docs/engines.md explains each).
 ENGINE_ENV: dict[str, str] = {

@@ -18,7 +18,7 @@ The scenario's placement maps onto vLLM and LMCache settings (:func:`engine_sett
 Weights are dummy (``load_format="dummy"``) on a ``config.json`` built from the model shape
 (nothing is downloaded; ``model.truncated_layers`` keeps the shape and drops layers). One engine
 instance runs one or more *workloads*; each workload is recorded into its own trace by the
-project's :class:`~storagecarbon.recorder.Recorder` (NVML energy/power/memory/PCIe per GPU,
+project's :class:`~storagecarbon.record.recorder.Recorder` (NVML energy/power/memory/PCIe per GPU,
 ``/proc/diskstats``, process-tree IO and memory, LMCache tier taps, and vLLM's own counters
 published live by the worker: :class:`VllmCounterFileSensor`). The engine start-up is its own
 trace (``<label>`` = ``load``), so start-up never lands in a workload's per-token figures.
@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import EngineError
-from ..launch import kill_group, start_group
-from ..sensors.base import Probe, SensorBase
+from ..record.launch import kill_group, start_group
+from ..record.sensors.base import Probe, SensorBase
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GIB = float(1 << 30)
@@ -47,7 +47,7 @@ VLLM_GPU_VERSIONS = {"vllm": "0.26.0", "lmcache": "0.5.3"}   # the pack in ../sh
 def gpu_engine_available() -> tuple[bool, str]:
     """Can real vLLM run on a GPU here? ``(ok, reason)``; never raises, imports nothing heavy
     unless a GPU is visible."""
-    from ..sensors.nvml import NvmlSensor   # the one module that imports pynvml
+    from ..record.sensors.nvml import NvmlSensor   # the one module that imports pynvml
 
     nv = NvmlSensor(pcie=False)
     probe = nv.probe()
@@ -377,10 +377,10 @@ def run_instance(scn: Any, workloads: list[dict[str, Any]], out_dir: str | Path,
     """
     import psutil
 
-    from ..recorder import QUIET_ENV, Recorder, default_sensors
-    from ..sensors.nvml import NvmlSensor
-    from ..sensors.procio import ProcTree
-    from ..tiermap import map_tiers
+    from ..record.recorder import QUIET_ENV, Recorder, default_sensors
+    from ..record.sensors.nvml import NvmlSensor
+    from ..record.sensors.procio import ProcTree
+    from ..record.tiermap import map_tiers
     from ..trace import finalize, read_header
 
     out_dir = Path(out_dir).resolve()

@@ -3,7 +3,7 @@ LMCache (the project's CPU connector) while the Recorder records, then facts kno
 (tokens, per-request latency, prefill/decode windows) are added to the trace.
 
 The engine runs as ``python -m storagecarbon.engines.vllm_run`` under
-:func:`storagecarbon.recorder.record_command`, so the recorder follows the whole process tree
+:func:`storagecarbon.record.recorder.record_command`, so the recorder follows the whole process tree
 (driver, EngineCore, VLLM::Worker) and LMCache's tier taps.
 """
 
@@ -123,7 +123,7 @@ def summarize(result: dict[str, Any], t0_unix: float) -> tuple[dict[str, Any], l
 
 def profile_vllm(scn: Scenario, db: DeviceDB, scenario_path: Path, work: Path, *,
                  progress: Callable[[str], None] = lambda s: None) -> Path:
-    from ..recorder import record_command
+    from ..record.recorder import record_command
     from ..trace import read_header
     from .vllm_cpu import engine_available
 

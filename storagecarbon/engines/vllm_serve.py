@@ -15,7 +15,7 @@ will need, and split the run into serving phases afterwards.
 
 Where the serving window comes from, first found wins: ``--window S:E`` (seconds after the
 command started); ``load_start`` / ``load_end`` markers (the project's load generator writes them;
-any program can, see :func:`storagecarbon.recorder.emit_marker`); the first and last engine step
+any program can, see :func:`storagecarbon.record.recorder.emit_marker`); the first and last engine step
 that produced tokens (stat-logger plugin); the first and last scrape at which vLLM's request
 counters moved. Readiness: the ``server_ready`` marker (load generator: ``/health`` answered), the
 first successful ``/metrics`` scrape, or the plugin's ``vllm_engine_ready``.
@@ -244,7 +244,7 @@ def preflight(argv: Sequence[str], *, scenario: Any = None, scenario_path: str |
             pf.missing.append("stat-logger plugin: the vllm.stat_logger_plugins entry point of storagecarbon is "
                               "not installed (pip install -e .), so per-step KV-connector stats are missing")
         if gpu is None:
-            from ..sensors.nvml import NvmlSensor
+            from ..record.sensors.nvml import NvmlSensor
 
             gpu = NvmlSensor().probe().available
         if not gpu and not env.get("VLLM_CPU_KVCACHE_SPACE"):
@@ -360,7 +360,7 @@ def finalize_serving(trace_path: str | Path, *, slo: dict[str, float | None] | N
                      window: tuple[float, float] | None = None) -> dict[str, Any]:
     """Add serving phases, latency and plugin totals to a recorded trace (see the module docstring).
     Returns the ``serving`` summary written; a truncated trace is left as it is."""
-    from ..sensors.vllm_metrics import Histogram, latency_summary
+    from ..record.sensors.vllm_metrics import Histogram, latency_summary
     from ..trace import finalize, read_trace
 
     t = read_trace(trace_path)

@@ -1,6 +1,6 @@
 """Live Prometheus exporter: what a recording (or a growing trace file) has used and emitted so far.
 
-A :class:`LiveExporter` is fed the samples of one trace, either by a :class:`~storagecarbon.recorder.Recorder`
+A :class:`LiveExporter` is fed the samples of one trace, either by a :class:`~storagecarbon.record.recorder.Recorder`
 it listens to (``record --prometheus HOST:PORT``) or by :class:`TraceFollower` reading a trace
 file as it grows (``storagecarbon export TRACE``). On each scrape it turns the running totals
 into a :class:`~storagecarbon.usage.Usage` (one phase, the whole run so far) with the same rules as
@@ -228,7 +228,7 @@ class LiveUsage:
 class LiveExporter:
     """A ``prometheus_client`` collector over one recording (see module docstring).
 
-    Feed it as a :class:`~storagecarbon.recorder.Recorder` listener (:meth:`on_tick`, cheap: the
+    Feed it as a :class:`~storagecarbon.record.recorder.Recorder` listener (:meth:`on_tick`, cheap: the
     sampling thread only appends the tick's rows) or with :meth:`feed`. ``collect()`` runs in the
     scraping thread and does the work.
     """

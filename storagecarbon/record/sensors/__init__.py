@@ -1,6 +1,6 @@
 """Sensors: one source (and at most one vendor library) per module, behind one protocol.
 
-See :mod:`storagecarbon.sensors.base` for the protocol. Importing this package imports no vendor
+See :mod:`storagecarbon.record.sensors.base` for the protocol. Importing this package imports no vendor
 library: :mod:`.nvml` imports ``pynvml`` only inside ``NvmlSensor.probe()``.
 """
 

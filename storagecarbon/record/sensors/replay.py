@@ -4,7 +4,7 @@ Two ways to replay a recorded trace (or an in-memory list of rows ``(t_s, device
 
 * :class:`ReplaySensor`: a live sensor. At each ``read()`` it answers, per channel, the last
   recorded value at or before ``(now - start) * speed`` seconds into the recording. Put it in a
-  :class:`~storagecarbon.recorder.Recorder` to exercise the recorder end to end.
+  :class:`~storagecarbon.record.recorder.Recorder` to exercise the recorder end to end.
 * :func:`write_replay`: writes the readings straight into a new trace with their recorded
   timestamps (``source = "replayed"``), no clock involved: deterministic and instant, for
   attribution tests (a 4-GPU replay through :func:`storagecarbon.usage.aggregate` gives each GPU
@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..trace import DeviceEntry, Trace, TraceHeader, TraceWriter, host_inventory, make_channels, read_trace, tool_versions
+from ...trace import DeviceEntry, Trace, TraceHeader, TraceWriter, host_inventory, make_channels, read_trace, tool_versions
 from .base import ChannelSpec, Probe, Row, SensorBase
 
 ReplayRow = tuple[float, str, str, float]   # (t_s, device, metric, value)

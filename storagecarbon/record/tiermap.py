@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .trace import DeviceEntry
+from ..trace import DeviceEntry
 
 VIRTUAL_PREFIXES = ("vd", "xvd", "loop", "zram", "ram", "nbd", "rbd")
 VIRTUAL_MARKERS = ("qemu", "virtual", "vmware", "vbox", "msft", "amazon elastic block store",

@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ..trace import CUMULATIVE_METRICS, GAUGE_METRICS, DeviceEntry
+from ...trace import CUMULATIVE_METRICS, GAUGE_METRICS, DeviceEntry
 
 Row = tuple[str, str, float]            # (device_id, metric, value)
 ChannelSpec = tuple[str, str, str]      # (device_id, metric, sensor_name)

@@ -11,7 +11,7 @@ printed through ``jiffies_to_msecs()`` (an ``unsigned int``), so it wraps at 2**
 busy time) even on 64-bit kernels; every field is an ``unsigned long`` (32 bits) on 32-bit kernels.
 A decrease of a 32-bit field whose last value was in the upper half of its range is unfolded as a
 wrap (``+ (raw - last) mod 2**32``); any other decrease is a reset (device re-attached) and counts
-from zero again. See :class:`~storagecarbon.sensors.base.MonotonicCounter`.
+from zero again. See :class:`~storagecarbon.record.sensors.base.MonotonicCounter`.
 
 Page cache caveat: small buffered writes reach the device late (writeback) or are merged with
 other tenants' IO; the per-process counters (:mod:`.procio`) and LMCache taps
@@ -82,7 +82,7 @@ class DiskstatsSensor(SensorBase):
     """``bytes_read``/``bytes_written``/``busy_s`` for devices mapped to block device names.
 
     ``devices``: device id -> block device names (whole disks, as in ``/proc/diskstats``), from
-    :func:`storagecarbon.tiermap.map_tiers`. ``busy_s`` of a device backed by several disks is the
+    :func:`storagecarbon.record.tiermap.map_tiers`. ``busy_s`` of a device backed by several disks is the
     sum of their busy times (unit-seconds, as the power model expects).
     """
 

@@ -64,7 +64,7 @@ class VllmStatsSensor(SensorBase):
         return self.disk_device
 
     def read(self) -> list[Row]:
-        from ..engines.stat_logger import MARKER_EVENT, READY_EVENT, parse_stats_label
+        from ...engines.stat_logger import MARKER_EVENT, READY_EVENT, parse_stats_label
         from ..recorder import _MarkerTail
 
         if self._tail is None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..trace import DeviceEntry
+from ...trace import DeviceEntry
 from .base import ChannelSpec, Probe, Row, SensorBase
 
 KB = 1000.0  # NVML documents PCIe throughput in KB/s

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
-from ..trace import DeviceEntry
+from ...trace import DeviceEntry
 from .base import ChannelSpec, Probe, Row, SensorBase
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -96,7 +96,7 @@ def _pread(fd: int) -> bytes | None:
 class ProcTree:
     """The members of a process tree (see module docstring), re-read at most every ``max_age_s``.
 
-    Shared by :class:`ProcIOSensor` and :class:`~storagecarbon.sensors.memory.MemorySensor` so one
+    Shared by :class:`ProcIOSensor` and :class:`~storagecarbon.record.sensors.memory.MemorySensor` so one
     tick reads ``/proc`` once. Cost per tick is what a 10 Hz recorder can afford (issue 13: at most
     200 us of CPU per sample for all default sensors):
 
@@ -376,7 +376,7 @@ _IO_PREFIXES = tuple(f"{f}: ".encode() for f in IO_FIELDS)
 class _TreeTotals:
     """Monotonic totals over a tree's members, with the reaping rule of the module docstring.
 
-    Per member, per field, the semantics of :class:`~storagecarbon.sensors.base.KeepLast` (a
+    Per member, per field, the semantics of :class:`~storagecarbon.record.sensors.base.KeepLast` (a
     decrease is a restart: the old value is kept in a base), with the running totals updated
     incrementally (the sampling path touches each member once per tick).
     """

@@ -38,10 +38,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import TraceWriteError
+from ..errors import TraceWriteError
 from .launch import end_group, group_members, signal_group, start_group
 from .sensors.base import WORKLOAD_DEVICE, Probe
-from .trace import DeviceEntry, TraceHeader, TraceWriter, host_inventory, make_channels, tool_versions
+from ..trace import DeviceEntry, TraceHeader, TraceWriter, host_inventory, make_channels, tool_versions
 
 MARKERS_ENV = "STORAGECARBON_MARKERS"
 TAP_ENV = "STORAGECARBON_TAP_DIR"
@@ -136,7 +136,7 @@ class Recorder:
     """Samples ``sensors`` at ``hz`` into a trace at ``path`` (see module docstring).
 
     ``header_base``: ``source`` (default ``"measured"``), ``devices`` (:class:`DeviceEntry` list,
-    typically :func:`storagecarbon.tiermap.map_tiers`), ``scenario`` (echo), ``notes``, ``host``
+    typically :func:`storagecarbon.record.tiermap.map_tiers`), ``scenario`` (echo), ``notes``, ``host``
     (merged over :func:`host_inventory`), ``sensors`` (extra availability entries, e.g. sensors
     left out before construction). ``probed``: probe results already obtained (sensor name ->
     :class:`Probe`), so those sensors are not probed twice. ``listeners``: callables
@@ -566,7 +566,7 @@ def _coerce_scenario(scenario: Any) -> tuple[Any, str | None]:
     if scenario is None or hasattr(scenario, "hardware"):
         return scenario, None
     try:
-        from .scenario import Scenario
+        from ..scenario import Scenario
 
         return Scenario.model_validate(scenario), None
     except Exception as exc:  # noqa: BLE001
@@ -575,7 +575,7 @@ def _coerce_scenario(scenario: Any) -> tuple[Any, str | None]:
 
 def _load_db() -> tuple[Any, str | None]:
     try:
-        from .devicedb import DeviceDB
+        from ..devicedb import DeviceDB
 
         return DeviceDB.load(), None
     except Exception as exc:  # noqa: BLE001 - the recording goes on without device_db
