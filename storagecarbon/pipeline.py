@@ -12,6 +12,7 @@ from .carbon.usage import aggregate
 from .devicedb import DeviceDB
 from .errors import EngineError, StoragecarbonError
 from .model.constants import constants_for
+from .report.model import Report
 from .report.build import build_report
 from .report.files import write_report_files
 from .scenario import Carbon, Scenario
@@ -19,7 +20,7 @@ from .scenario import Carbon, Scenario
 
 @dataclass
 class ProfileResult:
-    report: dict[str, Any]
+    report: Report
     attribution: Attribution
     trace_path: Path
     out_dir: Path
@@ -165,7 +166,7 @@ def profile(scenario_path: str | Path, *, db: DeviceDB | None = None, out_dir: s
 
 @dataclass
 class AttributedTrace:
-    report: dict[str, Any]
+    report: Report
     attribution: Attribution
     db: DeviceDB | None = None   # the device_db the attribution used (with the scenario's overrides)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ class Option:
 
     name: str
     source: str
-    report: dict[str, Any]
+    report: Mapping[str, Any]   # the option's report (storagecarbon.report.model.Report, or an older report.json)
     uses: list[DeviceUse]
     grid: GridSpec
     pue: Triple

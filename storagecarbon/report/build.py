@@ -13,15 +13,18 @@ import numpy as np
 
 from ..carbon.attribute import Attribution
 from ..carbon.sampling import J_PER_KWH, band
+from .model import Band, CarbonCells, DeviceRow, EnergyBasis, EnergyCells, Headline, Latency, LedgerRow, PhaseRow, \
+    Report, TierRow, Timeline
 
 REPORT_VERSION = 2
 STORAGE_TIERS = ("dram", "ssd", "hdd")
 
 
-def _band(x: np.ndarray | None, best: float | None = None) -> dict[str, float] | None:
+def _band(x: np.ndarray | None, best: float | None = None) -> Band | None:
     if x is None:
         return None
-    return band(x, best)
+    b = band(x, best)
+    return Band(p5=b["p5"], p50=b["p50"], p95=b["p95"])
 
 
 def _cells(a: np.ndarray, b: np.ndarray, dev: np.ndarray | list[int] | slice,
@@ -41,33 +44,33 @@ def _known_sum(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return np.add(a if a is not None else 0.0, b if b is not None else 0.0)
 
 
-def _carbon(attr: Attribution, dev: Any, ph: Any = slice(None)) -> dict[str, Any]:
+def _carbon(attr: Attribution, dev: Any, ph: Any = slice(None)) -> CarbonCells:
     e, eb = _cells(attr.embodied_g, attr.embodied_best_g, dev, ph)
     o, ob = _cells(attr.operational_g, attr.operational_best_g, dev, ph)
     t = tb = None
     if e is not None or o is not None:
         t = _known_sum(e, o)
         tb = (eb or 0.0) + (ob or 0.0)
-    return {"embodied_gco2e": _band(e, eb), "operational_gco2e": _band(o, ob), "total_gco2e": _band(t, tb)}
+    return CarbonCells(embodied_gco2e=_band(e, eb), operational_gco2e=_band(o, ob), total_gco2e=_band(t, tb))
 
 
-def _energy(attr: Attribution, dev: Any, ph: Any = slice(None)) -> dict[str, Any]:
+def _energy(attr: Attribution, dev: Any, ph: Any = slice(None)) -> EnergyCells:
     j, jb = _cells(attr.energy_j, attr.energy_best_j, dev, ph)
     idx = np.arange(len(attr.devices))[dev]
     kinds = {attr.devices[i].energy_basis for i in np.atleast_1d(idx)}
-    basis = "missing" if j is None else ("measured" if kinds == {"measured"} else "modeled")
-    return {"energy_j": _band(j, jb), "energy_kwh": _band(None if j is None else j / J_PER_KWH,
-                                                           None if jb is None else jb / J_PER_KWH),
-            "energy_basis": basis}
+    basis: EnergyBasis = "missing" if j is None else ("measured" if kinds == {"measured"} else "modeled")
+    return EnergyCells(energy_j=_band(j, jb), energy_kwh=_band(None if j is None else j / J_PER_KWH,
+                                                                None if jb is None else jb / J_PER_KWH),
+                       energy_basis=basis)
 
 
-def _share(part: np.ndarray | None, whole: np.ndarray | None, pb: float | None, wb: float | None):
+def _share(part: np.ndarray | None, whole: np.ndarray | None, pb: float | None, wb: float | None) -> Band | None:
     if part is None or whole is None or not np.all(whole > 0):
         return None
-    return band(part / whole, (pb or 0.0) / wb if wb else None)
+    return _band(part / whole, (pb or 0.0) / wb if wb else None)
 
 
-def headline(attr: Attribution, generated: int) -> dict[str, Any]:
+def headline(attr: Attribution, generated: int) -> Headline:
     """Total, per 1k generated tokens, kWh and the storage (DRAM + SSD + HDD) share, each with its band."""
     alld = slice(None)
     e, eb = _cells(attr.embodied_g, attr.embodied_best_g, alld)
@@ -92,8 +95,8 @@ def headline(attr: Attribution, generated: int) -> dict[str, Any]:
     }
 
 
-def ledger_rows(attr: Attribution) -> list[dict[str, Any]]:
-    out = []
+def ledger_rows(attr: Attribution) -> list[LedgerRow]:
+    out: list[LedgerRow] = []
     for r in attr.ledger:
         net = None if r.cost_g is None or r.saving_g is None else r.cost_g - r.saving_g
         netb = None if r.cost_best_g is None or r.saving_best_g is None else r.cost_best_g - r.saving_best_g
@@ -106,7 +109,7 @@ def ledger_rows(attr: Attribution) -> list[dict[str, Any]]:
 
 
 def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | None] | None = None,
-                 trace_path: str | None = None) -> dict[str, Any]:
+                 trace_path: str | None = None) -> Report:
     u = attr.usage
     summ = (u.summary if u is not None else None) or {}
     mode = u.header.source if u is not None else "modeled"
@@ -141,12 +144,15 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
     def _excl(ids: set[str]) -> list[str]:
         return [x for x in attr.excludes if x.split(" ", 1)[0] in ids]
 
-    tiers = []
+    tiers: list[TierRow] = []
     for tier in attr.tiers():
         idx = np.flatnonzero(attr.tier_mask(tier))
-        row: dict[str, Any] = {"tier": tier, "devices": [
+        row: TierRow = {"tier": tier, "devices": [
             f"{attr.devices[i].count} x {attr.devices[i].db_key or attr.devices[i].id + ' (no device record)'}"
-            for i in idx]}
+            for i in idx], **_energy(attr, idx), **_carbon(attr, idx),
+            "energy_methods": sorted({attr.devices[i].energy for i in idx}),
+            "occupancy_basis": sorted({attr.devices[i].occupancy for i in idx}),
+            "excludes": _excl({attr.devices[i].id for i in idx})}
         if u is not None:
             q = u.by_phase
             row.update({
@@ -159,14 +165,9 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
                 if u.duration_s > 0 else None,
             })
             row["block_vs_app_gap_bytes"] = row["app_bytes_written"] - row["bytes_written"]
-        row.update(_energy(attr, idx))
-        row["energy_methods"] = sorted({attr.devices[i].energy for i in idx})
-        row["occupancy_basis"] = sorted({attr.devices[i].occupancy for i in idx})
-        row.update(_carbon(attr, idx))
-        row["excludes"] = _excl({attr.devices[i].id for i in idx})
         tiers.append(row)
 
-    devices = []
+    devices: list[DeviceRow] = []
     for i, d in enumerate(attr.devices):
         devices.append({
             "id": d.id, "tier": d.tier, "db_key": d.db_key, "name": d.name, "count": d.count,
@@ -182,17 +183,18 @@ def build_report(attr: Attribution, *, scenario: str, slo: dict[str, float | Non
             **_carbon(attr, [i]),
         })
 
-    phases = {}
+    phases: dict[str, PhaseRow] = {}
     T = attr.phase_time_s if attr.phase_time_s is not None else np.zeros(len(attr.phases))
     for j, p in enumerate(attr.phases):
         c = _carbon(attr, alld, [j])
-        if T[j] <= 0 and all(v is None or v["p95"] == 0 for v in c.values()):
+        if T[j] <= 0 and all(v is None or v["p95"] == 0 for v in (c["embodied_gco2e"], c["operational_gco2e"],
+                                                                   c["total_gco2e"])):
             continue
         phases[p] = {"time_s": float(T[j]), **c, **_energy(attr, alld, [j])}
 
     lat = summ.get("latency") or {}
     slo = slo or {}
-    latency: dict[str, Any] = {"ttft_ms": lat.get("ttft_ms"), "tpot_ms": lat.get("tpot_ms"), "slo": {}}
+    latency = Latency(ttft_ms=lat.get("ttft_ms"), tpot_ms=lat.get("tpot_ms"), slo={})
     for key in ("ttft_ms", "tpot_ms"):
         target = slo.get(key)
         got = (lat.get(key) or {}).get("p90") if lat.get(key) else None
@@ -323,7 +325,7 @@ def interval_table(attr: Attribution) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
-def timeline(attr: Attribution, bins: int = 240) -> dict[str, Any] | None:
+def timeline(attr: Attribution, bins: int = 240) -> Timeline | None:
     """Power and IO rates per device over the run, at most ``bins`` points, from the attribution itself (each
     device's central energy spread over the intervals as attribute() charges it; no second energy model)."""
     u = attr.usage

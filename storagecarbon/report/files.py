@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -19,7 +20,7 @@ def _table(cols: dict[str, Any]) -> pa.Table:
     return pa.table({k: pa.array(v, from_pandas=True) for k, v in cols.items()})
 
 
-def write_report_files(out_dir: Path, report: dict[str, Any], attr: Attribution, trace_path: Path) -> dict[str, str]:
+def write_report_files(out_dir: Path, report: Mapping[str, Any], attr: Attribution, trace_path: Path) -> dict[str, str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
     if trace_path.resolve() != (out_dir / "trace.arrows").resolve():

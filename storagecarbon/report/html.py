@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -384,7 +384,7 @@ def _sources_block(sources: dict[str, Any], assumptions: dict[str, Any] | None =
     return "".join(out)
 
 
-def _headline(rep: dict[str, Any]) -> str:
+def _headline(rep: Mapping[str, Any]) -> str:
     """The first panel: total, per 1k tokens, kWh, storage share, SLO verdict, mode and why."""
     hd = rep.get("headline") or {}
     total = hd.get("total_g") if "total_g" in hd else (rep.get("totals") or {}).get("total_gco2e")
@@ -423,7 +423,7 @@ def _headline(rep: dict[str, Any]) -> str:
             f'<p class="note">{" · ".join(extra)}</p>')
 
 
-def _bytes_table(rep: dict[str, Any]) -> str:
+def _bytes_table(rep: Mapping[str, Any]) -> str:
     """Application-level (LMCache) against block-level bytes per tier, and their gap."""
     tiers = rep.get("tiers") or []
     if not any(t.get("app_bytes_written") or t.get("app_bytes_read") for t in tiers) and \
@@ -446,7 +446,7 @@ def _bytes_table(rep: dict[str, Any]) -> str:
               'filesystem, page-cache write-back and every other process. DRAM has no block-level counter (—).</p>')
 
 
-def _devices_block(rep: dict[str, Any]) -> str:
+def _devices_block(rep: Mapping[str, Any]) -> str:
     devs = [d for d in rep.get("devices") or [] if any(k in d for k in ("energy_kwh", "energy_j", "idle_capacity_share"))]
     if not devs:
         return ""
@@ -461,7 +461,7 @@ def _devices_block(rep: dict[str, Any]) -> str:
             '<th>idle capacity share</th></tr>' + "".join(rows) + "</table>")
 
 
-def _accounting_blocks(rep: dict[str, Any]) -> str:
+def _accounting_blocks(rep: Mapping[str, Any]) -> str:
     out = []
     if rep.get("ledger"):
         rows = []
@@ -495,7 +495,7 @@ def _accounting_blocks(rep: dict[str, Any]) -> str:
 STORAGE_TIERS = ("dram", "ssd", "hdd")
 
 
-def _storage_panel(rep: dict[str, Any]) -> str:
+def _storage_panel(rep: Mapping[str, Any]) -> str:
     """The storage tiers on a scale of their own (next to the GPU they would be invisible)."""
     bars = [{"label": t["tier"], "emb": (t.get("embodied_gco2e") or {}).get("p50") or 0.0,
              "op": (t.get("operational_gco2e") or {}).get("p50") or 0.0,
@@ -511,7 +511,7 @@ def _storage_panel(rep: dict[str, Any]) -> str:
                            cls="tiers storage", height=260))
 
 
-def _profile_section(rep: dict[str, Any], trace_path: str | Path | None) -> str:
+def _profile_section(rep: Mapping[str, Any], trace_path: str | Path | None) -> str:
     out = [f'<h1>{_mode_badge(rep.get("mode", "?"))} {_e(rep.get("scenario", ""))}</h1>']
     if rep.get("totals") or rep.get("headline"):
         out.append(_headline(rep))
@@ -821,7 +821,7 @@ def _plan_section(pl: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def render_html(*, profile: dict[str, Any] | None = None, trace_path: str | Path | None = None,
+def render_html(*, profile: Mapping[str, Any] | None = None, trace_path: str | Path | None = None,
                 compare: dict[str, Any] | None = None, plan: dict[str, Any] | None = None, title: str | None = None) -> str:
     from .. import __version__
 
@@ -845,7 +845,7 @@ def render_html(*, profile: dict[str, Any] | None = None, trace_path: str | Path
               f"(inline SVG, no external assets).</p></main></body></html>\n")
 
 
-def write_html(path: str | Path, *, profile: dict[str, Any] | None = None, trace_path: str | Path | None = None,
+def write_html(path: str | Path, *, profile: Mapping[str, Any] | None = None, trace_path: str | Path | None = None,
                compare: dict[str, Any] | None = None, plan: dict[str, Any] | None = None) -> Path:
     """Write one self-contained HTML report (any combination of profile, compare and plan)."""
     p = Path(path)

@@ -487,7 +487,7 @@ def sources_panel(rep: Mapping[str, Any]) -> Panel:
 
 
 # ------------------------------------------------------------------------------ render
-def render(report: dict[str, Any], console: Console | None = None, *, verbose: bool = False) -> None:
+def render(report: Mapping[str, Any], console: Console | None = None, *, verbose: bool = False) -> None:
     console = console or Console()
     console.print(headline(report, console))
     console.print(activity_line(report), highlight=False)
