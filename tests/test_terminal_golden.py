@@ -37,13 +37,14 @@ def _load(name: str) -> dict:
 
 def _devices(con: Console) -> None:
     import storagecarbon.cli as cli
+    import storagecarbon.cli.devices as devices
 
-    old = cli.out
-    cli.out = con
+    old = devices.out
+    devices.out = con
     try:
         assert cli.main(["devices", "list"]) == 0
     finally:
-        cli.out = old
+        devices.out = old
 
 
 CASES = {
