@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from storagecarbon.attribution import CarbonInputs, Triple, attribute
+from storagecarbon.carbon.attribute import CarbonInputs, attribute
+
+from storagecarbon.carbon.sampling import Triple
 from storagecarbon.devicedb import DeviceDB
 from storagecarbon.trace import DeviceEntry, TraceHeader, TraceWriter, make_channels
-from storagecarbon.usage import aggregate
+from storagecarbon.carbon.usage import aggregate
 
 DEVICES = [("gpu0", "hbm", "h100-sxm5-80gb"), ("gpu1", "hbm", "h100-sxm5-80gb"), ("gpu2", "hbm", "h100-sxm5-80gb"),
            ("gpu3", "hbm", "h100-sxm5-80gb"), ("dram", "dram", "ddr5-rdimm-64gb"), ("ssd0", "ssd", "samsung-pm9a3-7.68tb"),

@@ -24,7 +24,8 @@ from pathlib import Path
 import yaml
 
 from storagecarbon.devicedb import DEFAULT_DB_DIR, DeviceDB
-from storagecarbon.perfmodel import ModelConstants, run_model
+from storagecarbon.model.constants import ModelConstants
+from storagecarbon.model.simulate import run_model
 from storagecarbon.scenario import parse_scenario
 
 T4_PEAK_FP16_TFLOPS = 65.0

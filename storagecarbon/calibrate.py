@@ -5,8 +5,8 @@ For every measured trace of the transformers engine (``engine: transformers``; t
 scenario echo: one batch of ``batch_size`` requests, all arriving at t = 0, ``max_num_seqs =
 batch_size``, fixed prompt and output lengths, the weight placement that actually ran (the
 offloaded bytes over the weight bytes, to DRAM for ``cpu`` and to the SSD tier for ``disk``), and
-the number of GPUs NVML saw. :func:`storagecarbon.perfmodel.run_model` then predicts, for any
-candidate :class:`~storagecarbon.perfmodel.ModelConstants`:
+the number of GPUs NVML saw. :func:`storagecarbon.model.simulate.run_model` then predicts, for any
+candidate :class:`~storagecarbon.model.constants.ModelConstants`:
 
 * TTFT and TPOT (the model's first batch vs the mean over the measured batches);
 * GPU energy per generated token, as attribution computes it for a modeled trace:
@@ -26,7 +26,7 @@ The fit is least squares on log(modeled / measured) (relative errors, symmetric)
 
 Constants no fitted trace can inform keep their defaults and are listed as such. Traces matched
 by ``--holdout`` are evaluated with the fitted constants but not used in the fit. The output
-file has ``constants:`` (read by :func:`storagecarbon.perfmodel.load_constants`), the residuals
+file has ``constants:`` (read by :func:`storagecarbon.model.constants.load_constants`), the residuals
 of every trace, the traces used (with sha256) and the machine they came from.
 """
 
@@ -130,7 +130,7 @@ def equivalent_scenario(echo: dict[str, Any], tf: dict[str, Any], n_gpu: int) ->
 def observe(path: str | Path, tmp: Path) -> Observation:
     """Measured TTFT, TPOT and GPU J/token of a transformers trace, and its modeled equivalent."""
     from .trace import read_trace
-    from .usage import aggregate
+    from .carbon.usage import aggregate
 
     src = Path(path)
     if not src.exists():
@@ -270,7 +270,7 @@ class ModelRun:
 
 
 def model_once(scn: Any, db: Any, k: Any, tmp: Path) -> ModelRun:
-    from .perfmodel import run_model
+    from .model.simulate import run_model
     from .trace import read_trace
 
     out = tmp / "model.arrows"
@@ -435,23 +435,6 @@ def _initial(obs: Sequence[Observation], db: Any, base: Any, active: list[str]) 
     return k
 
 
-class _CachedToolVersions:
-    """While fitting, ``run_model`` runs thousands of times; the package versions it stamps into
-    every modeled trace header cost two thirds of each run (``importlib.metadata``). They cannot
-    change during a fit, so they are looked up once (restored on exit)."""
-
-    def __enter__(self) -> None:
-        from . import perfmodel
-
-        self.mod = perfmodel
-        self.orig = perfmodel.tool_versions
-        cached = self.orig()
-        perfmodel.tool_versions = lambda: dict(cached)  # type: ignore[assignment]
-
-    def __exit__(self, *exc: Any) -> None:
-        self.mod.tool_versions = self.orig  # type: ignore[assignment]
-
-
 def calibrate(observations: Sequence[Observation], db: Any, *, base: Any = None, max_evals: int = 1500,
               progress: Callable[[str], None] = lambda s: None) -> CalibrationResult:
     """Fit constants to the observations that are not held out (see module docstring).
@@ -462,7 +445,7 @@ def calibrate(observations: Sequence[Observation], db: Any, *, base: Any = None,
        single-GPU runs with weights in host memory;
     3. ``tp_efficiency`` and ``tp_layer_s`` (they act only on several GPUs) from the multi-GPU runs;
     then the GPU power fractions, linear once the timing is fixed, from every fitted run with GPU energy."""
-    from .perfmodel import ModelConstants
+    from .model.constants import ModelConstants
 
     names = {f.name for f in fields(ModelConstants)}
     fit_all = [o for o in observations if not o.held_out]
@@ -477,30 +460,29 @@ def calibrate(observations: Sequence[Observation], db: Any, *, base: Any = None,
     evals = 0
     fv = 0.0
     tmp = Path(tempfile.mkdtemp(prefix="storagecarbon-cal-"))
-    with _CachedToolVersions():
-        try:
-            stages = [(first, [a for a in _active(first, names) if a not in STAGED])]
-            if weights and first is not fit_all:
-                stages.append((weights, [a for a in ("weight_stream_gb_per_s", "weight_reread_tokens") if a in names]))
-            if multi and first is not fit_all and "tp_efficiency" in names:
-                stages.append((multi, [a for a in ("tp_efficiency", "tp_layer_s") if a in names]))
-            for obs, active in stages:
-                if not active:
-                    continue
-                k = _initial(obs, db, k, active)
-                progress(f"fitting {', '.join(active)} to {len(obs)} trace(s)")
-                k, fv_i, n = _fit_timing(obs, db, k, active, tmp, max_evals)
-                fv = fv_i if not fitted else fv
-                fitted += active
-                evals += n
-            progress("fitting GPU power fractions")
-            k, pf = _fit_power(fit_all, db, k, names, tmp)
-            k = replace(k, source="calibration (fit in memory)")
-            fitted += pf
-            defaulted = sorted(n for n in names - set(fitted) - {"source"})
-            preds = {o.name: predict(o, db, k, tmp) for o in observations}
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        stages = [(first, [a for a in _active(first, names) if a not in STAGED])]
+        if weights and first is not fit_all:
+            stages.append((weights, [a for a in ("weight_stream_gb_per_s", "weight_reread_tokens") if a in names]))
+        if multi and first is not fit_all and "tp_efficiency" in names:
+            stages.append((multi, [a for a in ("tp_efficiency", "tp_layer_s") if a in names]))
+        for obs, active in stages:
+            if not active:
+                continue
+            k = _initial(obs, db, k, active)
+            progress(f"fitting {', '.join(active)} to {len(obs)} trace(s)")
+            k, fv_i, n = _fit_timing(obs, db, k, active, tmp, max_evals)
+            fv = fv_i if not fitted else fv
+            fitted += active
+            evals += n
+        progress("fitting GPU power fractions")
+        k, pf = _fit_power(fit_all, db, k, names, tmp)
+        k = replace(k, source="calibration (fit in memory)")
+        fitted += pf
+        defaulted = sorted(n for n in names - set(fitted) - {"source"})
+        preds = {o.name: predict(o, db, k, tmp) for o in observations}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return CalibrationResult(constants=k, fitted=fitted, defaulted=defaulted, observations=list(observations),
                              predictions=preds, objective=float(fv), evaluations=evals)
 
@@ -573,7 +555,7 @@ def _bounded_lstsq(a: np.ndarray, b: np.ndarray, lo: float, hi: float) -> np.nda
 
 # ------------------------------------------------------------------------------------ files
 def result_document(res: CalibrationResult, *, command: str = "") -> dict[str, Any]:
-    from .perfmodel import BASIS
+    from .model.constants import BASIS
 
     k = asdict(res.constants)
     k.pop("source", None)
@@ -647,7 +629,7 @@ def write_synthetic_measurement(scn: Any, db: Any, constants: Any, out_path: str
     """A "measured" transformers trace made by the model itself with known ``constants``
     (for tests: a calibration must recover them). GPU energy follows the attribution formula;
     the summary has the ``transformers`` block a real run writes."""
-    from .perfmodel import run_model
+    from .model.simulate import run_model
     from .trace import Channel, DeviceEntry, TraceHeader, TraceWriter, read_trace
 
     tmp = Path(tempfile.mkdtemp(prefix="storagecarbon-syn-"))

@@ -134,7 +134,7 @@ def run_measured(scn: Scenario, db: DeviceDB, scenario_path: Path, work: Path,
 def profile(scenario_path: str | Path, *, db: DeviceDB | None = None, out_dir: str | Path | None = None,
             mode: str = "auto", region: str | None = None, draws: int | None = None, scope: str | None = None,
             progress: Callable[[str], None] = lambda s: None) -> ProfileResult:
-    from .perfmodel import run_model
+    from .model.simulate import run_model
     from .scenario import load_scenario
 
     db = db or DeviceDB.load()

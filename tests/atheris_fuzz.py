@@ -19,7 +19,7 @@ with atheris.instrument_imports(include=["storagecarbon"]):
     import storagecarbon.planner  # noqa: F401
     import storagecarbon.scenario  # noqa: F401
     import storagecarbon.trace  # noqa: F401
-    import storagecarbon.usage  # noqa: F401
+    import storagecarbon.carbon.usage  # noqa: F401
     import storagecarbon.yamlio  # noqa: F401
 
 KIND = sys.argv.pop(1)

@@ -96,7 +96,7 @@ def yaml_text(data: bytes | str) -> str:
 
 def trace(data: bytes) -> str:
     from storagecarbon.trace import read_trace
-    from storagecarbon.usage import aggregate
+    from storagecarbon.carbon.usage import aggregate
 
     p = workdir() / "fuzz.arrows"
     p.write_bytes(data)

@@ -20,7 +20,7 @@ from storagecarbon.cli import main
 from storagecarbon.devicedb import DeviceDB
 from storagecarbon.report.build import build_report
 from storagecarbon.trace import DeviceEntry, TraceHeader, TraceWriter, make_channels
-from storagecarbon.usage import aggregate
+from storagecarbon.carbon.usage import aggregate
 
 YEAR_S = 365.25 * 86400
 LIFE = {"best": 5, "source": "test"}

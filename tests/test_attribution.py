@@ -5,9 +5,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storagecarbon.attribution import SECONDS_PER_YEAR, CarbonInputs, Triple, attribute
+from storagecarbon.carbon.sampling import SECONDS_PER_YEAR, Triple
+
+from storagecarbon.carbon.attribute import CarbonInputs, attribute
 from storagecarbon.trace import DeviceEntry, TraceHeader, TraceWriter, make_channels
-from storagecarbon.usage import aggregate
+from storagecarbon.carbon.usage import aggregate
 
 INPUTS = CarbonInputs(Triple(300, 400, 500, "test"), Triple(1.1, 1.2, 1.4, "test"), draws=500, seed=1)
 

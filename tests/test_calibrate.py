@@ -9,7 +9,8 @@ import pytest
 
 from storagecarbon import calibrate as cal
 from storagecarbon.errors import StoragecarbonError
-from storagecarbon.perfmodel import ModelConstants, load_constants, run_model
+from storagecarbon.model.constants import ModelConstants, load_constants
+from storagecarbon.model.simulate import run_model
 from storagecarbon.scenario import parse_scenario
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from storagecarbon.cli import main
 from storagecarbon.errors import StoragecarbonError
 from storagecarbon.fleet.export import LiveExporter, LiveUsage, TraceFollower, parse_listen
 from storagecarbon.trace import DeviceEntry, TraceHeader, TraceWriter, make_channels
-from storagecarbon.usage import QUANTITIES, aggregate
+from storagecarbon.carbon.usage import QUANTITIES, aggregate
 
 WORKLOAD = """
 import os, time

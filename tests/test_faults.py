@@ -34,7 +34,7 @@ from storagecarbon.record.sensors.base import Probe, SensorBase
 from storagecarbon.record.sensors.diskstats import DiskstatsSensor
 from storagecarbon.record.sensors.nvml import NvmlSensor
 from storagecarbon.trace import DeviceEntry, read_trace
-from storagecarbon.usage import aggregate
+from storagecarbon.carbon.usage import aggregate
 
 PY = sys.executable
 HERE = Path(__file__).resolve().parent

@@ -4,11 +4,13 @@ report (each GPU a whole unit, each GPU's own measured energy), and the model on
 import numpy as np
 import pytest
 
-from storagecarbon.attribution import SECONDS_PER_YEAR, CarbonInputs, Triple, attribute
+from storagecarbon.carbon.sampling import SECONDS_PER_YEAR, Triple
+
+from storagecarbon.carbon.attribute import CarbonInputs, attribute
 from storagecarbon.report.build import build_report
 from storagecarbon.record.sensors.replay import write_replay
 from storagecarbon.trace import DeviceEntry, TraceHeader, TraceWriter, make_channels
-from storagecarbon.usage import aggregate
+from storagecarbon.carbon.usage import aggregate
 
 N = 4
 
@@ -58,7 +60,7 @@ def test_replayed_four_gpus_are_each_accounted(four_gpu_trace, db):
 
 
 def _tpot(db, root, tmp_path, n_gpu):
-    from storagecarbon.perfmodel import run_model
+    from storagecarbon.model.simulate import run_model
     from storagecarbon.scenario import parse_scenario
 
     text = (root / "scenarios/llama70b_hbm_only.yaml").read_text().replace("count: 4}", f"count: {n_gpu}}}", 1)

@@ -4,10 +4,12 @@ import numpy as np
 import yaml
 import pytest
 
-from storagecarbon.perfmodel import ModelConstants, run_model
+from storagecarbon.model.constants import ModelConstants
+
+from storagecarbon.model.simulate import run_model
 from storagecarbon.scenario import load_scenario, parse_scenario
 from storagecarbon.trace import read_trace
-from storagecarbon.usage import aggregate
+from storagecarbon.carbon.usage import aggregate
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from storagecarbon import planner as pl
-from storagecarbon.attribution import Triple
+from storagecarbon.carbon.sampling import Triple
 from storagecarbon.cli import main
 from storagecarbon.errors import ValidationError
 from storagecarbon.scenario import load_scenario, parse_scenario
@@ -160,7 +160,7 @@ AGREEMENT_RTOL = 0.10
                      "engine.max_num_seqs": 128}),
 ])
 def test_analytic_model_agrees_with_simulation(root, db, tmp_path, name, kw):
-    from storagecarbon.perfmodel import run_model
+    from storagecarbon.model.simulate import run_model
     from storagecarbon.pipeline import attribute_trace
 
     d = _variant(root, name, **kw)

@@ -14,7 +14,7 @@ from storagecarbon.record.recorder import Recorder, emit_marker, record_command
 from storagecarbon.record.sensors import ProcIOSensor, ProcTree, ReplaySensor
 from storagecarbon.record.sensors.base import Probe, SensorBase
 from storagecarbon.trace import DeviceEntry, read_trace
-from storagecarbon.usage import aggregate
+from storagecarbon.carbon.usage import aggregate
 
 PY = sys.executable
 

@@ -25,7 +25,7 @@ from storagecarbon.record.sensors.vllm_metrics import metric_sum
 from storagecarbon.record.sensors.nvml import parse_visible_devices
 from storagecarbon.record.tiermap import STAND_IN_VIRTUAL, block_info, map_tiers, mount_of, parse_mounts
 from storagecarbon.trace import DeviceEntry, read_trace
-from storagecarbon.usage import aggregate
+from storagecarbon.carbon.usage import aggregate
 
 DATA = Path(__file__).parent / "data"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from storagecarbon.planner_cli import render_compare, render_plan
+from storagecarbon.plan.cli import render_compare, render_plan
 from storagecarbon.report.terminal import render
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -135,7 +135,7 @@ def test_profile_measured_with_fake_two_gpu_nvml(tmp_path, monkeypatch, db, offl
     import accelerate  # noqa: F401  (installed by scripts/setup.sh; never skipped)
     from storagecarbon.pipeline import profile
     from storagecarbon.trace import read_trace
-    from storagecarbon.usage import aggregate
+    from storagecarbon.carbon.usage import aggregate
 
     # GIVEN a fake NVML with two H100s and the worker on the CPU
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(2))

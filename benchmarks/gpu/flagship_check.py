@@ -46,7 +46,7 @@ def modeled(scn_dict: dict, db) -> dict:
     kernel's energy model at device_db central values)."""
     from storagecarbon.calibrate import gpu_energy_j, model_once
     from storagecarbon.model.constants import constants_for
-    from storagecarbon.perfmodel import run_model
+    from storagecarbon.model.simulate import run_model
     from storagecarbon.scenario import Scenario
 
     scn = Scenario.model_validate(scn_dict)

@@ -185,7 +185,7 @@ def machine_info() -> dict[str, Any]:
 
 def _summary_row(name: str, report_path: Path, trace_path: Path) -> dict[str, Any]:
     from storagecarbon.trace import read_trace
-    from storagecarbon.usage import aggregate
+    from storagecarbon.carbon.usage import aggregate
 
     tr = read_trace(trace_path)
     s = tr.summary

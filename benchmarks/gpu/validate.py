@@ -54,7 +54,7 @@ def _table(rows: list[dict], metrics: tuple[str, ...]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     from storagecarbon.calibrate import METRICS, result_document, run_calibration, write_calibration
     from storagecarbon.devicedb import DeviceDB
-    from storagecarbon.perfmodel import BASIS, ModelConstants, load_constants
+    from storagecarbon.model.constants import BASIS, ModelConstants, load_constants
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "gpu" / "results" / "2026-11-24")

@@ -3,8 +3,8 @@
 A :class:`LiveExporter` is fed the samples of one trace, either by a :class:`~storagecarbon.record.recorder.Recorder`
 it listens to (``record --prometheus HOST:PORT``) or by :class:`TraceFollower` reading a trace
 file as it grows (``storagecarbon export TRACE``). On each scrape it turns the running totals
-into a :class:`~storagecarbon.usage.Usage` (one phase, the whole run so far) with the same rules as
-:func:`storagecarbon.usage.aggregate` (:func:`~storagecarbon.usage.increments`), attributes it
+into a :class:`~storagecarbon.carbon.usage.Usage` (one phase, the whole run so far) with the same rules as
+:func:`storagecarbon.carbon.usage.aggregate` (:func:`~storagecarbon.carbon.usage.increments`), attributes it
 through the project's carbon kernel (:func:`attribute_now`, the one call), and exposes central
 values. Metric names and units follow the Prometheus naming rules and the OpenTelemetry hardware
 and system semantic conventions (``hw.energy`` in J, ``system.disk.io`` in bytes with a
@@ -46,7 +46,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..trace import TraceHeader, iter_batches, read_header, split_special
-from ..usage import OTHER, QUANTITIES, WORKLOAD, Usage, _phase_timeline, increments, quantity_of
+from ..carbon.usage import OTHER, QUANTITIES, WORKLOAD, Usage, _phase_timeline, increments, quantity_of
 
 STORAGE_TIERS = ("dram", "ssd", "hdd", "remote")
 PREFIX = "storagecarbon"
@@ -81,7 +81,7 @@ def carbon_inputs(db: Any, *, carbon: Any = None, header: TraceHeader | None = N
 
 def attribute_now(usage: Usage, db: Any, inputs: Any) -> Any:
     """The exporter's one call into the carbon kernel (public attribution API)."""
-    from ..attribution import attribute
+    from ..carbon.attribute import attribute
 
     return attribute(usage, db, inputs)
 
@@ -195,8 +195,8 @@ class LiveUsage:
         return max(0.0, self.t_last - self.t_first) if np.isfinite(self.t_first) else 0.0
 
     def usage(self) -> Usage:
-        """The :class:`Usage` of the run so far (what :func:`~storagecarbon.attribution.attribute` takes):
-        phases as :func:`~storagecarbon.usage.aggregate` finds them, one interval."""
+        """The :class:`Usage` of the run so far (what :func:`~storagecarbon.carbon.attribute.attribute` takes):
+        phases as :func:`~storagecarbon.carbon.usage.aggregate` finds them, one interval."""
         times, bphase, names = self._timeline
         phases = list(names) + [OTHER]
         cols = [self.pidx[p] for p in phases]

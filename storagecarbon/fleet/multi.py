@@ -3,7 +3,7 @@
 Traces are attributed one at a time (``jobs`` worker processes, each holding one trace), so
 memory stays flat in the number of traces: what is kept per group (node x tier x device) is the
 per-draw carbon sums (``draws`` floats) and a few totals. Each trace is attributed as ``report``
-attributes one (:func:`storagecarbon.usage.aggregate`, then the public attribution API); the
+attributes one (:func:`storagecarbon.carbon.usage.aggregate`, then the public attribution API); the
 per-interval rows for ``--dataset`` come from :func:`storagecarbon.report.build.interval_table`.
 
 Summing bands across traces: every trace is attributed with the same seed, so draw *k* of every
@@ -103,7 +103,7 @@ def attribute_one(path: str, *, db_dir: str | None = None, region: str | None = 
                   dataset_dir: str | None = None) -> TraceResult:
     """Attribute one trace (runs in a worker process); optionally write its dataset rows."""
     from ..scenario import Carbon
-    from ..usage import aggregate
+    from ..carbon.usage import aggregate
     from .export import attribute_now, carbon_inputs
 
     p = Path(path)
@@ -203,7 +203,7 @@ class FleetTotals:
 
     def rollup(self, names: tuple[str, ...]) -> list[dict[str, Any]]:
         """Groups summed over the keys not in ``names`` (a subset of node, tier, device)."""
-        from ..attribution import pct
+        from ..carbon.attribute import pct
 
         pos = [("node", "tier", "device").index(n) for n in names]
         acc: dict[tuple, dict[str, Any]] = {}

@@ -21,7 +21,7 @@ MISSING = "missing"
 SIG = 3            # significant figures of every figure
 MAX_DECIMALS = 4   # below 10^-4 of its column's unit a non-zero value reads "<0.0001"
 
-from ..attribution import J_PER_KWH  # noqa: E402  (the one definition)
+from ..carbon.sampling import J_PER_KWH  # noqa: E402  (the one definition)
 TIGHT_HEADROOM = 0.15  # an SLO met with less headroom than this (1 − p90/target) is flagged as tight
 
 Ladder = Sequence[tuple[float, str]]   # (size of the unit in base units, unit name), largest first

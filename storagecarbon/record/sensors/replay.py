@@ -7,7 +7,7 @@ Two ways to replay a recorded trace (or an in-memory list of rows ``(t_s, device
   :class:`~storagecarbon.record.recorder.Recorder` to exercise the recorder end to end.
 * :func:`write_replay`: writes the readings straight into a new trace with their recorded
   timestamps (``source = "replayed"``), no clock involved: deterministic and instant, for
-  attribution tests (a 4-GPU replay through :func:`storagecarbon.usage.aggregate` gives each GPU
+  attribution tests (a 4-GPU replay through :func:`storagecarbon.carbon.usage.aggregate` gives each GPU
   the energy between its first and last counter value).
 """
 
