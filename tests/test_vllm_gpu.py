@@ -56,6 +56,21 @@ def test_lmcache_tiers_and_weight_offload(tmp_path):
     assert kw["cpu_offload_gb"] == pytest.approx(0.25 * s.model.weight_bytes() / 2**30, rel=1e-3)
 
 
+def test_served_flags_and_the_v1_runner_rule(tmp_path):
+    # GIVEN LMCache tiers (CUDA graphs on, as the mapping sets them), native offload, and weight offload
+    lmc = scn(kv={"chunk_size": 256, "local_cpu": {"size_gb": 4}})
+    argv, env = vllm_gpu.serve_argv(lmc, tmp_path / "a", port=8011)
+    # THEN the served command has the connector and runs on vLLM's V1 runner: the V2 runner with CUDA graphs skips
+    # LMCache's loads (benchmarks/gpu/results/2026-12-01-lmcache-loads/)
+    assert "LMCacheConnectorV1" in argv[argv.index("--kv-transfer-config") + 1]
+    assert env["VLLM_USE_V2_MODEL_RUNNER"] == "0"
+    _, env = vllm_gpu.serve_argv(scn(kv={"backend": "native", "local_cpu": {"size_gb": 4}}), tmp_path / "b", port=8011)
+    assert "VLLM_USE_V2_MODEL_RUNNER" not in env
+    _, env = vllm_gpu.serve_argv(scn(weights={"hbm": 0.75, "dram": 0.25}), tmp_path / "c", port=8011)
+    assert env["VLLM_USE_V2_MODEL_RUNNER"] == "0"
+    assert vllm_gpu.v1_runner_reason({"enforce_eager": True}, True) is None
+
+
 def test_native_backend_refuses_a_disk_tier(tmp_path):
     from storagecarbon.errors import EngineError
 

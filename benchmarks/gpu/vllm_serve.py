@@ -40,7 +40,7 @@ def run_one(name: str, out: Path, gpu: str, port: int, a: argparse.Namespace) ->
     from storagecarbon.engines.vllm_gpu import serve_argv
     from storagecarbon.scenario import Scenario
 
-    d = out / name
+    d = out / (name + a.tag)
     d.mkdir(parents=True, exist_ok=True)
     base = instance_scenario(name, len(gpu.split(",")))
     w = {"max_tokens": a.output, "passes": 2, "generator": {"num_requests": a.requests,
@@ -51,6 +51,7 @@ def run_one(name: str, out: Path, gpu: str, port: int, a: argparse.Namespace) ->
     (d / "scenario.yaml").write_text(yaml.safe_dump(sd, sort_keys=False))
     scn = Scenario.model_validate(sd)
     server, env = serve_argv(scn, d / "work", port=port, python=sys.executable)
+    server += a.serve_extra.split()
     load = [sys.executable, "-m", "storagecarbon.engines.loadgen", "--requests", str(a.requests),
             "--prompt-tokens", str(a.prompt), "--shared-prefix", str(a.prefix), "--output-tokens", str(a.output),
             "--concurrency", str(a.concurrency), "--passes", "2", "--reset-prefix-cache", "--ready-timeout", "400",
@@ -79,6 +80,9 @@ def main() -> int:
     ap.add_argument("--output", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--timeout", type=float, default=420)
+    ap.add_argument("--serve-extra", default="", help="extra flags for vllm serve, e.g. '--enforce-eager'")
+    ap.add_argument("--port-base", type=int, default=8011)
+    ap.add_argument("--tag", default="", help="suffix of each run's folder name (variants of one run)")
     a = ap.parse_args()
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +93,7 @@ def main() -> int:
     def lane(k: int) -> None:
         for j, n in enumerate(names[k::len(lanes)]):
             try:
-                res.append(run_one(n, out, lanes[k], 8011 + k + 10 * j, a))
+                res.append(run_one(n, out, lanes[k], a.port_base + k + 10 * j, a))
             except Exception as exc:  # noqa: BLE001
                 res.append({"name": n, "error": f"{type(exc).__name__}: {exc}"})
 

@@ -29,6 +29,12 @@ def load(p: Path):
     return read_trace(p)   # .arrows.gz as is
 
 
+def lmcache_loaded(kb: dict):
+    """LMCache's loads in a pass: bytes its CPU and disk tiers served (taps); None where the taps saw no reads."""
+    parts = [kb.get("lmcache_cpu_loaded_bytes"), kb.get("lmcache_disk_loaded_bytes")]
+    return sum(x for x in parts if x) or None
+
+
 def gb(x):
     return "–" if x is None else f"{x / 1e9:.2f}"
 
@@ -44,7 +50,7 @@ def main() -> None:
         for m, e in cal["errors"][st].items():
             print(f"| {st} | {m} | {e['median_abs_pct']:.1f} % | {e['worst_abs_pct']:.1f} % | {e['worst']} | {e['n']} |")
     print("\n### KV bytes per tier and pass (measured), and what the hit pass did to TTFT\n")
-    print("| run | pass | TTFT p50 ms | HBM prefix hits GB | native CPU stored / loaded GB | LMCache CPU stored GB | "
+    print("| run | pass | TTFT p50 ms | HBM prefix hits GB | native CPU stored / loaded GB | LMCache CPU stored / loaded GB | "
           "LMCache disk stored / loaded GB | external (connector) hits GB |\n|---|---|---|---|---|---|---|---|")
     for p in sorted((RES / "traces").glob("*.arrows.gz")):
         if "__load" in p.name or "-hbm__" in p.name:
@@ -55,7 +61,8 @@ def main() -> None:
             print(f"| {p.name.split('.')[0]} | {ps['label']}{' (page cache dropped)' if ps.get('page_cache') == 'dropped' else ''} "
                   f"| {(ps['ttft_ms'] or {}).get('p50', float('nan')):.0f} | {gb(kb['hbm_prefix_hit_bytes'])} "
                   f"| {gb(kb['native_cpu_stored_bytes'])} / {gb(kb['native_cpu_loaded_bytes'])} "
-                  f"| {gb(kb['lmcache_cpu_stored_bytes'])} | {gb(kb['lmcache_disk_stored_bytes'])} / "
+                  f"| {gb(kb['lmcache_cpu_stored_bytes'])} / {gb(kb.get('lmcache_cpu_loaded_bytes'))} "
+                  f"| {gb(kb['lmcache_disk_stored_bytes'])} / "
                   f"{gb(kb['lmcache_disk_loaded_bytes'])} | {gb(kb['external_hit_bytes'])} |")
     print("\n### KV bytes stored to the CPU tier in the first pass: modeled vs measured\n")
     print("| run | measured GB | modeled GB | error |\n|---|---|---|---|")
@@ -94,8 +101,8 @@ def main() -> None:
     print("Modeled: the trace's scenario with two passes and `workload.reset_prefix_cache_between_passes` (the "
           "matrix's protocol), the HBM KV cache that ran (vLLM's block count); the DRAM tier's KV reads (native) or "
           "every tier's KV reads (LMCache) of the modeled trace. Measured: vLLM's `kv_offload_load_bytes` (native); "
-          "the connector's hit tokens x KV bytes per token (LMCache: its CPU-tier reads are not tapped under the "
-          "multi-process engine).\n")
+          "the bytes LMCache's CPU and disk tiers served in pass 2 (tier taps; the runs on vLLM's V1 model runner, "
+          "benchmarks/gpu/results/2026-12-01-lmcache-loads/).\n")
     print("| run | measured GB | modeled GB | error |\n|---|---|---|---|")
     errs = []
     from storagecarbon.calibrate import observe as _observe
@@ -107,7 +114,7 @@ def main() -> None:
         if len(passes) < 2:
             continue
         kb = passes[1]["kv_bytes"]
-        meas = kb["native_cpu_loaded_bytes"] if "-native__" in p.name else kb["external_hit_bytes"]
+        meas = kb["native_cpu_loaded_bytes"] if "-native__" in p.name else lmcache_loaded(kb)
         if not meas:
             continue
         o = _observe(p, Path(_tf.mkdtemp()))

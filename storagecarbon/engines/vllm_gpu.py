@@ -183,6 +183,25 @@ _SERVE_FLAGS = ("load_format", "gpu_memory_utilization", "max_num_seqs", "max_nu
                 "kv_offloading_backend", "cpu_offload_gb")
 
 
+def v1_runner_reason(engine_kwargs: dict[str, Any], uses_lmcache: bool) -> str | None:
+    """Why this placement must run on vLLM 0.26's V1 GPU model runner (``VLLM_USE_V2_MODEL_RUNNER=0``), or None.
+
+    The default V2 runner (``vllm/v1/worker/gpu/model_runner.py``) breaks two offload paths, both measured on the
+    H200 (``benchmarks/gpu/results/2026-12-01-lmcache-loads/``):
+
+    * it accepts ``cpu_offload_gb`` and never calls the weight offloader: the weights stay in HBM;
+    * with CUDA graphs it starts KV-connector loads outside a forward context with attention metadata (its
+      ``ActiveKVConnector.pre_forward`` sets ``set_forward_context(None, ...)``), and LMCache's ``start_load_kv``
+      returns at once when ``attn_metadata`` is None: vLLM counts the external prefix hits, LMCache loads nothing
+      (``LMCacheEngine.retrieve`` is never called) and the prefix's KV is left unwritten in HBM.
+    """
+    if engine_kwargs.get("cpu_offload_gb"):
+        return "cpu_offload_gb: the V2 runner ignores it"
+    if uses_lmcache and not engine_kwargs.get("enforce_eager"):
+        return "LMCache with CUDA graphs: the V2 runner skips LMCache's loads"
+    return None
+
+
 def serve_argv(scn: Any, work: Path, *, port: int, python: str = "python3") -> tuple[list[str], dict[str, str]]:
     """``(argv, env)`` of the ``vllm serve`` that runs the scenario's placement: the same mapping as the offline
     engine (:func:`engine_settings`), as command-line flags. The model folder (``config.json`` and a word-level
@@ -199,8 +218,8 @@ def serve_argv(scn: Any, work: Path, *, port: int, python: str = "python3") -> t
     if lmc is not None:
         argv += ["--kv-transfer-config", json.dumps({"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"})]
     env = {"VLLM_SERVER_DEV_MODE": "1", "VLLM_USE_FLASHINFER_SAMPLER": "0"}
-    if kw.get("cpu_offload_gb"):
-        env["VLLM_USE_V2_MODEL_RUNNER"] = "0"   # see vllm_worker: the V2 runner ignores cpu_offload_gb
+    if v1_runner_reason(kw, lmc is not None):
+        env["VLLM_USE_V2_MODEL_RUNNER"] = "0"
     return argv, env
 
 

@@ -208,6 +208,27 @@ def lmcache_config_for(scenario: Any, path: Path, base_dir: Path) -> Path:
                                  "max_local_disk_size_gb": kv.local_disk.size_gb if disk else 0.0}, path)
 
 
+def _v1_runner(pf: Preflight, s: ServedVllm, env: dict[str, str]) -> None:
+    """vLLM 0.26's V2 GPU model runner ignores ``--cpu-offload-gb`` and, with CUDA graphs, skips LMCache's loads
+    (:func:`storagecarbon.engines.vllm_gpu.v1_runner_reason`): select the V1 runner unless the user chose."""
+    from .vllm_gpu import v1_runner_reason
+
+    opts, _ = _opts(list(s.args))
+    try:
+        offload = float(opts.get("cpu-offload-gb") or 0)
+    except ValueError:
+        offload = 0.0
+    why = v1_runner_reason({"cpu_offload_gb": offload, "enforce_eager": "--enforce-eager" in s.args}, s.uses_lmcache)
+    if why is None:
+        return
+    have = env.get("VLLM_USE_V2_MODEL_RUNNER")
+    if have is None or have == "":
+        pf.env["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+        pf.ok.append(f"vLLM runner: setting VLLM_USE_V2_MODEL_RUNNER=0 ({why})")
+    elif have != "0":
+        pf.missing.append(f"vLLM runner: VLLM_USE_V2_MODEL_RUNNER={have} selects the V2 GPU model runner, and {why}")
+
+
 def preflight(argv: Sequence[str], *, scenario: Any = None, scenario_path: str | Path | None = None,
               vllm_url: str | None = None, env: dict[str, str] | None = None, cwd: str | Path | None = None,
               config_dir: str | Path | None = None, gpu: bool | None = None) -> Preflight:
@@ -250,6 +271,8 @@ def preflight(argv: Sequence[str], *, scenario: Any = None, scenario_path: str |
         if not gpu and not env.get("VLLM_CPU_KVCACHE_SPACE"):
             pf.missing.append("VLLM_CPU_KVCACHE_SPACE is not set: vLLM-CPU will ask for 92% of the NUMA node's "
                               "memory and may refuse to start (set e.g. VLLM_CPU_KVCACHE_SPACE=1, in GiB)")
+        if gpu:
+            _v1_runner(pf, s, env)
         if s.native_offload and not gpu:
             pf.missing.append("native KV offload: vllm-cpu 0.32 refuses it without a CUDA/XPU GPU ('CPU "
                               "Offloading is currently only supported on CUDA-alike and XPU GPUs'); the server "

@@ -442,10 +442,9 @@ def _run_workloads(spec: dict, result_path: Path) -> dict:
                  ("LMCACHE_TRACK_USAGE", "false"), ("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
                  ("VLLM_USE_FLASHINFER_SAMPLER", "0"), ("PYTHONHASHSEED", "0")):
         os.environ.setdefault(k, v)
-    if (spec.get("engine_kwargs") or {}).get("cpu_offload_gb"):
-        # vLLM 0.26 runs dense models on its V2 GPU model runner, which never calls the weight offloader:
-        # cpu_offload_gb is accepted and ignored ("Model loading took" the full size). The V1 runner
-        # (gpu_model_runner.py) wraps the layers with the UVA offloader.
+    from storagecarbon.engines.vllm_gpu import v1_runner_reason
+
+    if v1_runner_reason(spec.get("engine_kwargs") or {}, lmc is not None):
         os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
     tap_dir = os.environ.get("STORAGECARBON_TAP_DIR") or str(workdir / "taps")
     os.environ["STORAGECARBON_TAP_DIR"] = tap_dir
