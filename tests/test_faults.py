@@ -239,7 +239,7 @@ def test_sigint_to_record_is_forwarded_and_the_trace_closed(tmp_path):
     assert "after the recorder forwarded SIGINT" in t.summary["command_status"]
 
 
-RECORD_FILLING = [PY, "-m", "storagecarbon", "record", "--hz", "200", "--out", "{out}", "--",
+RECORD_FILLING = [PY, "-m", "storagecarbon", "record", "--hz", "200", "--hold-s", "0", "--out", "{out}", "--",
                   PY, "-c", "import time; time.sleep(4); print('command finished')"]
 
 

@@ -225,7 +225,8 @@ def test_failing_sensor_is_recorded_once_and_sampling_goes_on(tmp_path):
     t = read_trace(p)
     err = t.summary["recorder"]["sensor_errors"]["boom"]
     assert err["count"] == boom.calls >= 3 and "device went away" in err["first"]
-    assert len(t.series("host", "cpu_time_s")[0]) >= 3          # the other sensor kept sampling
+    # the other sensor kept sampling: a constant reading, written first and last (rows in between held back)
+    assert len(t.series("host", "cpu_time_s")[0]) == 2 and rec.stats()["rows_held_back"] >= 2
     assert len(t.series("host", "power_w")[0]) == 0             # no made-up zeros
     assert rec.stats()["ticks"] >= 3
 
@@ -330,3 +331,60 @@ def test_record_command_with_the_cpu_lmcache_scenario(tmp_path, root):
     assert t.series("ssd0", "resident_bytes")[1][-1] == 786432  # du of the LMCache disk dir
     u = aggregate(out)
     assert u.has[("ssd0", "resident_byte_s")] and u.by_phase["resident_byte_s"][u.devices.index("ssd0")].sum() > 0
+
+
+class _Seq(SensorBase):
+    """Readings from a list, one per read: a counter and a gauge."""
+    name = "seq"
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def probe(self):
+        return Probe(True, "")
+
+    def channels(self):
+        return [("ssd0", "bytes_read", self.name), ("ssd0", "resident_bytes", self.name)]
+
+    def read(self):
+        c, g = self.values.pop(0)
+        return [("ssd0", "bytes_read", c), ("ssd0", "resident_bytes", g)]
+
+
+def _record_seq(tmp_path, name, values, hold_s, marker_at=None):
+    from storagecarbon.trace import DeviceEntry as D
+
+    now = [0.0]
+    rec = Recorder(tmp_path / name, {"devices": [D("ssd0", "ssd", None)]}, [_Seq(values)], hz=10, fsync=False,
+                   clock=lambda: now[0], hold_s=hold_s)
+    rec._run = lambda: None          # ticks driven here, on the injected clock (no thread, no sleeps)
+    rec.start()                      # the first tick at t = 0
+    for k in range(1, len(values) - 1):
+        now[0] = k * 0.1
+        if k == marker_at:
+            rec.marker("phase_start", "decode")
+        rec.sample_now()
+    now[0] = (len(values) - 1) * 0.1
+    rec.stop()                       # the final tick
+    return read_trace(tmp_path / name), aggregate(tmp_path / name, interval_s=0.1)
+
+
+def test_unchanged_readings_are_held_back_without_changing_usage(tmp_path):
+    # GIVEN a counter and a gauge that stay put for long runs, one tick every 0.1 s
+    vals = [(0, 5)] * 4 + [(100, 5)] * 3 + [(100, 7)] * 14 + [(250, 7)] * 2
+    # WHEN recorded with the default hold (1 s) and with every reading written
+    held, u_held = _record_seq(tmp_path, "h.arrows", vals, 1.0, marker_at=10)
+    full, u_full = _record_seq(tmp_path, "f.arrows", vals, 0.0, marker_at=10)
+    # THEN fewer rows, each run of equal readings keeps its first and last row (and one a second at most apart) ...
+    t_full, _ = full.series("ssd0", "resident_bytes")
+    t_held, v_held = held.series("ssd0", "resident_bytes")
+    assert len(t_full) == len(vals) and len(t_held) < len(vals) / 2
+    assert max(t_held[1:] - t_held[:-1]) <= 1.0 + 1e-9
+    assert list(v_held[:3]) == [5, 5, 7] and t_held[1] == pytest.approx(0.6)   # 5 from 0.0 to 0.6, then 7
+    # ... and every usage figure, per phase too (the marker at 1.0 s splits the gauge's run), is unchanged
+    assert u_held.phases == u_full.phases and len(u_full.phases) == 2
+    for q in ("bytes_read", "resident_byte_s"):
+        assert u_full.by_phase[q].sum() > 0
+        assert u_held.by_phase[q].ravel().tolist() == pytest.approx(u_full.by_phase[q].ravel().tolist(), rel=1e-12), q
+        assert u_held.by_interval[q].sum() == pytest.approx(u_full.by_interval[q].sum(), rel=1e-12), q
+    assert held.summary["recorder"]["rows_held_back"] > 0

@@ -113,6 +113,8 @@ def record(
     scenario: Optional[Path] = typer.Option(None, "--scenario", help="scenario whose hardware maps tiers to devices"),
     out_file: Path = typer.Option(Path("reports/record/trace.arrows"), "--out", help="trace file to write"),
     hz: float = typer.Option(10.0, "--hz", help="sampling rate"),
+    hold_s: float = typer.Option(1.0, "--hold-s", help="an unchanged reading is written at least this often "
+                                 "(a run of equal readings keeps its first and last row); 0 writes every reading"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="kill the command's process group after this many s"),
     disk_path: Optional[Path] = typer.Option(None, "--disk-path", help="a directory on the disk the run writes to "
                                                                        "(default: the current directory)"),
@@ -160,7 +162,7 @@ def record(
         server = exporter.serve(host, port)
         err.print(f"[dim]Prometheus metrics on http://{host}:{server.port}/metrics[/]")
     try:
-        rc = record_command(argv, out_file, scenario=scn, hz=hz, timeout_s=timeout, env={**LOOPBACK_ENV, **pf.env},
+        rc = record_command(argv, out_file, scenario=scn, hz=hz, hold_s=hold_s, timeout_s=timeout, env={**LOOPBACK_ENV, **pf.env},
                             disk_path=disk_path, vllm_url=pf.metrics_url, db=_db(db_dir), notes=pf.notes(),
                             lmcache=True if pf.lmcache and scn is not None else None,
                             vllm_stats=pf.served is not None and pf.plugin,

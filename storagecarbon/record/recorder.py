@@ -13,6 +13,13 @@ wall-clock time is placed on the sample clock by its age (wall now - ``t_unix``)
 in step with samples across a jump. The trace is flushed at least every second, so a ``kill -9`` of
 the recording process loses at most the last second and the file reads back with ``truncated=True``.
 
+A channel's reading is written when its value changes, and otherwise at least every ``hold_s`` (1 s): a
+run of equal readings keeps its first and its last row (the last one is written when the value changes,
+a marker arrives, the channel's sensor fails, or the recording stops). Counters' deltas and gauges'
+levels between rows are therefore those of every tick, and phase boundaries keep the tick's resolution;
+the rows a constant channel would repeat ten times a second are not written. ``hold_s=0`` writes every
+reading.
+
 Faults (see docs/reliability.md): a sensor that raises, or a channel a sensor reports as failed,
 becomes a labelled gap (``gap_start``/``gap_end`` markers, listed in the footer), never a zero; a
 counter reset is labelled (``counter_reset``); a failed trace write (disk full) stops the recording
@@ -140,8 +147,8 @@ class Recorder:
     (merged over :func:`host_inventory`), ``sensors`` (extra availability entries, e.g. sensors
     left out before construction). ``probed``: probe results already obtained (sensor name ->
     :class:`Probe`), so those sensors are not probed twice. ``listeners``: callables
-    ``fn(recorder, rows, markers)`` called in the sampling thread after each tick with the tick's
-    ``(t_s, channel, value)`` rows and the ``(t_s, event, label)`` markers drained from the marker
+    ``fn(recorder, rows, markers)`` called in the sampling thread after each tick with the
+    ``(t_s, channel, value)`` rows written since the last call (what the trace gets) and the ``(t_s, event, label)`` markers drained from the marker
     file (e.g. :class:`storagecarbon.fleet.export.LiveExporter`); they must be cheap.
     """
 
@@ -149,7 +156,7 @@ class Recorder:
                  hz: float = 10.0, markers_file: str | Path | None = None, *, flush_s: float = 1.0,
                  fsync: bool = True, probed: dict[str, Probe] | None = None,
                  clock: Any = time.monotonic, wall_clock: Any = time.time, opener: Any = None,
-                 listeners: Sequence[Any] = ()):
+                 listeners: Sequence[Any] = (), hold_s: float = 1.0):
         if not hz > 0:
             raise ValueError("hz must be > 0")
         self.path = Path(path)
@@ -164,6 +171,11 @@ class Recorder:
         self._wall = wall_clock        # t0_unix and the age of wall-clock markers
         self._opener = opener          # file opener for the trace (tests inject faults)
         self.listeners = list(listeners)  # fn(recorder, rows, markers) per tick (live exporters)
+        self.hold_s = float(hold_s)    # an unchanged reading is written at least this often
+        self._last: dict[int, tuple[float, float]] = {}  # channel -> (t_s, value) of its last written row
+        self._held: dict[int, float] = {}                 # channel -> t_s of its latest unwritten reading
+        self.held_rows = 0
+        self._out_rows: list[tuple[float, int, float]] | None = [] if self.listeners else None  # for listeners
         self.header: TraceHeader | None = None
         self.t0_unix = 0.0
         self._t0_mono = 0.0
@@ -244,7 +256,8 @@ class Recorder:
             t0_unix=self.t0_unix, sensors=sensors_hdr, scenario=_scenario_echo(self.header_base.get("scenario")),
             host=host, tool_versions=versions, notes=notes,
         )
-        self.header.sensors["recorder"] = {"available": True, "reason": f"{self.hz:g} Hz, flush every {self.flush_s:g} s"}
+        self.header.sensors["recorder"] = {"available": True, "reason": f"{self.hz:g} Hz, flush every {self.flush_s:g} s, "
+                                                              f"an unchanged reading written every {self.hold_s:g} s"}
         self._writer = TraceWriter(self.path, self.header, flush_s=self.flush_s, fsync=self.fsync,
                                    opener=self._opener)
         self._last_flush = time.monotonic()
@@ -297,15 +310,18 @@ class Recorder:
             for s, _ in self._active:
                 if callable(getattr(s, "refresh", None)):
                     s.refresh()
-        tick: list[tuple[float, int, float]] | None = [] if self.listeners else None
         with self._lock:
             if w.closed:
                 return
             try:
                 for s, cmap in self._active:
-                    self._read_sensor(w, s, cmap, tick)
+                    self._read_sensor(w, s, cmap)
                 drained = self._drain_markers()
+                if drained or self.stopped:
+                    self._write_held(w)
+                tick = self._out_rows
                 if tick is not None and (tick or drained):
+                    self._out_rows = []
                     self._notify(tick, drained)
                 # the writer also flushes by itself when rows arrive (TraceWriter._last_flush): one
                 # flush (and fsync) a second, not two
@@ -330,8 +346,13 @@ class Recorder:
                 e = self.errors.setdefault("listener", {"count": 0, "first": f"{type(exc).__name__}: {exc}"})
                 e["count"] += 1
 
-    def _read_sensor(self, w: TraceWriter, s: Any, cmap: dict[tuple[str, str], int],
-                     tick: list[tuple[float, int, float]] | None = None) -> None:
+    def _row(self, w: TraceWriter, t_s: float, ch: int, value: float) -> None:
+        w.sample(t_s, ch, value)
+        self.rows += 1
+        if self._out_rows is not None:
+            self._out_rows.append((t_s, ch, value))
+
+    def _read_sensor(self, w: TraceWriter, s: Any, cmap: dict[tuple[str, str], int]) -> None:
         t_s = self._now()
         try:
             rows = s.read()
@@ -355,11 +376,17 @@ class Recorder:
             if not math.isfinite(value):
                 self._open_gap(w, ch, t_s, s.name, f"non-finite reading {value!r}")
                 continue
-            w.sample(t_s, ch, value)
             got.add(ch)
-            self.rows += 1
-            if tick is not None:
-                tick.append((t_s, ch, value))
+            last = self._last.get(ch)
+            if last is not None and last[1] == value and t_s - last[0] < self.hold_s:
+                self._held[ch] = t_s      # the same as the last row: written only if the run ends here
+                self.held_rows += 1
+            else:
+                held = self._held.pop(ch, None)
+                if held is not None and last is not None and last[1] != value:
+                    self._row(w, held, ch, last[1])   # the run of equal readings ends: its last row
+                self._row(w, t_s, ch, value)
+                self._last[ch] = (t_s, value)
         take = getattr(s, "take_faults", None)
         for fault in (take() if callable(take) else []):
             ch = cmap.get((fault.device, fault.metric))
@@ -374,6 +401,14 @@ class Recorder:
             if ch in self._gap_open:
                 self._close_gap(w, ch, t_s)
 
+    def _write_held(self, w: TraceWriter, channels: Any = None) -> None:
+        """Write the held (unwritten) last reading of ``channels`` (default: every channel), so a run of equal
+        readings ends at its last tick before a marker, a gap or the end of the recording."""
+        for ch in list(self._held) if channels is None else [c for c in channels if c in self._held]:
+            t = self._held.pop(ch)
+            self._row(w, t, ch, self._last[ch][1])
+            self._last[ch] = (t, self._last[ch][1])
+
     @staticmethod
     def _one_line(text: str, n: int = 200) -> str:
         text = " ".join(str(text).split())
@@ -384,6 +419,8 @@ class Recorder:
         that never read is 'no reading yet', not a gap)."""
         if ch in self._gap_open or ch not in self._has_read:
             return
+        self._write_held(w, (ch,))
+        self._last.pop(ch, None)   # after the gap the first reading is written whatever its value
         name = self._ch_name.get(ch, str(ch))
         why = self._one_line(why)
         self._gap_open[ch] = {"channel": name, "sensor": sensor, "start_t_s": round(t_s, 6), "reason": why}
@@ -434,6 +471,8 @@ class Recorder:
         with self._lock:
             if not self._writer.closed:
                 try:
+                    self._write_held(self._writer)
+                    self._last.clear()   # the next tick's readings are written: the phase starts at a row
                     self._writer.marker(t, event.replace(":", "_"), label)
                 except TraceWriteError as exc:
                     self._write_failed(exc)
@@ -444,6 +483,7 @@ class Recorder:
         n = max(self.ticks, 1)
         return {
             "hz": self.hz, "ticks": self.ticks, "overruns": self.overruns, "rows": self.rows,
+            "rows_held_back": self.held_rows, "hold_s": self.hold_s,
             "markers": self.markers,
             "sample_cpu_s_mean": self._cpu_sum / n, "sample_cpu_s_max": self._cpu_max,
             "sample_wall_s_mean": self._wall_sum / n, "sample_wall_s_max": self._wall_max,
@@ -588,7 +628,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
                    disk_path: str | Path | None = None, db: Any = None, grace_s: float = 5.0,
                    vllm_url: str | None = None, lmcache: bool | None = None,
                    summary: dict[str, Any] | None = None, notes: list[str] | None = None,
-                   vllm_stats: bool = False, listeners: Sequence[Any] = ()) -> int:
+                   vllm_stats: bool = False, listeners: Sequence[Any] = (), hold_s: float = 1.0) -> int:
     """Run ``argv`` under a recorder writing ``out_path``; return its exit code.
 
     * The command runs in its own session/process group with ``STORAGECARBON_MARKERS`` (a marker
@@ -668,7 +708,8 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
     full_env[TAP_ENV] = str(tap_dir)
     full_env.update(env or {})
 
-    rec = Recorder(out_path, header_base, sensors, hz=hz, markers_file=markers, probed=probed, listeners=listeners)
+    rec = Recorder(out_path, header_base, sensors, hz=hz, markers_file=markers, probed=probed, listeners=listeners,
+                   hold_s=hold_s)
     result: dict[str, Any] = {"argv": argv, "cwd": cwd, **(summary or {})}
     rc = 0
     proc: subprocess.Popen[bytes] | None = None
