@@ -75,7 +75,8 @@ draws: 1000
 
 def run_case(name: str, sweep_path: Path) -> dict:
     from storagecarbon.devicedb import DeviceDB
-    from storagecarbon.planner import load_sweep, plan
+    from storagecarbon.plan.plan import plan
+    from storagecarbon.plan.sweep import load_sweep
     from storagecarbon.scenario import load_scenario
 
     db = DeviceDB.load()

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 with atheris.instrument_imports(include=["storagecarbon"]):
     import fuzz_targets as ft
     import storagecarbon.devicedb  # noqa: F401
-    import storagecarbon.planner  # noqa: F401
+    import storagecarbon.plan  # noqa: F401
     import storagecarbon.scenario  # noqa: F401
     import storagecarbon.trace  # noqa: F401
     import storagecarbon.carbon.usage  # noqa: F401

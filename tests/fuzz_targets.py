@@ -73,7 +73,7 @@ def device(data: bytes | str) -> str:
 
 
 def sweep(data: bytes | str) -> str:
-    from storagecarbon.planner import sweep_from_doc
+    from storagecarbon.plan.sweep import sweep_from_doc
     from storagecarbon.yamlio import parse_yaml
 
     try:
@@ -110,7 +110,7 @@ def trace(data: bytes) -> str:
 
 
 def csv(data: bytes) -> str:
-    from storagecarbon.planner import load_intensity_csv
+    from storagecarbon.carbon.grid import load_intensity_csv
 
     p = workdir() / "fuzz.csv"
     p.write_bytes(data)

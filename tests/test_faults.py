@@ -103,7 +103,7 @@ def test_requests_times_passes_is_bounded():
 
 
 def test_sweep_product_bound_is_checked_before_expanding(db):
-    from storagecarbon.planner import load_sweep
+    from storagecarbon.plan.sweep import load_sweep
 
     t0 = time.monotonic()
     with pytest.raises(ValidationError) as ei:
@@ -147,7 +147,7 @@ def test_bad_device_db_given_with_db(tmp_path, capsys):
 
 
 def test_bad_intensity_csv_names_file_and_line(tmp_path):
-    from storagecarbon.planner import load_intensity_csv
+    from storagecarbon.carbon.grid import load_intensity_csv
 
     p = tmp_path / "i.csv"
     p.write_text("timestamp,gco2e_per_kwh\n2024-01-01T00:00Z,100\n2024-01-01T01:00Z,yes\n")

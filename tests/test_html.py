@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from storagecarbon import planner as pl
+from storagecarbon.plan.compare import compare
+from storagecarbon.plan.options import load_option
+from storagecarbon.plan.plan import plan
+from storagecarbon.plan.sweep import load_sweep
 from storagecarbon.report.html import write_html
 
 
@@ -79,13 +82,13 @@ def pages(root, db, tmp_path_factory):
     prof = profile(root / "scenarios/llama70b_offload.yaml", db=db, out_dir=tmp / "prof", mode="modeled", draws=300)
     write_html(tmp / "profile.html", profile=prof.report, trace_path=prof.trace_path)
     # compare: the offload scenario against the no-offload baseline
-    opts = [pl.load_option(root / f"scenarios/llama70b_{n}.yaml", db, out_root=tmp / "cmp") for n in ("offload", "hbm_only")]
-    write_html(tmp / "compare.html", compare=pl.compare(opts, db, draws=500))
+    opts = [load_option(root / f"scenarios/llama70b_{n}.yaml", db, out_root=tmp / "cmp") for n in ("offload", "hbm_only")]
+    write_html(tmp / "compare.html", compare=compare(opts, db, draws=500))
     # plan: the shipped sweep
     from storagecarbon.scenario import load_scenario
 
-    res = pl.plan(load_scenario(root / "scenarios/llama70b_offload.yaml", db),
-                  pl.load_sweep(root / "scenarios/sweeps/llama70b_sweep.yaml", db), db, top=5)
+    res = plan(load_scenario(root / "scenarios/llama70b_offload.yaml", db),
+                  load_sweep(root / "scenarios/sweeps/llama70b_sweep.yaml", db), db, top=5)
     write_html(tmp / "plan.html", plan=res)
     # a measured run (real vLLM-CPU + LMCache, saved) and a report with the accounting blocks
     gold = root / "tests/golden/inputs"

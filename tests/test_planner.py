@@ -7,7 +7,18 @@ import numpy as np
 import pytest
 import yaml
 
-from storagecarbon import planner as pl
+from storagecarbon.carbon.grid import CARBONCAST_CISO, IntensitySeries, NO_ERROR, grid_for_region, pue_triple
+from storagecarbon.carbon.sampling import GridSpec, logtri_ppf
+from storagecarbon.carbon.usage import DeviceUse
+from storagecarbon.model.configs import configs_from_scenarios
+from storagecarbon.model.steady_state import analytic_model
+from storagecarbon.plan.compare import compare
+from storagecarbon.plan.footprint import plan_carbon
+from storagecarbon.plan.options import Option, load_option
+from storagecarbon.plan.pareto import pareto_front, robust_picks
+from storagecarbon.plan.plan import plan
+from storagecarbon.plan.sweep import LifetimeVariant, load_sweep
+from storagecarbon.plan.world import World
 from storagecarbon.carbon.sampling import Triple
 from storagecarbon.cli import main
 from storagecarbon.errors import ValidationError
@@ -16,11 +27,11 @@ from storagecarbon.scenario import load_scenario, parse_scenario
 
 def _option(db, name, *, gpu_busy=1000.0, duration=1000.0, n_gpu=2, tokens=100_000, region="us", ssd_written=0.0,
             extra=()):
-    uses = [pl.DeviceUse.total("gpu", "hbm", "h100-sxm5-80gb", n_gpu, duration, gpu_busy, n_gpu * duration),
-            pl.DeviceUse.total("ssd", "ssd", "samsung-pm9a3-7.68tb", 1, duration, 1.0, 0.01 * duration, ssd_written),
+    uses = [DeviceUse.total("gpu", "hbm", "h100-sxm5-80gb", n_gpu, duration, gpu_busy, n_gpu * duration),
+            DeviceUse.total("ssd", "ssd", "samsung-pm9a3-7.68tb", 1, duration, 1.0, 0.01 * duration, ssd_written),
             *extra]
-    return pl.Option(name=name, source="test", report={"latency": {}}, uses=uses, grid=pl.grid_for_region(db, region),
-                     pue=pl.pue_triple(db, "hyperscale"), allocation="max", requests=500, generated_tokens=tokens,
+    return Option(name=name, source="test", report={"latency": {}}, uses=uses, grid=grid_for_region(db, region),
+                     pue=pue_triple(db, "hyperscale"), allocation="max", requests=500, generated_tokens=tokens,
                      mode="modeled")
 
 
@@ -28,10 +39,10 @@ def _option(db, name, *, gpu_busy=1000.0, duration=1000.0, n_gpu=2, tokens=100_0
 def test_paired_probabilities_are_probabilities_and_complement(db):
     # GIVEN two options with different hardware counts (so attribute()'s own rng streams would diverge)
     a = _option(db, "a", gpu_busy=900.0)
-    b = _option(db, "b", gpu_busy=1000.0, n_gpu=3, extra=(pl.DeviceUse.total("dram", "dram", "ddr5-rdimm-64gb", 8, 1000.0, 1.0,
+    b = _option(db, "b", gpu_busy=1000.0, n_gpu=3, extra=(DeviceUse.total("dram", "dram", "ddr5-rdimm-64gb", 8, 1000.0, 1.0,
                                                                                 2000.0),))
     # WHEN compared with paired draws
-    res = pl.compare([a, b], db, draws=800, seed=3)
+    res = compare([a, b], db, draws=800, seed=3)
     # THEN probabilities are in [0, 1] and complementary
     (p,) = res["pairs"]
     assert 0.0 <= p["p_a_less"] <= 1.0 and 0.0 <= p["p_b_less"] <= 1.0
@@ -43,14 +54,14 @@ def test_dominating_option_has_probability_one(db):
     # GIVEN A uses the same hardware as B for the same time but half the GPU activity
     a = _option(db, "lean", gpu_busy=400.0)
     b = _option(db, "busy", gpu_busy=800.0)
-    res = pl.compare([a, b], db, draws=1000)
+    res = compare([a, b], db, draws=1000)
     # THEN in every paired draw A emits less (same device, grid and PUE draws: the pairing is real)
     assert res["pairs"][0]["p_a_less"] == 1.0
     assert res["ranking"]["by_p50"][0] == "lean"
 
 
 def test_identical_options_tie_in_every_draw(db):
-    res = pl.compare([_option(db, "x"), _option(db, "y")], db, draws=500)
+    res = compare([_option(db, "x"), _option(db, "y")], db, draws=500)
     p = res["pairs"][0]
     assert p["p_a_less"] == pytest.approx(0.5) and p["p_b_less"] == pytest.approx(0.5)
     assert p["diff_per_1k_gco2e"] == {"p5": 0.0, "p50": 0.0, "p95": 0.0}
@@ -58,11 +69,11 @@ def test_identical_options_tie_in_every_draw(db):
 
 def test_world_draws_do_not_depend_on_other_options(db):
     # the same region / device key gets the same draws whatever else was sampled before
-    w1 = pl.World(db, 300, seed=7)
+    w1 = World(db, 300, seed=7)
     w1.key("a100-40gb")
-    g1 = w1.grid(pl.grid_for_region(db, "us"))
-    w2 = pl.World(db, 300, seed=7)
-    g2 = w2.grid(pl.grid_for_region(db, "us"))
+    g1 = w1.grid(grid_for_region(db, "us"))
+    w2 = World(db, 300, seed=7)
+    g2 = w2.grid(grid_for_region(db, "us"))
     np.testing.assert_array_equal(g1, g2)
     np.testing.assert_array_equal(w1.key("h100-sxm5-80gb").te_g, w2.key("h100-sxm5-80gb").te_g)
 
@@ -75,18 +86,18 @@ def test_logtri_ppf_is_scipys_log_triangular():
     u = np.array([0.05, 0.5, 0.95])
     a, m, b = np.log([28.7, 164, 575.2])
     expect = np.exp(stats.triang(c=(m - a) / (b - a), loc=a, scale=b - a).ppf(u))
-    np.testing.assert_allclose(pl.logtri_ppf(t, u), expect, rtol=1e-12)
+    np.testing.assert_allclose(logtri_ppf(t, u), expect, rtol=1e-12)
 
 
 @pytest.fixture(scope="module")
 def three(root, db, tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp")
-    return [pl.load_option(root / f"scenarios/llama70b_{n}.yaml", db, out_root=out) for n in ("offload", "hbm_only", "old_gpus")]
+    return [load_option(root / f"scenarios/llama70b_{n}.yaml", db, out_root=out) for n in ("offload", "hbm_only", "old_gpus")]
 
 
 def test_profile_and_compare_agree_exactly(three, db):
     # GIVEN each shipped llama70b scenario profiled (its report.json) and compared, same seed and draws
-    res = pl.compare(three, db, draws=2000, seed=0)
+    res = compare(three, db, draws=2000, seed=0)
     for opt, o in zip(three, res["options"]):
         prof = opt.report
         # THEN totals, per-1k, headline, every device's bands and the grid are the same numbers
@@ -98,7 +109,7 @@ def test_profile_and_compare_agree_exactly(three, db):
 
 
 def test_compare_three_shipped_scenarios(three, db):
-    res = pl.compare(three, db, draws=2000)
+    res = compare(three, db, draws=2000)
     names = [o["name"] for o in res["options"]]
     assert names == ["llama70b_offload", "llama70b_hbm_only", "llama70b_old_gpus"]
     p = {(x["a"], x["b"]): x for x in res["pairs"]}
@@ -170,10 +181,10 @@ def test_analytic_model_agrees_with_simulation(root, db, tmp_path, name, kw):
     ref = attribute_trace(tmp_path / "t.arrows", db, scn.carbon, scenario=name, draws=3000,
                           slo=scn.slo.model_dump()).report
     # WHEN the analytic model and the vectorised kernel evaluate the same configuration
-    cfg = pl.configs_from_scenarios([scn], db)
-    perf = pl.analytic_model(scn, cfg, db)
-    car = pl.plan_carbon(perf, cfg, pl.World(db, 3000), [pl.grid_for_region(db, scn.carbon.region)],
-                         pl.pue_triple(db, scn.carbon.pue), [pl.LifetimeVariant(name="d")], scn.carbon.allocation)
+    cfg = configs_from_scenarios([scn], db)
+    perf = analytic_model(scn, cfg, db)
+    car = plan_carbon(perf, cfg, World(db, 3000), [grid_for_region(db, scn.carbon.region)],
+                         pue_triple(db, scn.carbon.pue), [LifetimeVariant(name="d")], scn.carbon.allocation)
     # THEN gCO2e per 1k tokens agrees within the stated tolerance; latency roughly
     q = car["q"][0, 0, 0]
     assert q[1] == pytest.approx(ref["per_1k_tokens_gco2e"]["p50"], rel=AGREEMENT_RTOL)
@@ -192,8 +203,8 @@ def test_configs_that_do_not_fit_are_infeasible_with_a_reason(root, db):
     scn = load_scenario(root / "scenarios/llama70b_offload.yaml", db)
     d = _variant(root, "tiny", **{"hardware.gpu": {"device": "a100-40gb", "count": 2}})
     small = parse_scenario(yaml.safe_dump(d), "tiny", db)
-    cfg = pl.configs_from_scenarios([scn, small], db)
-    perf = pl.analytic_model(scn, cfg, db)
+    cfg = configs_from_scenarios([scn, small], db)
+    perf = analytic_model(scn, cfg, db)
     assert perf.feasible.tolist() == [True, False]
     assert "leave no room for KV cache" in perf.reason[1]
     assert np.isnan(perf.duration_s[1])
@@ -203,7 +214,7 @@ def test_configs_that_do_not_fit_are_infeasible_with_a_reason(root, db):
 def test_pareto_front_is_non_dominated():
     rng = np.random.default_rng(0)
     x, y = rng.random(400), rng.random(400)
-    f = pl.pareto_front(x, y)
+    f = pareto_front(x, y)
     fs = set(f.tolist())
     for i in f:  # nobody dominates a frontier point
         assert not np.any((x <= x[i]) & (y <= y[i]) & ((x < x[i]) | (y < y[i])))
@@ -218,7 +229,7 @@ def test_robust_pick_differs_from_median_pick():
     rng = np.random.default_rng(0)
     a = rng.normal(1.0, 0.02, 4000)
     b = np.where(rng.random(4000) < 0.2, rng.uniform(1.5, 2.5, 4000), rng.normal(0.9, 0.02, 4000))
-    picks = pl.robust_picks(np.vstack([a, b]), q=95)
+    picks = robust_picks(np.vstack([a, b]), q=95)
     assert picks == {"median": 1, "robust": 0}
 
 
@@ -240,7 +251,7 @@ def _sweep(tmp_path, text):
 def test_sweep_errors_name_file_line_field(tmp_path, db, text, line, field):
     p = _sweep(tmp_path, text)
     with pytest.raises(ValidationError) as ei:
-        pl.load_sweep(p, db)
+        load_sweep(p, db)
     msg = str(ei.value)
     assert msg.startswith(f"{p}:{line}: {field}"), msg
 
@@ -249,17 +260,17 @@ def test_intensity_series_errors_name_line(tmp_path, db):
     (tmp_path / "ci.csv").write_text("timestamp,gco2e_per_kwh\n2024-01-01T00:00Z,100\n2024-01-01T01:00Z,abc\n")
     p = _sweep(tmp_path, "gpus:\n  - {device: h100-sxm5-80gb, count: 2}\nintensity_series:\n  - {name: x, file: ci.csv}\n")
     with pytest.raises(ValidationError) as ei:
-        pl.load_sweep(p, db)
+        load_sweep(p, db)
     assert str(ei.value).startswith(f"{tmp_path / 'ci.csv'}:3: gco2e_per_kwh")
 
 
 def test_forecast_error_bands_widen_the_intensity(db):
     vals = np.full(96, 300.0)
-    exact = pl.IntensitySeries("flat", vals, pl.NO_ERROR)
-    noisy = pl.IntensitySeries("flat", vals, pl.CARBONCAST_CISO)
-    w = pl.World(db, 20_000, seed=0)
-    e = w.grid(pl.GridSpec("series:exact", series=exact))
-    n = w.grid(pl.GridSpec("series:noisy", series=noisy))
+    exact = IntensitySeries("flat", vals, NO_ERROR)
+    noisy = IntensitySeries("flat", vals, CARBONCAST_CISO)
+    w = World(db, 20_000, seed=0)
+    e = w.grid(GridSpec("series:exact", series=exact))
+    n = w.grid(GridSpec("series:noisy", series=noisy))
     assert np.all(e == 300.0)
     ape = np.abs(300.0 / n - 1.0) * 100  # actual = forecast / (1 + e)
     assert 9.0 < np.median(ape) < 13.0       # between the day-1 and day-4 P50 bands (9.0 .. 12.5 %)
@@ -268,8 +279,8 @@ def test_forecast_error_bands_widen_the_intensity(db):
 
 def test_plan_on_shipped_sweep(root, db):
     scn = load_scenario(root / "scenarios/llama70b_offload.yaml", db)
-    loaded = pl.load_sweep(root / "scenarios/sweeps/llama70b_sweep.yaml", db)
-    res = pl.plan(scn, loaded, db, top=5)
+    loaded = load_sweep(root / "scenarios/sweeps/llama70b_sweep.yaml", db)
+    res = plan(scn, loaded, db, top=5)
     c = res["counts"]
     assert c["configurations"] == c["hardware"] * c["lifetimes"] * c["grids"] >= 10_000
     rb = res["recommendation"]["robust"]

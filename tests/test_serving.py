@@ -368,7 +368,7 @@ def test_failed_command_report_says_so(tmp_path, monkeypatch, capsys):
 
 
 def test_compare_names_two_traces_of_one_folder_by_stem(tmp_path):
-    from storagecarbon.planner import option_names
+    from storagecarbon.plan.options import option_names
 
     d = tmp_path / "runs"
     d.mkdir()

@@ -20,5 +20,4 @@ One concern per module:
 The forecast-error models of hourly intensity series are data
 (``storagecarbon/carbon/forecast_errors.yaml``, read by :mod:`storagecarbon.carbon.grid`).
 Everything is a pure function of its arguments except the ``load_*`` helpers at the edge.
-``storagecarbon.planner`` re-exports the old names.
 """
