@@ -721,30 +721,3 @@ def host_inventory() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total,
     }
-
-
-def finalize(path: str | Path, *, markers: list[tuple[float, str, str]] = (), summary: dict[str, Any] | None = None,
-             notes: list[str] = (), windows: tuple[str, ...] = ()) -> None:
-    """Rewrite a closed trace with extra markers, notes and summary fields (atomic replace).
-
-    ``windows``: phase names whose markers become ``window_start``/``window_end`` (kept for
-    the record, no longer phases). Used after an engine run, when facts known only at the end (token counts, per-request
-    latency, phases derived from them) join the recorded samples. A truncated trace is left
-    as it is: what was recorded is never put at risk.
-    """
-    path = Path(path)
-    t = read_trace(path)
-    if t.truncated:
-        return
-    header = t.header
-    header.notes = list(header.notes) + list(notes)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with TraceWriter(tmp, header, fsync=True) as w:
-        w.samples(t.t_s, t.channel, t.value)
-        for m in sorted(list(t.markers) + list(markers), key=lambda m: m[0]):
-            ev = m[1]
-            if m[2] in windows and ev in ("phase_start", "phase_end"):
-                ev = ev.replace("phase", "window")
-            w.marker(m[0], ev, m[2])
-        w.close({**t.summary, **(summary or {})})
-    os.replace(tmp, path)

@@ -388,3 +388,38 @@ def test_unchanged_readings_are_held_back_without_changing_usage(tmp_path):
         assert u_held.by_phase[q].ravel().tolist() == pytest.approx(u_full.by_phase[q].ravel().tolist(), rel=1e-12), q
         assert u_held.by_interval[q].sum() == pytest.approx(u_full.by_interval[q].sum(), rel=1e-12), q
     assert held.summary["recorder"]["rows_held_back"] > 0
+
+
+def test_finish_adds_what_only_the_end_knows_before_the_trace_closes(tmp_path):
+    # GIVEN a recording with a live marker, and a finish callback deriving a phase from it
+    seen = {}
+
+    def finish(end):
+        seen["markers"] = [m[1:] for m in end.markers]
+        start = next(t for t, ev, _ in end.markers if ev == "window_start")
+        return {"markers": [(start, "phase_start", "decode"), (end.t_end, "phase_end", "decode")],
+                "summary": {"latency": {"ttft_ms": {"p50": 7.0}}}, "notes": ["derived at the end"]}
+
+    vals = [(0, 5)] * 6
+    from storagecarbon.trace import DeviceEntry as D
+
+    p = tmp_path / "t.arrows"
+    rec = Recorder(p, {"devices": [D("ssd0", "ssd", None)]}, [_Seq(vals)], hz=10, fsync=False)
+    rec.start()
+    rec.marker("window_start", "pass1")
+    rec.sample_now()
+    rec.stop({"engine": "x"}, finish=finish)
+    # THEN the callback saw the live markers, and its phase, footer fields and notes are in the trace as written
+    t = read_trace(p)
+    assert seen["markers"] == [("window_start", "pass1")]
+    assert [m[1:] for m in t.markers if m[1].startswith("phase")] == [("phase_start", "decode"), ("phase_end", "decode")]
+    assert t.summary["latency"]["ttft_ms"]["p50"] == 7.0 and t.summary["engine"] == "x"
+    u = aggregate(p)
+    assert "decode" in u.phases and "derived at the end" in u.header.notes
+    # a failing callback costs nothing that was recorded
+    p2 = tmp_path / "t2.arrows"
+    rec = Recorder(p2, {"devices": [D("ssd0", "ssd", None)]}, [_Seq(vals)], hz=10, fsync=False)
+    rec.start()
+    rec.stop(finish=lambda end: 1 / 0)
+    t2 = read_trace(p2)
+    assert "ZeroDivisionError" in t2.summary["finish_error"] and not t2.truncated and len(t2.t_s) > 0

@@ -117,6 +117,8 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
             ended, summary = True, end
     if not np.isfinite(t_min):
         t_min, t_max = 0.0, 0.0
+    if summary.get("notes"):  # notes added at the recording's end (Recorder.stop's finish) join the header's
+        header.notes = list(header.notes) + [str(n) for n in summary["notes"]]
     duration = max(0.0, t_max - t_min)
     if interval_s is None:
         interval_s = max(duration / 2000.0, 0.1) if duration > 0 else 1.0

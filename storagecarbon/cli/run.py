@@ -135,7 +135,7 @@ def record(
     stat-logger plugin, LMCache taps); a served vLLM's run is split into start-up, serving window and
     shutdown (docs/serving.md).
     """
-    from ..engines.vllm_serve import finalize_serving, parse_window, preflight
+    from ..engines.vllm_serve import parse_window, preflight, serving_finish
     from ..record.recorder import record_command
     from ..scenario import load_scenario
 
@@ -161,19 +161,20 @@ def record(
         exporter = LiveExporter(_db(db_dir), carbon=scn.carbon if scn else None)
         server = exporter.serve(host, port)
         err.print(f"[dim]Prometheus metrics on http://{host}:{server.port}/metrics[/]")
+    finish, info = (serving_finish(slo=scn.slo.model_dump() if scn else None, window=win)
+                    if pf.served is not None or pf.metrics_url or win is not None else (None, {}))
     try:
         rc = record_command(argv, out_file, scenario=scn, hz=hz, hold_s=hold_s, timeout_s=timeout, env={**LOOPBACK_ENV, **pf.env},
                             disk_path=disk_path, vllm_url=pf.metrics_url, db=_db(db_dir), notes=pf.notes(),
                             lmcache=True if pf.lmcache and scn is not None else None,
                             vllm_stats=pf.served is not None and pf.plugin,
-                            listeners=[exporter.on_tick] if exporter else ())
+                            listeners=[exporter.on_tick] if exporter else (), finish=finish)
         if server is not None and prometheus_linger > 0:
             __import__("time").sleep(prometheus_linger)
     finally:
         if server is not None:
             server.close()
-    if pf.served is not None or pf.metrics_url or win is not None:
-        info = finalize_serving(out_file, slo=scn.slo.model_dump() if scn else None, window=win)
+    if finish is not None:
         w = info.get("window")
         if w:
             err.print(f"record: serving window {w['start_s']:.1f}–{w['end_s']:.1f} s after start "

@@ -400,7 +400,6 @@ def run_instance(scn: Any, workloads: list[dict[str, Any]], out_dir: str | Path,
     from ..record.sensors.nvml import NvmlSensor
     from ..record.sensors.procio import ProcTree
     from ..record.tiermap import map_tiers
-    from ..trace import finalize, read_header
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -513,10 +512,9 @@ def run_instance(scn: Any, workloads: list[dict[str, Any]], out_dir: str | Path,
                     rec.sample_now()
                     res = json.loads((work / f"result-{label}.json").read_text())
                     trace = out_dir / f"{label}.arrows"
-                    rec.stop({})
+                    summary, mk = workload_summary(res, rec.t0_unix, kvb, dims, n_gpu)
+                    rec.stop(summary, finish=lambda end, mk=mk: {"markers": mk})   # prefill/decode in each pass
                     rec = None
-                    summary, mk = workload_summary(res, read_header(trace).t0_unix, kvb, dims, n_gpu)
-                    finalize(trace, markers=mk, summary=summary, windows=tuple(p["label"] for p in res["passes"]))
                     traces[label] = str(trace)
                     current = None
                     progress(f"workload {label}: done")

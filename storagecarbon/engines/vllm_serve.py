@@ -9,7 +9,7 @@ will need, and split the run into serving phases afterwards.
   (hardware mapping, metrics endpoint, the stat-logger plugin, LMCache taps, vLLM's native CPU KV
   offload on a machine without GPU) and the environment ``record`` adds for LMCache (the variables
   docs/serving.md explains).
-* :func:`serving_markers` / :func:`finalize_serving`: phases ``startup`` (command start -> server
+* :func:`serving_markers` / :func:`serving_finish`: phases ``startup`` (command start -> server
   ready), ``serving`` (the load's start -> its end) and ``shutdown`` (load end -> command end),
   plus latency percentiles and SLO shares from vLLM's own histograms, written into the trace.
 
@@ -28,7 +28,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 SEPARATORS = {"&", "&&", ";", "|", "||"}
 SHELLS = {"sh", "bash", "dash", "zsh"}
@@ -379,34 +379,35 @@ def serving_markers(markers: list[tuple[float, str, str]], sensors: dict[str, An
     return out, info
 
 
-def finalize_serving(trace_path: str | Path, *, slo: dict[str, float | None] | None = None,
-                     window: tuple[float, float] | None = None) -> dict[str, Any]:
-    """Add serving phases, latency and plugin totals to a recorded trace (see the module docstring).
-    Returns the ``serving`` summary written; a truncated trace is left as it is."""
+def serving_finish(*, slo: dict[str, float | None] | None = None,
+                   window: tuple[float, float] | None = None) -> tuple[Callable[[Any], dict[str, Any]], dict[str, Any]]:
+    """``(finish, info)``: ``finish`` is the :meth:`Recorder.stop` callback that adds the serving phases, latency and
+    plugin totals to the trace as it closes (see the module docstring); ``info`` receives the ``serving`` summary
+    it wrote (empty if the trace could not be written to the end)."""
     from ..record.sensors.vllm_metrics import Histogram, latency_summary
-    from ..trace import finalize, read_trace
 
-    t = read_trace(trace_path)
-    if t.truncated:
-        return {}
-    sensors = t.summary.get("sensors") or {}
-    t_end = float(t.t_s.max()) if len(t.t_s) else 0.0
-    markers, info = serving_markers(t.markers, sensors, t.header.t0_unix, t_end, window)
-    hists = {k: Histogram.from_json(v) for k, v in ((sensors.get("vllm_metrics") or {}).get("histograms") or {}).items()}
-    summary: dict[str, Any] = {"serving": info}
-    if "window" in info:
-        summary["per_unit_phase"] = "serving"
-    if hists:
-        summary["latency"] = latency_summary(hists, slo)
-    notes = [f"serving window: {info['window_source']}"]
-    plug = (sensors.get("vllm_stats") or {}).get("totals")
-    if plug:
-        info["plugin"] = plug
-        ser = t.series("workload", "requests_done")
-        scraped = float(ser[1][-1] - (0.0 if (sensors.get("vllm_metrics") or {}).get("counts_from_zero") else ser[1][0])) \
-            if ser is not None and len(ser[1]) else None
-        if scraped is not None and plug.get("finished_requests") is not None and scraped != plug["finished_requests"]:
-            notes.append(f"vLLM's /metrics last answered with {scraped:g} requests done, its engine finished "
-                         f"{plug['finished_requests']} (stat-logger plugin): the last scrape missed the end")
-    finalize(trace_path, markers=markers, summary=summary, notes=notes)
-    return info
+    info: dict[str, Any] = {}
+
+    def finish(end: Any) -> dict[str, Any]:
+        sensors = end.sensors or {}
+        markers, inf = serving_markers(end.markers, sensors, end.t0_unix, end.t_end, window)
+        info.update(inf)
+        vm = sensors.get("vllm_metrics") or {}
+        hists = {k: Histogram.from_json(v) for k, v in (vm.get("histograms") or {}).items()}
+        summary: dict[str, Any] = {"serving": info}
+        if "window" in info:
+            summary["per_unit_phase"] = "serving"
+        if hists:
+            summary["latency"] = latency_summary(hists, slo)
+        notes = [f"serving window: {info['window_source']}"]
+        plug = (sensors.get("vllm_stats") or {}).get("totals")
+        if plug:
+            info["plugin"] = plug
+            scraped = vm.get("requests_done")
+            if scraped is not None and plug.get("finished_requests") is not None \
+                    and scraped != plug["finished_requests"]:
+                notes.append(f"vLLM's /metrics last answered with {scraped:g} requests done, its engine finished "
+                             f"{plug['finished_requests']} (stat-logger plugin): the last scrape missed the end")
+        return {"markers": markers, "summary": summary, "notes": notes}
+
+    return finish, info

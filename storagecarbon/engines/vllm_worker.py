@@ -262,11 +262,11 @@ def _run(spec: dict, result_path: Path) -> dict:
         kwargs["kv_transfer_config"] = KVTransferConfig(
             kv_connector="LMCacheConnectorV1", kv_role="kv_both")
 
-    markers.emit("phase_start", "load")
+    markers.emit("window_start", "load")
     t0 = time.time()
     llm = LLM(**kwargs)
     load_s = time.time() - t0
-    markers.emit("phase_end", "load")
+    markers.emit("window_end", "load")
 
     if spec.get("prompts") is not None:
         prompts: list[Any] = list(spec["prompts"])
@@ -314,11 +314,11 @@ def _run(spec: dict, result_path: Path) -> dict:
         label = f"pass{i}"
         if i > 1:
             llm.reset_prefix_cache()
-        markers.emit("phase_start", label)
+        markers.emit("window_start", label)   # a pass: a window, its prefill/decode phases come at the end
         start = time.time()
         outs = llm.generate(prompts, sp, use_tqdm=False)
         end = time.time()
-        markers.emit("phase_end", label, t=end)
+        markers.emit("window_end", label, t=end)
         taps_now = settled_taps()
         metrics_now = _metrics_dict(llm.get_metrics())
         reqs = []
@@ -532,11 +532,11 @@ def _run_workloads(spec: dict, result_path: Path) -> dict:
             cache_note = None
             if i in (w.get("drop_cache_before") or []):
                 cache_note = drop_page_cache()
-            mk.emit("phase_start", pl)
+            mk.emit("window_start", pl)
             start = time.time()
             outs = llm.generate(prompts, sp, use_tqdm=False)
             end = time.time()
-            mk.emit("phase_end", pl, t=end)
+            mk.emit("window_end", pl, t=end)
             taps_now = settled_taps(float(w.get("settle_s", 5.0))) if lmc else taps()
             metrics_now = _metrics_dict(llm.get_metrics())
             reqs = []

@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -60,6 +61,21 @@ QUIET_ENV = {
     "LMCACHE_TRACK_USAGE": "false",
 }
 TIMEOUT_EXIT = 124
+
+
+@dataclass
+class Ending:
+    """What a recording knows at its end, for a ``finish`` callback of :meth:`Recorder.stop`: the one way an
+    engine adds what only the end reveals (phases derived from requests' timings, the serving window, latency
+    from vLLM's histograms) to the trace it is writing, before it closes (no rewrite afterwards).
+
+    The callback returns a dict with any of ``markers`` (``(t_s, event, label)`` on the trace's clock),
+    ``summary`` (footer fields) and ``notes`` (footer ``notes``, read with the header's)."""
+
+    t0_unix: float
+    t_end: float                              # t_s of the last sample
+    markers: list[tuple[float, str, str]]     # every marker written, (t_s, event, label)
+    sensors: dict[str, Any]                   # each sensor's summary (the footer's ``sensors``)
 
 
 def emit_marker(event: str, label: str = "", *, path: str | Path | None = None, t_unix: float | None = None) -> bool:
@@ -175,6 +191,7 @@ class Recorder:
         self._last: dict[int, tuple[float, float]] = {}  # channel -> (t_s, value) of its last written row
         self._held: dict[int, float] = {}                 # channel -> t_s of its latest unwritten reading
         self.held_rows = 0
+        self.marker_log: list[tuple[float, str, str]] = []   # every marker written (for a finish callback)
         self._out_rows: list[tuple[float, int, float]] | None = [] if self.listeners else None  # for listeners
         self.header: TraceHeader | None = None
         self.t0_unix = 0.0
@@ -459,6 +476,7 @@ class Recorder:
                 continue
             m = (self._t_of_unix(t_unix), event.replace(":", "_"), label)
             self._writer.marker(*m)
+            self.marker_log.append(m)
             self.markers += 1
             out.append(m)
         return out
@@ -477,6 +495,7 @@ class Recorder:
                 except TraceWriteError as exc:
                     self._write_failed(exc)
                     return
+                self.marker_log.append((t, event.replace(":", "_"), label))
                 self.markers += 1
 
     def stats(self) -> dict[str, Any]:
@@ -494,8 +513,12 @@ class Recorder:
             "clock": "t_s on the monotonic clock; t0_unix from the wall clock at the start",
         }
 
-    def stop(self, summary: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Final sample, close sensors and the trace (footer = ``summary`` + recorder stats)."""
+    def stop(self, summary: dict[str, Any] | None = None, finish: Any = None) -> dict[str, Any]:
+        """Final sample, close sensors and the trace (footer = ``summary`` + recorder stats).
+
+        ``finish(Ending) -> dict``: called once the sensors are closed and before the trace is, to add markers,
+        footer fields and notes known only at the end (see :class:`Ending`). Not called when the trace can no
+        longer be written; an exception in it is recorded in the footer (``finish_error``), never raised."""
         if not self.started or self.stopped:
             return self.stats()
         self.stopped = True
@@ -532,6 +555,8 @@ class Recorder:
                 out = dict(summary or {})
                 out["recorder"] = self.stats()
                 out["sensors"] = sensor_summaries
+                if finish is not None and not w.closed:
+                    self._finish(w, finish, out, sensor_summaries)
                 if not w.closed:
                     try:
                         w.close(out)
@@ -540,6 +565,24 @@ class Recorder:
         if self.write_error is not None:
             raise self.write_error
         return out["recorder"]
+
+    def _finish(self, w: TraceWriter, finish: Any, out: dict[str, Any], sensors: dict[str, Any]) -> None:
+        t_end = self._now()
+        try:
+            extra = finish(Ending(self.t0_unix, t_end, sorted(self.marker_log, key=lambda m: m[0]), sensors)) or {}
+        except Exception as exc:  # noqa: BLE001 - what was recorded is kept whatever the callback does
+            out["finish_error"] = f"{type(exc).__name__}: {exc}"
+            return
+        try:
+            for t, ev, label in sorted(extra.get("markers") or [], key=lambda m: m[0]):
+                w.marker(float(t), str(ev).replace(":", "_"), str(label))
+                self.marker_log.append((float(t), str(ev), str(label)))
+                self.markers += 1
+        except TraceWriteError as exc:
+            self._write_failed(exc)
+        out.update(extra.get("summary") or {})
+        if extra.get("notes"):
+            out["notes"] = list(out.get("notes") or []) + list(extra["notes"])
 
     def __enter__(self) -> "Recorder":
         return self.start()
@@ -628,7 +671,8 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
                    disk_path: str | Path | None = None, db: Any = None, grace_s: float = 5.0,
                    vllm_url: str | None = None, lmcache: bool | None = None,
                    summary: dict[str, Any] | None = None, notes: list[str] | None = None,
-                   vllm_stats: bool = False, listeners: Sequence[Any] = (), hold_s: float = 1.0) -> int:
+                   vllm_stats: bool = False, listeners: Sequence[Any] = (), hold_s: float = 1.0,
+                   finish: Any = None) -> int:
     """Run ``argv`` under a recorder writing ``out_path``; return its exit code.
 
     * The command runs in its own session/process group with ``STORAGECARBON_MARKERS`` (a marker
@@ -787,7 +831,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
             signal.signal(sig, h)
         in_flight = sys.exc_info()[1]
         try:
-            rec.stop(result)
+            rec.stop(result, finish=finish)
         except TraceWriteError as exc:
             if in_flight is None:
                 status = result.get("command_status") or f"ended with exit code {result.get('exit_code', rc)}"

@@ -244,6 +244,8 @@ class VllmMetricsSensor(SensorBase):
         self._prev_t: float | None = None
         self._prev_counts: tuple[float | None, ...] | None = None
         self._hist_first: dict[str, Histogram] = {}
+        self._req_first: float | None = None   # requests done at the first scrape (0 when counting from zero)
+        self._req_last: float | None = None
         self._hist_last: dict[str, Histogram] = {}
 
     def probe(self) -> Probe:
@@ -273,6 +275,10 @@ class VllmMetricsSensor(SensorBase):
             self.first_ok_unix = t
         counts = (metric_sum(s, "vllm:prompt_tokens_total"), metric_sum(s, "vllm:generation_tokens_total"),
                   metric_sum(s, REQUESTS_METRIC))
+        if counts[2] is not None:
+            if self._req_first is None:
+                self._req_first = 0.0 if self.counts_from_zero else counts[2]
+            self._req_last = counts[2]
         if self._prev_counts is not None and counts != self._prev_counts:
             if self.first_activity_unix is None:
                 self.first_activity_unix = self._prev_t
@@ -308,7 +314,9 @@ class VllmMetricsSensor(SensorBase):
         return {k: h.minus(self._hist_first.get(k)) for k, h in self._hist_last.items()}
 
     def summary(self) -> dict[str, Any]:
+        done = None if self._req_last is None or self._req_first is None else self._req_last - self._req_first
         return {"url": self.url, "scrapes": self.scrapes, "counts_from_zero": self.counts_from_zero,
+                "requests_done": done,
                 "first_ok_unix": self.first_ok_unix,
                 "first_activity_unix": self.first_activity_unix, "last_activity_unix": self.last_activity_unix,
                 "histograms": {k: h.to_json() for k, h in self.histograms().items()}}
