@@ -185,6 +185,28 @@ def test_kill_9_loses_at_most_the_last_second(tmp_path):
     assert u.by_phase["resident_byte_s"][u.devices.index("dram")].sum() > 0
 
 
+class _Clock:
+    """An injectable sample clock: the recorder's thread is left out and the test makes each tick."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _manual(rec: Recorder, clock: _Clock) -> Recorder:
+    rec._run = lambda: None   # no sampling thread: ticks come from _tick
+    rec.start()
+    return rec
+
+
+def _tick(rec: Recorder, clock: _Clock, n: int = 1, dt: float = 0.05) -> None:
+    for _ in range(n):
+        clock.t += dt
+        rec.sample_now()
+
+
 class _Boom(SensorBase):
     name = "boom"
 
@@ -220,11 +242,14 @@ def test_failing_sensor_is_recorded_once_and_sampling_goes_on(tmp_path):
     boom = _Boom()
     rep = ReplaySensor([(0.0, "host", "cpu_time_s", 1.0)])
     p = tmp_path / "t.arrows"
-    with Recorder(p, {"devices": [DeviceEntry("host", "host", None)]}, [boom, rep], hz=20, fsync=False) as rec:
-        time.sleep(0.3)
+    clock = _Clock()
+    rec = _manual(Recorder(p, {"devices": [DeviceEntry("host", "host", None)]}, [boom, rep], hz=20, fsync=False,
+                           clock=clock), clock)
+    _tick(rec, clock, 5)
+    rec.stop()
     t = read_trace(p)
     err = t.summary["recorder"]["sensor_errors"]["boom"]
-    assert err["count"] == boom.calls >= 3 and "device went away" in err["first"]
+    assert err["count"] == boom.calls == 7 and "device went away" in err["first"]   # start, 5 ticks, stop
     # the other sensor kept sampling: a constant reading, written first and last (rows in between held back)
     assert len(t.series("host", "cpu_time_s")[0]) == 2 and rec.stats()["rows_held_back"] >= 2
     assert len(t.series("host", "power_w")[0]) == 0             # no made-up zeros
@@ -250,8 +275,11 @@ def test_duplicate_channels_first_sensor_wins(tmp_path):
     b = ReplaySensor([(0.0, "ssd0", "app_bytes_written", 99.0)])
     b.name = "replay2"
     p = tmp_path / "t.arrows"
-    with Recorder(p, {"devices": [DeviceEntry("ssd0", "ssd", None)]}, [a, b], hz=20, fsync=False):
-        time.sleep(0.1)
+    clock = _Clock()
+    rec = _manual(Recorder(p, {"devices": [DeviceEntry("ssd0", "ssd", None)]}, [a, b], hz=20, fsync=False,
+                           clock=clock), clock)
+    _tick(rec, clock, 2)
+    rec.stop()
     t = read_trace(p)
     assert [c.sensor for c in t.header.channels] == ["replay"]
     assert set(t.series("ssd0", "app_bytes_written")[1]) == {10.0}
@@ -278,15 +306,17 @@ def test_recorder_markers_in_process_and_from_file(tmp_path):
     m = tmp_path / "m.jsonl"
     p = tmp_path / "t.arrows"
     tree = ProcTree(os.getpid())
-    with Recorder(p, {"devices": [DeviceEntry("host", "host", None)]}, [ProcIOSensor(tree)], hz=20,
-                  markers_file=m, fsync=False) as rec:
-        rec.marker("phase_start", "a")
-        with open(m, "a") as fh:  # a partial line is held until it is complete
-            fh.write('{"t_unix": %f, "event": "request_end", "label": "17"}\n{"t_unix": ' % time.time())
-        time.sleep(0.15)
-        with open(m, "a") as fh:
-            fh.write('%f, "event": "phase_end", "label": "a:b"}\nnot json\n' % time.time())
-        time.sleep(0.15)
+    clock = _Clock()
+    rec = _manual(Recorder(p, {"devices": [DeviceEntry("host", "host", None)]}, [ProcIOSensor(tree)], hz=20,
+                           markers_file=m, fsync=False, clock=clock), clock)
+    rec.marker("phase_start", "a")
+    with open(m, "a") as fh:  # a partial line is held until it is complete
+        fh.write('{"t_unix": %f, "event": "request_end", "label": "17"}\n{"t_unix": ' % time.time())
+    _tick(rec, clock)
+    with open(m, "a") as fh:
+        fh.write('%f, "event": "phase_end", "label": "a:b"}\nnot json\n' % time.time())
+    _tick(rec, clock)
+    rec.stop()
     t = read_trace(p)
     assert [(e, n) for _, e, n in t.markers] == [("phase_start", "a"), ("request_end", "17"), ("phase_end", "a:b")]
     assert t.summary["recorder"]["bad_marker_lines"] == 1
