@@ -465,6 +465,7 @@ class ProcIOSensor(SensorBase):
         self._cpu = _TreeTotals(("cpu_s",))
         self._io_every_s = 0.0  # every tick
         self._cpu_version = -1
+        self._io_version = -1
         self._io_t = -1e9
         rk, wk = ("read_bytes", "write_bytes") if counters == "storage" else ("rchar", "wchar")
         self._rk, self._wk = IO_FIELDS.index(rk), IO_FIELDS.index(wk)
@@ -499,7 +500,11 @@ class ProcIOSensor(SensorBase):
             if gone:  # a member was reaped: its parent's counters now hold its share; re-read all
                 members = self.tree.members(refresh=True)
                 io, _ = self._read_io(members)
-        t_io = self._io.update_values(io, members)
+        if io or self.tree.version != self._io_version:   # else nothing new: the totals stand
+            t_io = self._io.update_values(io, members)
+            self._io_version = self.tree.version
+        else:
+            t_io = self._io._out
         t_cpu = self._cpu.update_values({m.key: (m.cpu_total_s,) for m in members}, members) \
             if self.tree.version != self._cpu_version else self._cpu._out
         rows: list[Row] = []
