@@ -191,6 +191,7 @@ class Recorder:
         self._last: dict[int, tuple[float, float]] = {}  # channel -> (t_s, value) of its last written row
         self._held: dict[int, float] = {}                 # channel -> t_s of its latest unwritten reading
         self.held_rows = 0
+        self._take_faults: dict[str, Any] = {}   # sensor name -> its take_faults, if it has one
         self.marker_log: list[tuple[float, str, str]] = []   # every marker written (for a finish callback)
         self._out_rows: list[tuple[float, int, float]] | None = [] if self.listeners else None  # for listeners
         self.header: TraceHeader | None = None
@@ -283,6 +284,9 @@ class Recorder:
         for s in active:
             mine = {(d, m): cid[(d, m)] for d, m, _ in s.channels() if owner.get((d, m)) == s.name}
             self._active.append((s, mine))
+            take = getattr(s, "take_faults", None)
+            if callable(take):
+                self._take_faults[s.name] = take
             if callable(getattr(s, "use_channels", None)):
                 s.use_channels(set(mine))  # a sensor may skip reads whose channels another sensor owns
         if self.markers_file is not None:
@@ -342,7 +346,7 @@ class Recorder:
                     self._notify(tick, drained)
                 # the writer also flushes by itself when rows arrive (TraceWriter._last_flush): one
                 # flush (and fsync) a second, not two
-                if time.monotonic() - max(self._last_flush, getattr(w, "_last_flush", 0.0)) >= self.flush_s:
+                if time.monotonic() - max(self._last_flush, w._last_flush) >= self.flush_s:
                     w.flush()
                     self._last_flush = time.monotonic()
             except TraceWriteError as exc:
@@ -404,8 +408,8 @@ class Recorder:
                     self._row(w, held, ch, last[1])   # the run of equal readings ends: its last row
                 self._row(w, t_s, ch, value)
                 self._last[ch] = (t_s, value)
-        take = getattr(s, "take_faults", None)
-        for fault in (take() if callable(take) else []):
+        take = self._take_faults.get(s.name)
+        for fault in (take() if take is not None else ()):
             ch = cmap.get((fault.device, fault.metric))
             if ch is None:
                 continue
@@ -413,10 +417,11 @@ class Recorder:
                 self._reset(w, ch, t_s, s.name, fault.reason)
             elif ch not in got:
                 self._open_gap(w, ch, t_s, s.name, fault.reason)
-        for ch in got:
-            self._has_read.add(ch)
-            if ch in self._gap_open:
-                self._close_gap(w, ch, t_s)
+        self._has_read |= got
+        if self._gap_open:
+            for ch in got:
+                if ch in self._gap_open:
+                    self._close_gap(w, ch, t_s)
 
     def _write_held(self, w: TraceWriter, channels: Any = None) -> None:
         """Write the held (unwritten) last reading of ``channels`` (default: every channel), so a run of equal
