@@ -63,20 +63,32 @@ def main() -> int:
                     cpu[name] += time.thread_time() - c0
                     calls[name] += 1
             s.read = timed  # type: ignore[method-assign]
-        rec = Recorder(wd / "t.arrows", {"devices": tm.devices}, sensors, hz=10, hold_s=a.hold_s, fsync=not a.no_fsync)
+        (wd / "markers.jsonl").touch()   # the marker file record_command gives every recorded command
+        rec = Recorder(wd / "t.arrows", {"devices": tm.devices}, sensors, hz=10, hold_s=a.hold_s, fsync=not a.no_fsync,
+                       markers_file=wd / "markers.jsonl")
         rec.start()
+        for obj, attr, name in ((rec._writer, "flush", "(writer flush)"), (rec, "_drain_markers", "(markers)")):
+            def timed_part(orig=getattr(obj, attr), name=name):
+                c0 = time.thread_time()
+                try:
+                    return orig()
+                finally:
+                    cpu[name] += time.thread_time() - c0
+                    calls[name] += 1
+            setattr(obj, attr, timed_part)
         time.sleep(a.seconds)
         st = rec.stop()
     finally:
         for p in procs:
             p.kill()
-    per = {k: cpu[k] / calls[k] * 1e6 for k in cpu}
+    ticks = max(st["ticks"], 1)
+    per = {k: cpu[k] / (calls[k] if not k.startswith("(") else ticks) * 1e6 for k in cpu}  # parts: per tick
     total = st["sample_cpu_s_mean"] * 1e6
     print(f"{os.cpu_count()} CPUs, {a.burners} busy processes, {st['ticks']} ticks at 10 Hz, hold {a.hold_s:g} s: "
           f"{total:.0f} µs CPU per sample; rows written {st['rows']}, held back {st['rows_held_back']}")
     for k, v in sorted(per.items(), key=lambda kv: -kv[1]):
-        print(f"  {k:12s} {v:6.0f} µs per read")
-    print(f"  {'the rest':12s} {total - sum(per.values()):6.0f} µs (loop, row checks, writer, flush, timing itself)")
+        print(f"  {k:16s} {v:6.0f} µs per {'tick' if k.startswith('(') else 'read'}")
+    print(f"  {'the rest':16s} {total - sum(per.values()):6.0f} µs (loop, row checks, writer, flush, timing itself)")
     return 0
 
 

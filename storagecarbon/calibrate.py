@@ -189,7 +189,10 @@ def vllm_mode(scenario: dict[str, Any]) -> str:
 
 def pass_energy_j(tr: Any, t0: float, t1: float) -> float | None:
     """Measured GPU energy (J, all GPUs) between two trace times, from the NVML energy counters
-    (linear interpolation between samples; ``None`` when a GPU has no energy channel)."""
+    (spread evenly between samples, :func:`storagecarbon.carbon.usage.spread`; ``None`` when a GPU has no
+    energy channel)."""
+    from .carbon.usage import increments, spread
+
     tot = 0.0
     gpus = [d for d in tr.header.devices if d.tier == "hbm"]
     if not gpus:
@@ -199,7 +202,9 @@ def pass_energy_j(tr: Any, t0: float, t1: float) -> float | None:
         if sr is None or len(sr[0]) < 2:
             return None
         t, v = sr
-        tot += float(np.interp(t1, t, v) - np.interp(t0, t, v))
+        _, d = increments(t, v, True)
+        seg, part = spread(t, d, np.asarray([t0, t1], dtype=np.float64))   # the one rule of usage.aggregate
+        tot += float(part[seg == 0].sum())
     return tot
 
 

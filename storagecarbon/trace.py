@@ -284,8 +284,29 @@ def tool_versions() -> dict[str, str]:
     return dict(_tool_versions())
 
 
+_ARROW_WARM = False
+
+
+def _warm_arrow() -> None:
+    """Build and write one record batch in memory, once per process. pyarrow initialises its memory pool and
+    IPC machinery on first use: 0.4 s of CPU in the first flush on the lent H200 box
+    (``benchmarks/gpu/arrow_flush_cost.py``), which would otherwise land in the recorder's first ticks."""
+    global _ARROW_WARM
+    if _ARROW_WARM:
+        return
+    _ARROW_WARM = True
+    batch = pa.record_batch([pa.array([0.0], pa.float64()), pa.array([0], pa.int32()), pa.array([0.0], pa.float64()),
+                             pa.array([None], pa.string())], schema=SCHEMA)
+    with pa.ipc.new_stream(pa.BufferOutputStream(), SCHEMA) as w:
+        w.write_batch(batch)
+
+
 class TraceWriter:
     """Streams samples and markers to a trace file; flushes at least every ``flush_s``.
+
+    Durability: each flush writes whole record batches to the kernel (a killed recorder or command loses
+    nothing flushed before); the file is fsynced at most every ``fsync_s`` (5 s) and at close, so a machine
+    crash loses at most the last few seconds. ``fsync=False`` never syncs (tests, tmpfs).
 
     A failed write (``ENOSPC``, ``EFBIG``, any ``OSError``) raises :class:`TraceWriteError` once and
     leaves the writer *failed*: the file is closed without a footer and every later call is a no-op,
@@ -293,12 +314,15 @@ class TraceWriter:
     """
 
     def __init__(self, path: str | Path, header: TraceHeader, *, flush_s: float = 1.0, fsync: bool = True,
-                 opener: Any = None):
+                 opener: Any = None, fsync_s: float = 5.0):
+        _warm_arrow()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.header = header
         self.flush_s = flush_s
         self._fsync = fsync
+        self.fsync_s = fsync_s        # flushed to the kernel every flush_s; to the disk every fsync_s and at close
+        self._last_fsync = -math.inf
         self._t: list[float] = []
         self._c: list[int] = []
         self._v: list[float] = []
@@ -404,9 +428,11 @@ class TraceWriter:
                 raise self._fail(exc, "flushing") from None
         self._last_flush = time.monotonic()
 
-    def _sync(self) -> None:
+    def _sync(self, final: bool = False) -> None:
         self._file.flush()
-        if self._fsync:
+        now = time.monotonic()
+        if self._fsync and (final or now - self._last_fsync >= self.fsync_s):
+            self._last_fsync = now
             try:
                 os.fsync(self._file.fileno())
             except OSError as exc:
@@ -425,6 +451,7 @@ class TraceWriter:
         self.flush()
         try:
             self._writer.close()
+            self._sync(final=True)
             self._file.close()
         except (OSError, pa.ArrowException) as exc:
             raise self._fail(exc, "closing") from None

@@ -32,7 +32,7 @@ from storagecarbon.record.recorder import Recorder, record_command
 from storagecarbon.scenario import parse_scenario
 from storagecarbon.record.sensors.base import Probe, SensorBase
 from storagecarbon.record.sensors.diskstats import DiskstatsSensor
-from storagecarbon.record.sensors.nvml import NvmlSensor
+from storagecarbon.record.sensors.nvml import FULL_RATE, NvmlSensor
 from storagecarbon.trace import DeviceEntry, read_trace
 from storagecarbon.carbon.usage import aggregate
 
@@ -415,7 +415,7 @@ class _FakeNvml:
 
 
 def test_nvml_error_on_one_metric_is_a_gap_in_that_channel_only(tmp_path):
-    nv = NvmlSensor(pcie=False)
+    nv = NvmlSensor(pcie=False, every_s=FULL_RATE)
     nv._nv, nv._handles, nv._names = _FakeNvml(), [("gpu0", object())], {"gpu0": "fake"}
     nv._metrics = {"gpu0": ["energy_j", "power_w"]}
     nv.probe = lambda: Probe(True, "fake NVML")

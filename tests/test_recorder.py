@@ -453,3 +453,53 @@ def test_finish_adds_what_only_the_end_knows_before_the_trace_closes(tmp_path):
     rec.stop(finish=lambda end: 1 / 0)
     t2 = read_trace(p2)
     assert "ZeroDivisionError" in t2.summary["finish_error"] and not t2.truncated and len(t2.t_s) > 0
+
+
+class _Fresh(SensorBase):
+    """A counter read only when refreshed: a source read at a lower rate (NVML's energy counter)."""
+    name = "fresh"
+
+    def __init__(self):
+        self.refreshes = 0
+        self.value = 0.0
+
+    def probe(self):
+        return Probe(True, "")
+
+    def channels(self):
+        return [("gpu0", "energy_j", self.name)]
+
+    def refresh(self):
+        self.refreshes += 1
+
+    def read(self):
+        self.value += 1.0
+        return [("gpu0", "energy_j", self.value)]
+
+
+def test_a_live_phase_marker_makes_the_next_tick_read_every_source(tmp_path):
+    from storagecarbon.trace import DeviceEntry as D
+
+    # GIVEN a recorder on an injected clock with a sensor that reads some sources less often
+    clock, s = _Clock(), _Fresh()
+    rec = _manual(Recorder(tmp_path / "t.arrows", {"devices": [D("gpu0", "hbm", None)]}, [s], hz=10, fsync=False,
+                           clock=clock), clock)
+    assert s.refreshes == 1                        # the first sample reads everything
+    _tick(rec, clock, 10, dt=0.1)
+    assert s.refreshes == 1
+    # WHEN a phase starts (a live marker), and per-request markers arrive
+    rec.marker("phase_start", "serving")
+    _tick(rec, clock, 1, dt=0.1)
+    # THEN the next tick refreshed every sensor; per-request markers do not
+    assert s.refreshes == 2
+    rec.marker("request_end", "r1")
+    _tick(rec, clock, 3, dt=0.1)
+    assert s.refreshes == 2
+    # AND a burst of phase markers refreshes at most once a second
+    rec.marker("phase_end", "serving")
+    _tick(rec, clock, 1, dt=0.1)
+    assert s.refreshes == 2                        # 0.4 s after the last refresh: waits
+    _tick(rec, clock, 6, dt=0.1)
+    assert s.refreshes == 3
+    st = rec.stop()                                # and the final sample reads everything
+    assert s.refreshes == 4 and st["refreshes"] == 4

@@ -1,5 +1,6 @@
 """Sensors: parsers on captured text, counter wrap/reset, fake sysfs/NVML, tier map, replay."""
 
+import collections
 import json
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from storagecarbon.record.sensors import (DiskstatsSensor, KeepLast, LMCacheTapS
                                    workload_rows, write_replay)
 from storagecarbon.record.sensors.procio import _TreeTotals
 from storagecarbon.record.sensors.vllm_metrics import metric_sum
-from storagecarbon.record.sensors.nvml import parse_visible_devices
+from storagecarbon.record.sensors import nvml as nvml_mod
+from storagecarbon.record.sensors.nvml import FULL_RATE, parse_visible_devices
 from storagecarbon.record.tiermap import STAND_IN_VIRTUAL, block_info, map_tiers, mount_of, parse_mounts
 from storagecarbon.trace import DeviceEntry, read_trace
 from storagecarbon.carbon.usage import aggregate
@@ -296,7 +298,7 @@ def test_nvml_two_fake_gpus_units_and_channels(monkeypatch):
     # GIVEN a fake pynvml with 2 GPUs, GPU 1 without an energy counter
     fake = _fake_pynvml(2, energy_unsupported=(1,))
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    s = NvmlSensor(pcie_interval_s=0.0)
+    s = NvmlSensor(pcie_interval_s=0.0, every_s=FULL_RATE)
     pr = s.probe()
     assert pr.available and "2 GPU(s)" in pr.reason and "NVIDIA H100 80GB HBM3" in pr.reason
     ch = s.channels()
@@ -325,6 +327,37 @@ def test_nvml_two_fake_gpus_units_and_channels(monkeypatch):
     n0 = len(fake.state["pcie_calls"])
     pcie_rows = [sum(m.startswith("pcie_") for _, m, _ in s2.read()) for _ in range(5)]
     assert pcie_rows == [2, 0, 0, 0, 0] and len(fake.state["pcie_calls"]) - n0 == 2
+
+
+def test_nvml_reads_each_metric_at_its_own_cadence_and_all_of_them_after_refresh(monkeypatch):
+    # GIVEN one fake GPU whose calls are counted, and a sensor at the default cadence on a fake clock
+    fake = _fake_pynvml(1)
+    calls = collections.Counter()
+    for fn in ("nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetPowerUsage", "nvmlDeviceGetMemoryInfo",
+               "nvmlDeviceGetUtilizationRates"):
+        orig = getattr(fake, fn)
+        setattr(fake, fn, lambda h, _o=orig, _n=fn: (calls.update([_n]), _o(h))[1])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    now = [1000.0]
+    monkeypatch.setattr(nvml_mod.time, "monotonic", lambda: now[0])
+    s = NvmlSensor(pcie=False)
+    assert s.probe().available
+    calls.clear()
+    # WHEN it is read at 10 Hz for 10 s
+    energy_rows = 0
+    for k in range(100):
+        now[0] = 1000.0 + 0.1 * k + 0.001
+        energy_rows += sum(m == "energy_j" for _, m, _ in s.read())
+    # THEN the energy counter (3.4 ms a read on an H200) is read every 5 s, power every 0.5 s, the rest every 1 s
+    assert energy_rows == 2 and calls["nvmlDeviceGetTotalEnergyConsumption"] == 2
+    assert calls["nvmlDeviceGetPowerUsage"] == 20
+    assert calls["nvmlDeviceGetUtilizationRates"] == 10 and calls["nvmlDeviceGetMemoryInfo"] == 10
+    # AND after refresh() (the recorder's first and final samples, live phase markers) everything is read at once
+    s.refresh()
+    now[0] += 0.1
+    assert {m for _, m, _ in s.read()} == {"energy_j", "power_w", "resident_bytes", "utilization"}
+    assert {m for _, m, _ in s.read()} == set()          # and then the cadence goes on
+    assert s.summary()["every_s"]["energy_j"] == 5.0
 
 
 def test_nvml_records_only_the_commands_visible_gpus(monkeypatch):

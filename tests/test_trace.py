@@ -102,3 +102,28 @@ def test_vectorised_samples(tmp_path):
         w.samples(np.arange(5.0), np.zeros(5, dtype=np.int32), np.arange(5.0) * 2)
     t = read_trace(p)
     assert t.value.tolist() == [0, 2, 4, 6, 8] and not t.truncated
+
+
+def test_a_sparse_counter_is_spread_evenly_over_phases_and_intervals(tmp_path):
+    from storagecarbon.carbon.usage import aggregate, spread
+
+    # GIVEN an energy counter read every 5 s (0, 500, 1000 J), a gauge read at 0 and 5 s, and a phase from 2.5 s on
+    h = TraceHeader(source="replayed", devices=[DeviceEntry("gpu0", "hbm", None)],
+                    channels=make_channels([("gpu0", "energy_j", "nvml"), ("gpu0", "resident_bytes", "nvml")]),
+                    t0_unix=1.7e9)
+    with TraceWriter(tmp_path / "t.arrows", h, fsync=False) as w:
+        w.samples(np.array([0.0, 0.0, 5.0, 5.0, 10.0, 10.0]), np.array([0, 1, 0, 1, 0, 1]),
+                  np.array([0.0, 10.0, 500.0, 20.0, 1000.0, 20.0]))
+        w.marker(2.5, "phase_start", "serving")
+    # WHEN aggregated into 1-s intervals
+    u = aggregate(tmp_path / "t.arrows", interval_s=1.0)
+    # THEN the counter's increment is split at the phase start in proportion to time (250 J before, 750 J after) ...
+    e = dict(zip(u.phases, u.by_phase["energy_j"][0]))
+    assert e["serving"] == pytest.approx(750.0) and e["other"] == pytest.approx(250.0)
+    assert u.by_interval["energy_j"][0][:10].tolist() == pytest.approx([100.0] * 10)
+    # ... a gauge's held level exactly (10 B for 2.5 s, then 10 B for 2.5 s and 20 B for 5 s)
+    r = dict(zip(u.phases, u.by_phase["resident_byte_s"][0]))
+    assert r["other"] == pytest.approx(25.0) and r["serving"] == pytest.approx(25.0 + 100.0)
+    # AND spread keeps the total whatever the cuts
+    seg, part = spread(np.array([0.0, 1.0, 3.0]), np.array([2.0, 4.0]), np.array([-1.0, 0.5, 2.0, 2.0, 9.0]))
+    assert seg.tolist() == [0, 1, 2, 3] and part.tolist() == pytest.approx([1.0, 3.0, 0.0, 2.0])

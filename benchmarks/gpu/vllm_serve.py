@@ -56,7 +56,7 @@ def run_one(name: str, out: Path, gpu: str, port: int, a: argparse.Namespace) ->
             "--prompt-tokens", str(a.prompt), "--shared-prefix", str(a.prefix), "--output-tokens", str(a.output),
             "--concurrency", str(a.concurrency), "--passes", "2", "--reset-prefix-cache", "--ready-timeout", "400",
             "--result", str(d / "load.json"), "--"]
-    cmd = [sys.executable, "-m", "storagecarbon", "record", "--scenario", str(d / "scenario.yaml"), "--hz", "20",
+    cmd = [sys.executable, "-m", "storagecarbon", "record", "--scenario", str(d / "scenario.yaml"), "--hz", str(a.hz),
            "--out", str(d / "trace.arrows"), "--disk-path", str(d), "--timeout", str(a.timeout), "--"] + load + server
     env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": gpu}
     t0 = time.time()
@@ -73,6 +73,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--runs", default="l8b-native,l8b-lmcache")
+    ap.add_argument("--hz", type=float, default=20.0, help="the recorder's sampling rate")
     ap.add_argument("--lanes", default="0;1")
     ap.add_argument("--requests", type=int, default=48)
     ap.add_argument("--prompt", type=int, default=2048)

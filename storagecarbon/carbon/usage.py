@@ -74,6 +74,33 @@ def increments(t: np.ndarray, v: np.ndarray, cumulative: bool) -> tuple[np.ndarr
     return t[:-1], d
 
 
+def spread(t: np.ndarray, d: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Increments ``d[i]`` over ``[t[i], t[i+1]]`` (from :func:`increments`) spread evenly in time across the
+    sorted ``cuts`` (phase boundaries, interval edges): returns ``(segment, amount)``, where segment ``k`` is the
+    time from ``cuts[k]`` to ``cuts[k+1]`` (``-1``: before the first cut). The total is kept exactly.
+
+    The one rule for placing a reading's increment in time: a counter read every 5 s (NVML's energy) puts a
+    phase that starts in the middle of those 5 s at its share, not all or nothing; a gauge's level held until
+    the next sample is split at the cut exactly. Only the cuts inside the samples' span cost anything."""
+    cum = np.concatenate([[0.0], np.cumsum(d)])
+    lo = int(np.searchsorted(cuts, t[0], side="right"))
+    hi = int(np.searchsorted(cuts, t[-1], side="left"))
+    if hi <= lo:  # no cut inside: everything in one segment
+        return np.asarray([lo - 1]), np.asarray([cum[-1]])
+    pts = np.concatenate([[t[0]], cuts[lo:hi], [t[-1]]])
+    return np.arange(lo - 1, hi), np.diff(np.interp(pts, t, cum))
+
+
+def phase_shares(t: np.ndarray, d: np.ndarray, btimes: np.ndarray, bphase: np.ndarray, other: int,
+                 n_ph: int) -> np.ndarray:
+    """Increments ``d`` over the intervals of ``t`` per phase: the phase timeline's boundary times ``btimes``
+    and the phase index active from each on (``other`` before the first), :func:`spread` at the boundaries."""
+    seg, part = spread(t, d, btimes)
+    ph = bphase[np.clip(seg, 0, None)] if len(btimes) else np.zeros(len(seg), dtype=np.int64)
+    ph = np.where(seg >= 0, ph, other)
+    return np.bincount(ph, weights=part, minlength=n_ph)[:n_ph]
+
+
 def _phase_timeline(markers: list[tuple[float, str, str]]) -> tuple[np.ndarray, list[str], list[str]]:
     """Boundary times and the phase active from each boundary on (a stack: nested phases allowed)."""
     markers = sorted(markers, key=lambda m: m[0])
@@ -183,6 +210,7 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
             ch_q[ch.id] = ch.metric
     last_t = np.full(n_ch, np.nan)
     last_v = np.full(n_ch, np.nan)
+    int_edges = t_min + interval_s * np.arange(n_int + 1, dtype=np.float64)
 
     # ---- pass 2: samples
     for batch in iter_batches(path):
@@ -215,19 +243,21 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
             last_t[cid], last_v[cid] = tt[-1], vv[-1]
             if q is None or len(tt) < 2:
                 continue
-            t0, d = increments(tt, vv, bool(ch_cum[cid]))
+            _t0, d = increments(tt, vv, bool(ch_cum[cid]))
             dev = ch_dev[cid]
             if dev < 0:  # workload counters
                 workload[q] += float(d.sum())
                 continue
-            ph = phase_at(t0)
-            by_phase[q][dev] += np.bincount(ph, weights=d, minlength=n_ph)[:n_ph]
-            ib = np.clip(((t0 - t_min) // interval_s).astype(np.int64), 0, n_int - 1)
-            by_int[q][dev] += np.bincount(ib, weights=d, minlength=n_int)[:n_int]
+            ph_add = phase_shares(tt, d, btimes, bphase, pidx[OTHER], n_ph)
+            seg, part = spread(tt, d, int_edges)
+            ib = np.clip(seg, 0, n_int - 1)
+            int_add = np.bincount(ib, weights=part, minlength=n_int)[:n_int]
+            by_phase[q][dev] += ph_add
+            by_int[q][dev] += int_add
             if ch_kv[cid]:
                 has[(devs[dev], "kv_bytes_read")] = True
-                by_phase["kv_bytes_read"][dev] += np.bincount(ph, weights=d, minlength=n_ph)[:n_ph]
-                by_int["kv_bytes_read"][dev] += np.bincount(ib, weights=d, minlength=n_int)[:n_int]
+                by_phase["kv_bytes_read"][dev] += ph_add
+                by_int["kv_bytes_read"][dev] += int_add
 
     n_req_markers = sum(1 for m in markers if m[1] == "request_end")
     return Usage(notes=fault_notes(markers, summary, t_max), header=header, phases=phases, phase_time_s=phase_time, by_phase=by_phase, has=has,

@@ -631,7 +631,7 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
 
     from ..record.recorder import QUIET_ENV, Recorder, default_sensors
     from ..scenario import TransformersCfg
-    from ..record.sensors.nvml import NvmlSensor
+    from ..record.sensors.nvml import FULL_RATE, NvmlSensor
     from ..record.sensors.procio import ProcTree
     from ..record.tiermap import map_tiers
 
@@ -671,7 +671,8 @@ def profile_transformers(scn: Any, db: Any, scenario_path: str | Path, work_dir:
     probed: dict[str, Any] = {}
     tree = ProcTree()
     if sensors is None:
-        nv = nvml if nvml is not None else NvmlSensor()
+        # every NVML metric on every tick: the measurement harness splits sub-second prefill/decode phases
+        nv = nvml if nvml is not None else NvmlSensor(every_s=FULL_RATE)
         probed["nvml"] = nv.probe()
         gpus = nv.devices() if probed["nvml"].available else []
         tiers = scn.hardware.tiers()

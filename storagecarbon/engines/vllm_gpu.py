@@ -397,7 +397,7 @@ def run_instance(scn: Any, workloads: list[dict[str, Any]], out_dir: str | Path,
     import psutil
 
     from ..record.recorder import QUIET_ENV, Recorder, default_sensors
-    from ..record.sensors.nvml import NvmlSensor
+    from ..record.sensors.nvml import FULL_RATE, NvmlSensor
     from ..record.sensors.procio import ProcTree
     from ..record.tiermap import map_tiers
 
@@ -465,7 +465,8 @@ def run_instance(scn: Any, workloads: list[dict[str, Any]], out_dir: str | Path,
         tree = ProcTree()
         tree.attach(proc.pid, session=proc.pid)
         # a fresh NVML sensor per recorder: a recorder closes its sensors (nvmlShutdown) when it stops
-        nv_k = NvmlSensor(indices=gpu_indices)
+        # every NVML metric on every tick: a pass lasts seconds and its prefill/decode split is sub-second
+        nv_k = NvmlSensor(indices=gpu_indices, every_s=FULL_RATE)
         probed_k = {"nvml": nv_k.probe()}
         sensors = default_sensors(tree, tm, tap_dir=tap_dir, scenario=scn_echo, lmcache=lmc is not None,
                                   nvml=nv_k, base_dir=work)

@@ -46,7 +46,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..trace import TraceHeader, iter_batches, read_header, split_special
-from ..carbon.usage import OTHER, QUANTITIES, WORKLOAD, Usage, _phase_timeline, increments, quantity_of
+from ..carbon.usage import (OTHER, QUANTITIES, WORKLOAD, Usage, _phase_timeline, increments, phase_shares,
+                            quantity_of)
 
 STORAGE_TIERS = ("dram", "ssd", "hdd", "remote")
 PREFIX = "storagecarbon"
@@ -178,12 +179,13 @@ class LiveUsage:
             q = self.ch_q[cid]
             if q is None or len(tt) < 2:
                 continue
-            t0, d = increments(tt, vv, bool(self.ch_cum[cid]))
+            _t0, d = increments(tt, vv, bool(self.ch_cum[cid]))
             dev = self.ch_dev[cid]
             if dev < 0:
                 self.workload[q] += float(d.sum())
             else:
-                self._by_phase[q][dev] += np.bincount(self._phase_at(t0), weights=d, minlength=n_ph)[:n_ph]
+                times, bphase, _ = self._timeline
+                self._by_phase[q][dev] += phase_shares(tt, d, times, bphase, 0, n_ph)
 
     @property
     def totals(self) -> dict[str, np.ndarray]:

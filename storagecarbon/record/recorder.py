@@ -48,7 +48,7 @@ from typing import Any, Sequence
 
 from ..errors import TraceWriteError
 from .launch import end_group, group_members, signal_group, start_group
-from .sensors.base import WORKLOAD_DEVICE, Probe
+from .sensors.base import WORKLOAD_DEVICE, Every, Probe
 from ..trace import DeviceEntry, TraceHeader, TraceWriter, host_inventory, make_channels, tool_versions
 
 MARKERS_ENV = "STORAGECARBON_MARKERS"
@@ -76,6 +76,19 @@ class Ending:
     t_end: float                              # t_s of the last sample
     markers: list[tuple[float, str, str]]     # every marker written, (t_s, event, label)
     sensors: dict[str, Any]                   # each sensor's summary (the footer's ``sensors``)
+
+
+REFRESH_MIN_S = 1.0
+MARKERS_EVERY_S = 0.2
+"""The marker file is read this often (a marker carries its own time: reading it later moves nothing)."""
+
+
+def refreshes(event: str) -> bool:
+    """Whether a live marker makes the next tick read every source, including those read at a lower rate
+    (NVML's energy counter, process CPU time and RSS, the LMCache disk folder): every marker but the
+    per-request ones (``request_*``), at most once every :data:`REFRESH_MIN_S`, so that a phase that starts
+    on a live marker starts at a fresh reading of every counter."""
+    return not event.startswith("request")
 
 
 def emit_marker(event: str, label: str = "", *, path: str | Path | None = None, t_unix: float | None = None) -> bool:
@@ -218,6 +231,10 @@ class Recorder:
         self.counter_resets: list[dict[str, Any]] = []
         self._ch_name: dict[int, str] = {}
         self._has_read: set[int] = set()
+        self._markers_due = Every(MARKERS_EVERY_S)   # the marker file is looked at 5 times a second
+        self._refresh_due = False      # a live phase marker arrived: the next tick reads every source
+        self._refresh_t = -math.inf    # when the last such refresh ran (at most one a second)
+        self.refreshes = 0
         self.write_error: TraceWriteError | None = None
         self.started = False
         self.stopped = False
@@ -291,7 +308,7 @@ class Recorder:
                 s.use_channels(set(mine))  # a sensor may skip reads whose channels another sensor owns
         if self.markers_file is not None:
             self._tail = _MarkerTail(self.markers_file)
-        self.sample_now()
+        self.sample_now(fresh=True)  # the first sample reads every source
         self._thread = threading.Thread(target=self._run, name="storagecarbon-recorder", daemon=True)
         self._thread.start()
         return self
@@ -327,7 +344,10 @@ class Recorder:
         if w is None:
             return
         c0, w0 = time.thread_time(), time.monotonic()
-        if fresh or self.stopped:
+        now = float(self._clock())
+        if fresh or self.stopped or (self._refresh_due and now - self._refresh_t >= REFRESH_MIN_S):
+            self._refresh_due, self._refresh_t = False, now
+            self.refreshes += 1
             for s, _ in self._active:
                 if callable(getattr(s, "refresh", None)):
                     s.refresh()
@@ -337,7 +357,7 @@ class Recorder:
             try:
                 for s, cmap in self._active:
                     self._read_sensor(w, s, cmap)
-                drained = self._drain_markers()
+                drained = self._drain_markers() if self._markers_due.due(now) or self.stopped or fresh else []
                 if drained or self.stopped:
                     self._write_held(w)
                 tick = self._out_rows
@@ -480,6 +500,7 @@ class Recorder:
                 self._tail.bad_lines += 1
                 continue
             m = (self._t_of_unix(t_unix), event.replace(":", "_"), label)
+            self._refresh_due |= refreshes(event)
             self._writer.marker(*m)
             self.marker_log.append(m)
             self.markers += 1
@@ -502,13 +523,14 @@ class Recorder:
                     return
                 self.marker_log.append((t, event.replace(":", "_"), label))
                 self.markers += 1
+                self._refresh_due |= refreshes(event)
 
     def stats(self) -> dict[str, Any]:
         n = max(self.ticks, 1)
         return {
             "hz": self.hz, "ticks": self.ticks, "overruns": self.overruns, "rows": self.rows,
             "rows_held_back": self.held_rows, "hold_s": self.hold_s,
-            "markers": self.markers,
+            "markers": self.markers, "refreshes": self.refreshes,
             "sample_cpu_s_mean": self._cpu_sum / n, "sample_cpu_s_max": self._cpu_max,
             "sample_wall_s_mean": self._wall_sum / n, "sample_wall_s_max": self._wall_max,
             "bad_marker_lines": self._tail.bad_lines if self._tail else 0,
@@ -677,7 +699,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
                    vllm_url: str | None = None, lmcache: bool | None = None,
                    summary: dict[str, Any] | None = None, notes: list[str] | None = None,
                    vllm_stats: bool = False, listeners: Sequence[Any] = (), hold_s: float = 1.0,
-                   finish: Any = None) -> int:
+                   finish: Any = None, full_rate: bool = False) -> int:
     """Run ``argv`` under a recorder writing ``out_path``; return its exit code.
 
     * The command runs in its own session/process group with ``STORAGECARBON_MARKERS`` (a marker
@@ -697,7 +719,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
       disk holding ``disk_path`` (default: ``cwd``).
     * ``listeners``: passed to the :class:`Recorder` (e.g. a live Prometheus exporter).
     """
-    from .sensors.nvml import NvmlSensor
+    from .sensors.nvml import FULL_RATE as NVML_FULL_RATE, NvmlSensor
     from .sensors.procio import ProcTree
     from .tiermap import map_tiers
 
@@ -721,7 +743,7 @@ def record_command(argv: Sequence[str], out_path: str | Path, *, scenario: Any =
             if why:
                 notes.append(why)
         cvd = {**os.environ, **(env or {})}.get("CUDA_VISIBLE_DEVICES")
-        nv = NvmlSensor(visible=cvd)
+        nv = NvmlSensor(visible=cvd, every_s=NVML_FULL_RATE if full_rate else None)
         if cvd is not None:
             notes.append(f"GPUs: the command's CUDA_VISIBLE_DEVICES={cvd!r}; only those GPUs are recorded")
         probed["nvml"] = nv.probe()

@@ -32,6 +32,7 @@ The recorder writes ``gap_start`` / ``gap_end`` and ``counter_reset`` markers na
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -188,3 +189,31 @@ class KeepLast:
 
     def __len__(self) -> int:
         return len(self._last)
+
+
+class Every:
+    """A source read at its own cadence, below the recorder's tick rate: :meth:`due` is true once per
+    ``interval_s`` (on every call when it is 0) and on the first call after :meth:`refresh`.
+
+    The one rule for sensors that read some sources less often than the recorder ticks (a source that cannot
+    change faster, or whose read costs milliseconds): the schedule is anchored (``interval_s`` apart, not
+    ``interval_s`` after each late tick), with 5 ms of slack for tick jitter; after a long pause it starts
+    again from now. The recorder calls its sensors' ``refresh()`` for its first and final samples and after
+    live phase markers, so those always read every source."""
+
+    __slots__ = ("interval_s", "_next")
+    SLACK_S = 0.005
+
+    def __init__(self, interval_s: float):
+        self.interval_s = max(0.0, float(interval_s))
+        self._next = -math.inf
+
+    def due(self, now: float) -> bool:
+        if now + self.SLACK_S < self._next:
+            return False
+        nxt = self._next + self.interval_s
+        self._next = nxt if nxt > now else now + self.interval_s
+        return True
+
+    def refresh(self) -> None:
+        self._next = -math.inf

@@ -23,7 +23,11 @@ counter that goes down is a restart and counts from zero again) and emits:
 Cost per tick: one ``stat`` per known tap file, which is read again only when it changed (mtime,
 size or inode; writers replace it atomically); the folder is listed for new tap files (new
 processes: their counters are cumulative, so nothing is lost) at most every ``discover_s``, and
-every tick until the first one appears.
+every tick until the first one appears. While no tap file has changed for ``quiet_after_s`` (2 s),
+the sensor reads (and answers rows) every 0.5 s instead of every tick, and on every tick again from
+their first change on, or at once after :meth:`refresh` (the recorder's first and final samples, live
+phase markers; the disk folder is not rescanned for it): an idle engine's taps cost a fifth, and the bytes of a burst that starts between two
+looks are counted at the next one, spread over the time since the last look.
 
 No tap file yet means no reading yet (no rows), never zeros. GPU<->host transfer bytes and token
 counts have no channel in the metric vocabulary; they go to the footer summary.
@@ -37,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import ChannelSpec, KeepLast, Probe, Row, SensorBase
+from .base import ChannelSpec, Every, KeepLast, Probe, Row, SensorBase
 
 COUNTERS = ("cpu_bytes_written", "cpu_bytes_read", "disk_bytes_written", "disk_bytes_read",
             "remote_bytes_written", "remote_bytes_read", "bytes_d2h", "bytes_h2d",
@@ -102,6 +106,9 @@ class LMCacheTapSensor(SensorBase):
         self._taps: dict[str, str] = {}   # tap file name -> path
         self._listed_t = -1e9
         self.discover_s = 1.0             # new tap files (new processes) are looked for this often
+        self.quiet_after_s = 2.0          # no tap changed for this long: look every quiet_every_s only
+        self._quiet_due = Every(0.5)
+        self._changed_t = -1e9
         self.chunk_size = None
 
     def probe(self) -> Probe:
@@ -160,6 +167,9 @@ class LMCacheTapSensor(SensorBase):
         if not self._taps or now - self._listed_t >= self.discover_s:
             self._list_taps()
             self._listed_t = now
+        if not (now - self._changed_t < self.quiet_after_s or len(self._sig) < len(self._taps)  # a new tap file
+                or self._quiet_due.due(now)):
+            return []   # quiet: no reading this tick (the last one holds until the next look)
         changed = False
         for name, path in self._taps.items():
             try:
@@ -177,6 +187,7 @@ class LMCacheTapSensor(SensorBase):
                 self._bad_reads += 1
                 continue
             self._sig[name] = sig
+            self._changed_t = now
             self._seen_files.add(name)
             for k, v in tap["counters"].items():
                 self._acc[k].update(name, v)
@@ -198,6 +209,10 @@ class LMCacheTapSensor(SensorBase):
             if du is not None:
                 rows.append((self.disk_device, "resident_bytes", du))
         return rows
+
+    def refresh(self) -> None:
+        """The next :meth:`read` looks at every tap file (the disk folder keeps its own, cost-bound cadence)."""
+        self._quiet_due.refresh()
 
     def summary(self) -> dict[str, Any]:
         return {

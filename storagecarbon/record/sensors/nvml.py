@@ -1,19 +1,27 @@
 """NVIDIA GPUs through NVML. The only module of storagecarbon that imports ``pynvml``.
 
-Per GPU ``gpu<i>`` (NVML index order):
+Per GPU ``gpu<i>`` (NVML index order), each read at its own cadence (:data:`EVERY_S`, the recorder ticks
+faster; ``every_s=FULL_RATE`` reads every metric on every tick):
 
 * ``energy_j``: ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the driver loaded, 64-bit;
-  Volta and newer) -> J, cumulative. Measured on the lent H100 (driver 580): ~4.4 ms of CPU per
-  call (the other calls take < 0.05 ms), so 8 GPUs at 10 Hz cost ~35 ms per tick (lower ``hz``
-  for large nodes: a cumulative counter loses no energy when read less often);
-* ``power_w``: ``nvmlDeviceGetPowerUsage`` (mW) -> W, gauge;
-* ``resident_bytes``: ``nvmlDeviceGetMemoryInfo(...).used`` (B) -> HBM occupancy, gauge;
-* ``utilization``: ``nvmlDeviceGetUtilizationRates(...).gpu`` (%) -> 0..1, gauge;
+  Volta and newer) -> J, cumulative. **The expensive one**: 3.4 ms of CPU per call (median; max 16 ms) on
+  the lent H200 with driver 580.159.04, 4.4 ms on the H100 before (``benchmarks/gpu/nvml_cost.py``,
+  ``benchmarks/results/recorder_cost.md``), against 0.05-0.11 ms for the gauges below. A cumulative counter
+  loses no energy when read less often, so it is read every 5 s, and at once for the recorder's first and
+  final samples and after every live phase marker (``refresh``); between two reads, attribution spreads
+  the increment evenly over time (:func:`storagecarbon.carbon.usage.aggregate`);
+* ``power_w``: ``nvmlDeviceGetPowerUsage`` (mW) -> W, gauge, every 0.5 s: on Ampere (except GA100) and
+  newer GPUs NVML returns the power averaged over 1 s (NVML API reference, ``nvmlDeviceGetPowerUsage``),
+  so reading it faster adds no information;
+* ``resident_bytes``: ``nvmlDeviceGetMemoryInfo(...).used`` (B) -> HBM occupancy, gauge, every 1 s
+  (vLLM allocates its KV cache once; a phase marker refreshes it);
+* ``utilization``: ``nvmlDeviceGetUtilizationRates(...).gpu`` (%) -> 0..1, gauge, every 1 s (NVML's own
+  sample period is 1/6 s to 1 s);
 * ``pcie_tx_bps`` / ``pcie_rx_bps``: ``nvmlDeviceGetPcieThroughput`` (KB/s) -> B/s, gauges.
-  Each such call samples the link for about 20 ms (it blocks), so at most one GPU is asked per
-  ``read()`` and at most once per ``pcie_interval_s`` (round robin; ``pcie=False`` to skip): with
-  the default 1 s and 8 GPUs each GPU's PCIe gauge updates every 8 s (a gauge holds until its next
-  sample), and only one tick a second pays the ~40 ms.
+  Each such call samples the link for about 20 ms (it blocks: 21 ms wall, 1.1 ms CPU on the H200), so
+  at most one GPU is asked per ``read()`` and at most once per ``pcie_interval_s`` (round robin;
+  ``pcie=False`` to skip): with the default 10 s and 8 GPUs each GPU's PCIe gauge updates every 80 s (a
+  gauge holds until its next sample). No attribution uses them; they are context for the report.
 
 While a process is creating its CUDA context, NVML calls can block for ~0.5 s (seen on the H100):
 the recorder then skips the missed ticks and counts an overrun.
@@ -27,12 +35,17 @@ which. NVML errors become plain ``RuntimeError``\\ s with the NVML message.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from ...trace import DeviceEntry
-from .base import ChannelSpec, Probe, Row, SensorBase
+from .base import ChannelSpec, Every, Probe, Row, SensorBase
 
 KB = 1000.0  # NVML documents PCIe throughput in KB/s
+EVERY_S = {"energy_j": 5.0, "power_w": 0.5, "resident_bytes": 1.0, "utilization": 1.0}
+"""Default cadence per metric, in seconds (see the module's docstring for why each)."""
+FULL_RATE = {m: 0.0 for m in EVERY_S}
+"""Every metric on every tick: for the measurement harnesses (offline engine runs, calibration), whose
+sub-second phases need the energy counter at the tick rate, and whose cost is not production's."""
 
 
 def _text(x: Any) -> str:
@@ -54,10 +67,12 @@ def parse_visible_devices(spec: str) -> list[str]:
 class NvmlSensor(SensorBase):
     name = "nvml"
 
-    def __init__(self, *, pcie: bool = True, pcie_interval_s: float = 1.0, indices: list[int] | None = None,
-                 id_prefix: str = "gpu", visible: str | None = None):
+    def __init__(self, *, pcie: bool = True, pcie_interval_s: float = 10.0, indices: list[int] | None = None,
+                 id_prefix: str = "gpu", visible: str | None = None, every_s: Mapping[str, float] | None = None):
         self.pcie = pcie
         self.pcie_interval_s = pcie_interval_s
+        self.every_s = {**EVERY_S, **(every_s or {})}
+        self._due = {m: Every(v) for m, v in self.every_s.items()}  # one schedule per metric, all GPUs at once
         self._pcie_t = -1e9
         self.indices = indices
         # CUDA_VISIBLE_DEVICES of the recorded command: only the GPUs it can use are its GPUs
@@ -175,9 +190,10 @@ class NvmlSensor(SensorBase):
         rows: list[Row] = []
         errors: list[str] = []
         now = time.monotonic()
+        due = {m for m, e in self._due.items() if e.due(now)}
         for did, h in self._handles:
             for m in self._metrics[did]:
-                if m.startswith("pcie_"):
+                if m not in due:
                     continue
                 try:
                     rows.append((did, m, self._read_metric(m, h)))
@@ -203,6 +219,11 @@ class NvmlSensor(SensorBase):
             self.first_partial_error = self.first_partial_error or errors[0]
         return rows
 
+    def refresh(self) -> None:
+        """The next :meth:`read` reads every metric (the recorder's first and final samples, phase markers)."""
+        for e in self._due.values():
+            e.refresh()
+
     def close(self) -> None:
         if self._inited:
             try:
@@ -212,7 +233,8 @@ class NvmlSensor(SensorBase):
             self._inited = False
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"driver": self.driver, "gpus": self._names}
+        out: dict[str, Any] = {"driver": self.driver, "gpus": self._names, "every_s": self.every_s,
+                               "pcie_interval_s": self.pcie_interval_s if self.pcie else None}
         if self.partial_errors:
             out["partial_errors"] = {"count": self.partial_errors, "first": self.first_partial_error}
         return out

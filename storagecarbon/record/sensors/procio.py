@@ -120,7 +120,7 @@ class ProcTree:
 
     def __init__(self, root_pid: int | None = None, *, session: int | None = None,
                  proc_root: str | Path = "/proc", max_age_s: float = 0.02, rescan_s: float = 2.0,
-                 max_rescan_s: float = 10.0, stat_interval_s: float = 0.5):
+                 max_rescan_s: float = 10.0, stat_interval_s: float = 1.0):
         self.root_pid = root_pid
         self.session = session
         self.proc_root = Path(proc_root)
