@@ -298,7 +298,7 @@ def test_nvml_two_fake_gpus_units_and_channels(monkeypatch):
     # GIVEN a fake pynvml with 2 GPUs, GPU 1 without an energy counter
     fake = _fake_pynvml(2, energy_unsupported=(1,))
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    s = NvmlSensor(pcie_interval_s=0.0, every_s=FULL_RATE)
+    s = NvmlSensor(pcie=True, pcie_interval_s=0.0, every_s=FULL_RATE)
     pr = s.probe()
     assert pr.available and "2 GPU(s)" in pr.reason and "NVIDIA H100 80GB HBM3" in pr.reason
     ch = s.channels()
@@ -322,7 +322,7 @@ def test_nvml_two_fake_gpus_units_and_channels(monkeypatch):
     s.close()
     assert fake.state["shutdown"] == 1
     # PCIe (a blocking ~20 ms call) is asked at most once per pcie_interval_s
-    s2 = NvmlSensor(pcie_interval_s=60.0)
+    s2 = NvmlSensor(pcie=True, pcie_interval_s=60.0)
     s2.probe()
     n0 = len(fake.state["pcie_calls"])
     pcie_rows = [sum(m.startswith("pcie_") for _, m, _ in s2.read()) for _ in range(5)]

@@ -215,6 +215,8 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._active: list[tuple[Any, dict[tuple[str, str], int]]] = []
+        self._paced: list[bool] = []
+        self._next_read: list[float] = []   # per active sensor: no read() before this monotonic time
         self._tail: _MarkerTail | None = None
         self._last_flush = 0.0
         self.ticks = 0
@@ -301,6 +303,8 @@ class Recorder:
         for s in active:
             mine = {(d, m): cid[(d, m)] for d, m, _ in s.channels() if owner.get((d, m)) == s.name}
             self._active.append((s, mine))
+            self._paced.append(hasattr(s, "next_read_s"))   # it says when it has something new (sensors/base.py)
+            self._next_read.append(-math.inf)
             take = getattr(s, "take_faults", None)
             if callable(take):
                 self._take_faults[s.name] = take
@@ -351,12 +355,20 @@ class Recorder:
             for s, _ in self._active:
                 if callable(getattr(s, "refresh", None)):
                     s.refresh()
+            self._next_read = [-math.inf] * len(self._active)
         with self._lock:
             if w.closed:
                 return
             try:
-                for s, cmap in self._active:
+                nxt = self._next_read
+                for i, (s, cmap) in enumerate(self._active):
+                    if nxt[i] > w0:
+                        continue   # nothing due for it on this tick (e.g. NVML between its metrics' reads)
                     self._read_sensor(w, s, cmap)
+                    if self._paced[i]:   # when each paced sensor has something new next (a read may move another's)
+                        for j, (sj, _) in enumerate(self._active):
+                            if self._paced[j]:
+                                nxt[j] = sj.next_read_s
                 drained = self._drain_markers() if self._markers_due.due(now) or self.stopped or fresh else []
                 if drained or self.stopped:
                     self._write_held(w)

@@ -26,6 +26,11 @@ A sensor that fails mid-run never writes a made-up value. Failures become *label
   reset and the reset itself is labelled;
 * a value that is not a finite number is never written: a gap, as for an error.
 
+A sensor that reads its sources at a lower rate than the recorder ticks may say so with a
+``next_read_s`` attribute or property (monotonic seconds): the recorder does not call ``read()`` before
+that time (a tick then costs nothing for it), except after ``refresh()``. Without it, ``read()`` is called
+on every tick.
+
 The recorder writes ``gap_start`` / ``gap_end`` and ``counter_reset`` markers named
 ``<device>.<metric>`` (plus the reason) and lists every gap in the trace footer; other channels go on.
 """
@@ -217,3 +222,8 @@ class Every:
 
     def refresh(self) -> None:
         self._next = -math.inf
+
+    @property
+    def next_s(self) -> float:
+        """When :meth:`due` answers true next (monotonic s)."""
+        return self._next - self.SLACK_S

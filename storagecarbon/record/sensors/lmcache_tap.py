@@ -36,6 +36,7 @@ counts have no channel in the metric vocabulary; they go to the footer summary.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -209,6 +210,13 @@ class LMCacheTapSensor(SensorBase):
             if du is not None:
                 rows.append((self.disk_device, "resident_bytes", du))
         return rows
+
+    @property
+    def next_read_s(self) -> float:
+        """Every tick while the taps change (or none was found yet); else the next quiet look (recorder protocol)."""
+        if not self._taps or time.monotonic() - self._changed_t < self.quiet_after_s or len(self._sig) < len(self._taps):
+            return -math.inf
+        return min(self._quiet_due.next_s, self._listed_t + self.discover_s)
 
     def refresh(self) -> None:
         """The next :meth:`read` looks at every tap file (the disk folder keeps its own, cost-bound cadence)."""

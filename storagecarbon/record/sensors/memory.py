@@ -14,6 +14,7 @@ host's total and used memory at the first and last sample for context.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .base import ChannelSpec, Probe, Row, SensorBase
@@ -84,6 +85,13 @@ class MemorySensor(SensorBase):
         if "first" not in self._host:
             self._host_memory("first")
         return [(self.device, "resident_bytes", total)]
+
+    @property
+    def next_read_s(self) -> float:
+        """Nothing new before the tree's next ``stat`` read (recorder protocol, see base)."""
+        if self.tree.root_pid is None or self.tree.version != self._version:
+            return -math.inf   # the members were read again (by another sensor of the tree): a new total
+        return self.tree.next_stat_s
 
     def refresh(self) -> None:
         self.tree.invalidate()

@@ -17,11 +17,11 @@ faster; ``every_s=FULL_RATE`` reads every metric on every tick):
   (vLLM allocates its KV cache once; a phase marker refreshes it);
 * ``utilization``: ``nvmlDeviceGetUtilizationRates(...).gpu`` (%) -> 0..1, gauge, every 1 s (NVML's own
   sample period is 1/6 s to 1 s);
-* ``pcie_tx_bps`` / ``pcie_rx_bps``: ``nvmlDeviceGetPcieThroughput`` (KB/s) -> B/s, gauges.
-  Each such call samples the link for about 20 ms (it blocks: 21 ms wall, 1.1 ms CPU on the H200), so
-  at most one GPU is asked per ``read()`` and at most once per ``pcie_interval_s`` (round robin;
-  ``pcie=False`` to skip): with the default 10 s and 8 GPUs each GPU's PCIe gauge updates every 80 s (a
-  gauge holds until its next sample). No attribution uses them; they are context for the report.
+* ``pcie_tx_bps`` / ``pcie_rx_bps`` (only with ``pcie=True``; off by default: no attribution or report uses
+  them): ``nvmlDeviceGetPcieThroughput`` (KB/s) -> B/s, gauges. Each such call samples the link for about
+  20 ms (it blocks: 21 ms wall, 1.1 ms CPU on the H200), so at most one GPU is asked per ``read()`` and at
+  most once per ``pcie_interval_s`` (round robin): with the default 10 s and 8 GPUs each GPU's PCIe gauge
+  updates every 80 s (a gauge holds until its next sample).
 
 While a process is creating its CUDA context, NVML calls can block for ~0.5 s (seen on the H100):
 the recorder then skips the missed ticks and counts an overrun.
@@ -34,6 +34,7 @@ which. NVML errors become plain ``RuntimeError``\\ s with the NVML message.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Mapping
 
@@ -67,7 +68,7 @@ def parse_visible_devices(spec: str) -> list[str]:
 class NvmlSensor(SensorBase):
     name = "nvml"
 
-    def __init__(self, *, pcie: bool = True, pcie_interval_s: float = 10.0, indices: list[int] | None = None,
+    def __init__(self, *, pcie: bool = False, pcie_interval_s: float = 10.0, indices: list[int] | None = None,
                  id_prefix: str = "gpu", visible: str | None = None, every_s: Mapping[str, float] | None = None):
         self.pcie = pcie
         self.pcie_interval_s = pcie_interval_s
@@ -218,6 +219,14 @@ class NvmlSensor(SensorBase):
             self.partial_errors += len(errors)
             self.first_partial_error = self.first_partial_error or errors[0]
         return rows
+
+    @property
+    def next_read_s(self) -> float:
+        """The next metric due (recorder protocol, see base)."""
+        nxt = min((e.next_s for e in self._due.values()), default=-math.inf)
+        if self.pcie and any(m.startswith("pcie_") for ms in self._metrics.values() for m in ms):
+            nxt = min(nxt, self._pcie_t + self.pcie_interval_s)
+        return nxt
 
     def refresh(self) -> None:
         """The next :meth:`read` reads every metric (the recorder's first and final samples, phase markers)."""

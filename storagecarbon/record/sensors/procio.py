@@ -22,6 +22,7 @@ clamped to never decrease, so a reap that races the scan cannot show as a counte
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -154,6 +155,11 @@ class ProcTree:
         self._scan_t = -1e9
         self._outside.clear()
         self.invalidate()
+
+    @property
+    def next_stat_s(self) -> float:
+        """When :meth:`members` reads the members' ``stat`` again (monotonic s)."""
+        return self._stat_t + self.stat_interval_s
 
     def invalidate(self) -> None:
         """The next :meth:`members` reads every member again (e.g. for a final sample)."""
@@ -515,6 +521,13 @@ class ProcIOSensor(SensorBase):
             self._cpu_version = self.tree.version  # a new reading, not the held one again
             rows.append((self.host_device, "cpu_time_s", t_cpu[0]))
         return rows
+
+    @property
+    def next_read_s(self) -> float:
+        """Nothing new before the next ``io`` read or members' ``stat`` read (recorder protocol, see base)."""
+        if self._io_every_s == 0.0 or self.tree.root_pid is None or self.tree.version != self._cpu_version:
+            return -math.inf
+        return min(self._io_t + self._io_every_s, self.tree.next_stat_s)
 
     def refresh(self) -> None:
         """Read everything fresh on the next :meth:`read` (the recorder's first and final samples)."""

@@ -313,6 +313,11 @@ class VllmMetricsSensor(SensorBase):
         if self.scrapes == 1 and not self.counts_from_zero:
             self._hist_first = latency_histograms(parse_prometheus(self._hist_text or ""))
 
+    @property
+    def next_read_s(self) -> float:
+        """The next scrape (recorder protocol, see base)."""
+        return self._due.next_s
+
     def refresh(self) -> None:
         """The next :meth:`read` scrapes (the recorder's first and final samples, live phase markers)."""
         self._due.refresh()
