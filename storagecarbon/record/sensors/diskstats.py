@@ -176,10 +176,10 @@ class DiskstatsSensor(SensorBase):
         if self._sys_fds and len(self._sys_fds) == len(self._wanted):
             raw: dict[str, list[bytes]] = {}
             try:
-                data = [os.pread(fd, 4096, 0) for fd in self._sys_fds.values()]
-                if data == self._sys_last and self._sys_rows is not None:
+                texts = [os.pread(fd, 4096, 0) for fd in self._sys_fds.values()]
+                if texts == self._sys_last and self._sys_rows is not None:
                     return list(self._sys_rows)   # no IO since the last tick: the same counters
-                for b, d in zip(self._sys_fds, data):
+                for b, d in zip(self._sys_fds, texts):
                     raw[b] = d.split()  # sysfs stat: the diskstats fields after the name
             except OSError:  # a disk went away: /proc/diskstats from now on, which reports it missing
                 for fd in self._sys_fds.values():
@@ -196,7 +196,7 @@ class DiskstatsSensor(SensorBase):
                                            "bytes_written") * SECTOR_BYTES
                         busy += self._unfold(b, "io_ticks_ms", int(f[9]), 32, dev, "busy_s") / 1000.0
                     rows += [(dev, "bytes_read", br), (dev, "bytes_written", bw), (dev, "busy_s", busy)]
-                self._sys_last, self._sys_rows = data, rows
+                self._sys_last, self._sys_rows = texts, rows
                 return rows
         if not str(self.path).startswith("/proc/"):
             return self.rows_from_text(self.path.read_text())  # a regular file may be replaced: open it anew
