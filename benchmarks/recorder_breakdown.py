@@ -54,28 +54,26 @@ def main() -> int:
                    MemorySensor(tree, device="dram"), DiskstatsSensor(tm.disk_blocks), NvmlSensor(), RaplSensor()]
         cpu: collections.Counter = collections.Counter()
         calls: collections.Counter = collections.Counter()
-        for s in sensors:
-            def timed(orig=s.read, name=s.name):
+
+        def time_it(obj, attr: str, name: str) -> None:
+            """Replace obj.attr by the same call, its thread CPU added to cpu[name]."""
+            def timed(orig=getattr(obj, attr)):
                 c0 = time.thread_time()
                 try:
                     return orig()
                 finally:
                     cpu[name] += time.thread_time() - c0
                     calls[name] += 1
-            s.read = timed  # type: ignore[method-assign]
+            setattr(obj, attr, timed)
+
+        for s in sensors:
+            time_it(s, "read", s.name)
         (wd / "markers.jsonl").touch()   # the marker file record_command gives every recorded command
         rec = Recorder(wd / "t.arrows", {"devices": tm.devices}, sensors, hz=10, hold_s=a.hold_s, fsync=not a.no_fsync,
                        markers_file=wd / "markers.jsonl")
         rec.start()
-        for obj, attr, name in ((rec._writer, "flush", "(writer flush)"), (rec, "_drain_markers", "(markers)")):
-            def timed_part(orig=getattr(obj, attr), name=name):
-                c0 = time.thread_time()
-                try:
-                    return orig()
-                finally:
-                    cpu[name] += time.thread_time() - c0
-                    calls[name] += 1
-            setattr(obj, attr, timed_part)
+        time_it(rec._writer, "flush", "(writer flush)")
+        time_it(rec, "_drain_markers", "(markers)")
         time.sleep(a.seconds)
         st = rec.stop()
     finally:

@@ -22,6 +22,7 @@ import functools
 import json
 import math
 import os
+from array import array
 import platform
 import time
 from dataclasses import dataclass, field
@@ -323,10 +324,10 @@ class TraceWriter:
         self._fsync = fsync
         self.fsync_s = fsync_s        # flushed to the kernel every flush_s; to the disk every fsync_s and at close
         self._last_fsync = -math.inf
-        self._t: list[float] = []
-        self._c: list[int] = []
-        self._v: list[float] = []
-        self._l: list[str | None] = []
+        # rows since the last flush: flat C arrays (a flush hands their buffers to Arrow without converting
+        # each value) and the few labelled rows (markers, the footer) as (row index, label)
+        self._t, self._c, self._v = array("d"), array("i"), array("d")
+        self._l: list[tuple[int, str]] = []
         self._last_flush = time.monotonic()
         self._rows = 0
         self.closed = False
@@ -356,7 +357,7 @@ class TraceWriter:
             f"{self.path}: {why}{f' ({errno_name})' if errno_name else ''} while {what}: the trace stops here; "
             f"the {self._rows} rows written before stay readable (the file reads as truncated)")
         self.closed = True
-        self._t, self._c, self._v, self._l = [], [], [], []
+        self._t, self._c, self._v, self._l = array("d"), array("i"), array("d"), []
         try:
             self._file.close()  # may try to flush its buffer once more: what fits is a prefix of the stream
         except (OSError, ValueError):
@@ -369,8 +370,7 @@ class TraceWriter:
             return
         self._t.append(t_s)
         self._c.append(channel)
-        self._v.append(float(value))
-        self._l.append(None)
+        self._v.append(value)
         self._maybe_flush()
 
     def samples(self, t_s: np.ndarray, channel: np.ndarray, value: np.ndarray) -> None:
@@ -391,10 +391,10 @@ class TraceWriter:
     def marker(self, t_s: float, event: str, name: str = "") -> None:
         if self.closed:
             return
+        self._l.append((len(self._t), f"{event}:{name}"))
         self._t.append(t_s)
         self._c.append(MARKER)
         self._v.append(0.0)
-        self._l.append(f"{event}:{name}")
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
@@ -413,13 +413,21 @@ class TraceWriter:
         if self.closed:
             return
         if self._t:
+            n = len(self._t)
+            if self._l:
+                labels = [None] * n
+                for i, text in self._l:
+                    labels[i] = text
+                lab = pa.array(labels, pa.string())
+            else:
+                lab = pa.nulls(n, pa.string())
             batch = pa.record_batch(
-                [pa.array(self._t, pa.float64()), pa.array(self._c, pa.int32()),
-                 pa.array(self._v, pa.float64()), pa.array(self._l, pa.string())],
+                [pa.Array.from_buffers(pa.float64(), n, [None, pa.py_buffer(self._t)]),
+                 pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(self._c)]),
+                 pa.Array.from_buffers(pa.float64(), n, [None, pa.py_buffer(self._v)]), lab],
                 schema=SCHEMA,
             )
-            n = len(self._t)
-            self._t, self._c, self._v, self._l = [], [], [], []
+            self._t, self._c, self._v, self._l = array("d"), array("i"), array("d"), []
             self._write(batch, n)
         else:
             try:
@@ -444,10 +452,10 @@ class TraceWriter:
         if self.closed:
             return
         t_end = self._t[-1] if self._t else 0.0
+        self._l.append((len(self._t), json.dumps(summary or {}, default=str)))
         self._t.append(t_end)
         self._c.append(END)
         self._v.append(float(self._rows))
-        self._l.append(json.dumps(summary or {}, default=str))
         self.flush()
         try:
             self._writer.close()
