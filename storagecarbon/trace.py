@@ -415,7 +415,7 @@ class TraceWriter:
         if self._t:
             n = len(self._t)
             if self._l:
-                labels = [None] * n
+                labels: list[str | None] = [None] * n
                 for i, text in self._l:
                     labels[i] = text
                 lab = pa.array(labels, pa.string())
