@@ -2,7 +2,10 @@
 
 ``Recorder(path, header_base, sensors, hz)`` probes its sensors, writes the trace header
 (``source="measured"``, sensor availability with reasons, host inventory, tool versions), then one
-thread samples **all** sensors each tick at absolute deadlines ``t_k = t0 + k / hz``. A tick that
+thread samples the sensors at absolute deadlines ``t_k = t0 + k / hz``: each tick calls every sensor
+that has something due (a sensor that reads some sources at a lower rate, such as NVML's energy counter
+every 5 s, says when through ``next_read_s``; docs/methodology.md, "Sampling cadence"); the first and
+final samples, and the tick after a live phase marker (:func:`refreshes`), read every source. A tick that
 runs late skips the deadlines it missed instead of bursting, and counts them as overruns. Rows are
 stamped on the monotonic clock, ``t_s = monotonic() - monotonic_at_start`` (taken just before each
 sensor's read), so a wall-clock jump (NTP step, manual change) never makes sample times go back or
@@ -10,8 +13,9 @@ leap; the header keeps the wall-clock start ``t0_unix`` for calendar time. Marke
 ``marker()`` calls and from a JSON-lines file (``{"t_unix", "event", "label"}``) that any child
 process appends to (its path is in ``$STORAGECARBON_MARKERS``; see :func:`emit_marker`); a marker's
 wall-clock time is placed on the sample clock by its age (wall now - ``t_unix``), so markers stay
-in step with samples across a jump. The trace is flushed at least every second, so a ``kill -9`` of
-the recording process loses at most the last second and the file reads back with ``truncated=True``.
+in step with samples across a jump; the marker file is read every :data:`MARKERS_EVERY_S`. The trace is
+flushed at least every second, so a ``kill -9`` of the recording process loses at most the last second
+and the file reads back with ``truncated=True`` (it is fsynced every 5 s and at close).
 
 A channel's reading is written when its value changes, and otherwise at least every ``hold_s`` (1 s): a
 run of equal readings keeps its first and its last row (the last one is written when the value changes,
