@@ -503,3 +503,41 @@ def test_a_live_phase_marker_makes_the_next_tick_read_every_source(tmp_path):
     assert s.refreshes == 3
     st = rec.stop()                                # and the final sample reads everything
     assert s.refreshes == 4 and st["refreshes"] == 4
+
+
+class _Paced(_Fresh):
+    """A sensor that says when it has something new (``next_read_s``, monotonic s)."""
+    name = "paced"
+
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+        self.next_read_s = float("inf")
+
+    def refresh(self):
+        super().refresh()
+        self.next_read_s = float("-inf")
+
+    def read(self):
+        self.reads += 1
+        self.next_read_s = float("inf")   # nothing new until refreshed
+        return super().read()
+
+
+def test_a_sensor_with_nothing_due_is_not_called_until_refreshed(tmp_path):
+    from storagecarbon.trace import DeviceEntry as D
+
+    # GIVEN a sensor that has nothing new until it is refreshed
+    clock, s = _Clock(), _Paced()
+    rec = _manual(Recorder(tmp_path / "t.arrows", {"devices": [D("gpu0", "hbm", None)]}, [s], hz=10, fsync=False,
+                           clock=clock), clock)
+    assert s.reads == 1                            # the first sample reads every source
+    # WHEN the recorder ticks for 2 s
+    _tick(rec, clock, 20, dt=0.1)
+    # THEN it was never called; a live phase marker gets it read on the next tick, and the final sample too
+    assert s.reads == 1
+    rec.marker("phase_start", "serving")
+    _tick(rec, clock, 2, dt=0.1)
+    assert s.reads == 2
+    rec.stop()
+    assert s.reads == 3
