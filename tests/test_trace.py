@@ -127,3 +127,9 @@ def test_a_sparse_counter_is_spread_evenly_over_phases_and_intervals(tmp_path):
     # AND spread keeps the total whatever the cuts
     seg, part = spread(np.array([0.0, 1.0, 3.0]), np.array([2.0, 4.0]), np.array([-1.0, 0.5, 2.0, 2.0, 9.0]))
     assert seg.tolist() == [0, 1, 2, 3] and part.tolist() == pytest.approx([1.0, 3.0, 0.0, 2.0])
+    # AND a byte count is split at whole bytes, so its parts add up to it exactly
+    rng = np.random.default_rng(0)
+    t = np.cumsum(rng.uniform(0.05, 0.15, 200))
+    d = rng.integers(0, 2**40, 199).astype(np.float64)
+    seg, part = spread(t, d, np.sort(rng.uniform(t[0], t[-1], 37)))
+    assert np.array_equal(part, np.round(part)) and part.sum() == d.sum()

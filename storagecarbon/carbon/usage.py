@@ -81,14 +81,19 @@ def spread(t: np.ndarray, d: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, 
 
     The one rule for placing a reading's increment in time: a counter read every 5 s (NVML's energy) puts a
     phase that starts in the middle of those 5 s at its share, not all or nothing; a gauge's level held until
-    the next sample is split at the cut exactly. Only the cuts inside the samples' span cost anything."""
+    the next sample is split at the cut exactly. Increments in whole units (bytes, tokens) are split at whole
+    units, so that the parts of a byte count add up to it exactly. Only the cuts inside the samples' span cost
+    anything."""
     cum = np.concatenate([[0.0], np.cumsum(d)])
     lo = int(np.searchsorted(cuts, t[0], side="right"))
     hi = int(np.searchsorted(cuts, t[-1], side="left"))
     if hi <= lo:  # no cut inside: everything in one segment
         return np.asarray([lo - 1]), np.asarray([cum[-1]])
     pts = np.concatenate([[t[0]], cuts[lo:hi], [t[-1]]])
-    return np.arange(lo - 1, hi), np.diff(np.interp(pts, t, cum))
+    at = np.interp(pts, t, cum)
+    if np.array_equal(d, np.round(d)):
+        at = np.round(at)   # whole units (bytes, tokens) split at whole units: the parts add up exactly
+    return np.arange(lo - 1, hi), np.diff(at)
 
 
 def phase_shares(t: np.ndarray, d: np.ndarray, btimes: np.ndarray, bphase: np.ndarray, other: int,
