@@ -2,8 +2,9 @@
 
 Cumulative counters become deltas per interval between consecutive samples of a channel (a
 negative delta is a counter reset: the new value is the delta); gauges are held until the next
-sample and integrated over time. Each interval belongs to the phase active at its start
-(phases come from ``phase_start``/``phase_end`` markers; time outside any phase is ``other``).
+sample and integrated over time. An interval's usage is spread evenly over its time (:func:`spread`):
+a phase boundary or a report interval's edge inside it splits it in proportion (phases come from
+``phase_start``/``phase_end`` markers; time outside any phase is ``other``).
 """
 
 from __future__ import annotations

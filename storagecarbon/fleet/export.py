@@ -273,8 +273,10 @@ class LiveExporter:
             self._live.add(np.asarray(t, dtype=np.float64), np.asarray(c, dtype=np.int64), np.asarray(v, dtype=np.float64))
 
     def _drain(self) -> None:
-        """Fold the ticks kept since the last scrape. Markers go first: an increment's phase is the
-        one active at its start time, so knowing a later marker early changes nothing."""
+        """Fold the ticks kept since the last scrape. Markers go first: an increment is split at the phase
+        boundaries inside it (``usage.spread``), so the markers up to its end must be known when it is
+        folded; a marker read after the scrape that folded the samples around it (the marker file is read
+        every 0.2 s) moves that split to the final report only."""
         pend, self._pending = self._pending, []
         if not pend or self._live is None:
             return
