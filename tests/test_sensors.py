@@ -22,7 +22,7 @@ from storagecarbon.record.sensors import (DiskstatsSensor, KeepLast, LMCacheTapS
                                    dir_size_bytes, parse_diskstats, parse_proc_io, parse_proc_stat, parse_prometheus,
                                    workload_rows, write_replay)
 from storagecarbon.record.sensors.procio import _TreeTotals
-from storagecarbon.record.sensors.vllm_metrics import metric_sum
+from storagecarbon.record.sensors.vllm_metrics import counter_rows, http_response, metric_sum
 from storagecarbon.record.sensors import nvml as nvml_mod
 from storagecarbon.record.sensors.nvml import FULL_RATE, parse_visible_devices
 from storagecarbon.record.tiermap import STAND_IN_VIRTUAL, block_info, map_tiers, mount_of, parse_mounts
@@ -343,21 +343,21 @@ def test_nvml_reads_each_metric_at_its_own_cadence_and_all_of_them_after_refresh
     s = NvmlSensor(pcie=False)
     assert s.probe().available
     calls.clear()
-    # WHEN it is read at 10 Hz for 10 s
+    # WHEN it is read at 10 Hz for 60 s
     energy_rows = 0
-    for k in range(100):
+    for k in range(600):
         now[0] = 1000.0 + 0.1 * k + 0.001
         energy_rows += sum(m == "energy_j" for _, m, _ in s.read())
-    # THEN the energy counter (3.4 ms a read on an H200) is read every 5 s, power every 0.5 s, the rest every 1 s
+    # THEN the energy counter (3.4 ms a read on an H200) is read every 30 s, the gauges every 1 s
     assert energy_rows == 2 and calls["nvmlDeviceGetTotalEnergyConsumption"] == 2
-    assert calls["nvmlDeviceGetPowerUsage"] == 20
-    assert calls["nvmlDeviceGetUtilizationRates"] == 10 and calls["nvmlDeviceGetMemoryInfo"] == 10
+    assert calls["nvmlDeviceGetPowerUsage"] == 60
+    assert calls["nvmlDeviceGetUtilizationRates"] == 60 and calls["nvmlDeviceGetMemoryInfo"] == 60
     # AND after refresh() (the recorder's first and final samples, live phase markers) everything is read at once
     s.refresh()
     now[0] += 0.1
     assert {m for _, m, _ in s.read()} == {"energy_j", "power_w", "resident_bytes", "utilization"}
     assert {m for _, m, _ in s.read()} == set()          # and then the cadence goes on
-    assert s.summary()["every_s"]["energy_j"] == 5.0
+    assert s.summary()["every_s"]["energy_j"] == 30.0
 
 
 def test_nvml_records_only_the_commands_visible_gpus(monkeypatch):
@@ -446,6 +446,45 @@ def test_prometheus_captured_from_vllm_serve():
     assert rows == {"prompt_tokens": 87.0, "generated_tokens": 48.0, "requests_done": 3.0}
     assert metric_sum(s, "vllm:prompt_tokens_by_source_total") == 87.0
     assert metric_sum(s, "vllm:no_such_metric") is None
+
+
+def test_counter_lines_found_in_the_bytes_match_the_reference_parser():
+    # GIVEN a real vLLM exposition and the edge cases below (labels with quotes and braces, timestamps, +Inf)
+    real = (DATA / "vllm_metrics.prom").read_bytes()
+    edge = "\n".join([
+        'vllm:prompt_tokens_total{engine="0",model_name="a \\"quoted\\", {braced} name"} 10 1700000000000',
+        'vllm:prompt_tokens_total_other 99',
+        "vllm:generation_tokens_total 3e2",
+        'vllm:request_success_total{finished_reason="abort"} 100',
+        'vllm:request_success_total{finished_reason="length",} 2']).encode()
+    only_aborts = b'vllm:request_success_total{finished_reason="abort"} 7\n'
+    # THEN the fast path answers what the reference parser answers, including a counter whose lines are all excluded
+    for body in (real, edge, only_aborts, b""):
+        assert counter_rows(body) == workload_rows(parse_prometheus(body.decode())), body[:60]
+    # AND a line it cannot read is refused (the sensor then falls back to the reference parser)
+    with pytest.raises(ValueError):
+        counter_rows(b"vllm:generation_tokens_total{broken 3\n")
+
+
+def test_http_response_reads_length_chunked_and_close_delimited_bodies():
+    import socket as so
+    for raw, body, keep in [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello", True),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2;x=1\r\nlo\r\n0\r\n\r\n", b"hello", True),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", b"ok", False),
+        (b"HTTP/1.0 200 OK\r\n\r\nuntil eof", b"until eof", False),
+    ]:
+        a, b = so.socketpair()
+        b.sendall(raw)
+        if not keep:
+            b.shutdown(so.SHUT_WR)
+        assert http_response(a) == (body, keep)
+        a.close()
+        b.close()
+    a, b = so.socketpair()
+    b.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(OSError, match="503"):
+        http_response(a)
 
 
 def test_prometheus_edge_cases():
@@ -792,4 +831,5 @@ def test_lmcache_taps_are_reparsed_only_when_replaced(tmp_path, monkeypatch):
     tmp = tap / "x.tmp"
     tmp.write_text(json.dumps({"pid": 1, "counters": {"disk_bytes_written": 250}}))
     tmp.replace(tap / "lmcache-1.json")  # as the connector publishes
+    s.refresh()   # looked at again before its 0.2-s cadence
     assert {m: v for _d, m, v in s.read()}["app_bytes_written"] == 250

@@ -104,6 +104,32 @@ def test_vectorised_samples(tmp_path):
     assert t.value.tolist() == [0, 2, 4, 6, 8] and not t.truncated
 
 
+def test_a_sparse_energy_counter_is_placed_as_the_power_readings_say(tmp_path):
+    from storagecarbon.carbon.usage import aggregate, power_shape, spread
+
+    # GIVEN a GPU whose energy counter is read at 0 and 30 s (6,000 J) and whose power reads 100 W for 20 s, then
+    # 400 W for 10 s (the same 6,000 J), and a serving phase from 20 s on (cut after the fact, between two reads)
+    h = TraceHeader(source="replayed", devices=[DeviceEntry("gpu0", "hbm", None)],
+                    channels=make_channels([("gpu0", "energy_j", "nvml"), ("gpu0", "power_w", "nvml")]),
+                    t0_unix=1.7e9)
+    tp = np.arange(0.0, 31.0)
+    with TraceWriter(tmp_path / "t.arrows", h, fsync=False) as w:
+        w.samples(np.array([0.0, 30.0]), np.array([0, 0]), np.array([0.0, 6000.0]))
+        w.samples(tp, np.ones(len(tp), dtype=np.int64), np.where(tp < 20, 100.0, 400.0))
+        w.marker(20.0, "phase_start", "serving")
+    # WHEN aggregated
+    u = aggregate(tmp_path / "t.arrows", interval_s=10.0)
+    # THEN the counter's 6,000 J are split as the power readings say: 2,000 J before 20 s and 4,000 J after
+    # (spread evenly in time it would read 4,000 / 2,000), and the total is the counter's
+    e = dict(zip(u.phases, u.by_phase["energy_j"][0]))
+    assert e["other"] == pytest.approx(2000.0) and e["serving"] == pytest.approx(4000.0)
+    assert u.by_interval["energy_j"][0][:3].tolist() == pytest.approx([1000.0, 1000.0, 4000.0])
+    # AND where the shape has no weight (no power readings there) time is used
+    seg, part = spread(np.array([0.0, 10.0]), np.array([10.0]), np.array([5.0]),
+                       power_shape(np.array([20.0, 30.0]), np.array([1.0, 1.0])))
+    assert part.tolist() == pytest.approx([5.0, 5.0])
+
+
 def test_a_sparse_counter_is_spread_evenly_over_phases_and_intervals(tmp_path):
     from storagecarbon.carbon.usage import aggregate, spread
 

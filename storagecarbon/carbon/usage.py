@@ -75,7 +75,8 @@ def increments(t: np.ndarray, v: np.ndarray, cumulative: bool) -> tuple[np.ndarr
     return t[:-1], d
 
 
-def spread(t: np.ndarray, d: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def spread(t: np.ndarray, d: np.ndarray, cuts: np.ndarray,
+           shape: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Increments ``d[i]`` over ``[t[i], t[i+1]]`` (from :func:`increments`) spread evenly in time across the
     sorted ``cuts`` (phase boundaries, interval edges): returns ``(segment, amount)``, where segment ``k`` is the
     time from ``cuts[k]`` to ``cuts[k+1]`` (``-1``: before the first cut). The total is kept exactly.
@@ -84,24 +85,46 @@ def spread(t: np.ndarray, d: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, 
     phase that starts in the middle of those 5 s at its share, not all or nothing; a gauge's level held until
     the next sample is split at the cut exactly. Increments in whole units (bytes, tokens) are split at whole
     units, so that the parts of a byte count add up to it exactly. Only the cuts inside the samples' span cost
-    anything."""
+    anything.
+
+    ``shape``: ``(times, cumulative weight)`` of a finer measurement of the same flow, used instead of time inside
+    each interval (each interval still keeps exactly its own increment): a GPU's energy counter, read every 30 s,
+    is placed inside those 30 s as its power readings (every 1 s) say (:func:`power_shape`). Where the shape has
+    no weight in an interval, time is used."""
     cum = np.concatenate([[0.0], np.cumsum(d)])
     lo = int(np.searchsorted(cuts, t[0], side="right"))
     hi = int(np.searchsorted(cuts, t[-1], side="left"))
     if hi <= lo:  # no cut inside: everything in one segment
         return np.asarray([lo - 1]), np.asarray([cum[-1]])
     pts = np.concatenate([[t[0]], cuts[lo:hi], [t[-1]]])
-    at = np.interp(pts, t, cum)
+    if shape is None or len(t) < 2:
+        at = np.interp(pts, t, cum)
+    else:
+        st, sc = shape
+        i = np.clip(np.searchsorted(t, pts, side="right") - 1, 0, len(t) - 2)
+        w_t = np.interp(t, st, sc)
+        span, dt = w_t[i + 1] - w_t[i], t[i + 1] - t[i]
+        frac = np.divide(pts - t[i], dt, out=np.ones_like(pts), where=dt > 0)
+        frac = np.divide(np.interp(pts, st, sc) - w_t[i], span, out=frac, where=span > 0)
+        at = cum[i] + d[i] * np.clip(frac, 0.0, 1.0)
     if np.array_equal(d, np.round(d)):
         at = np.round(at)   # whole units (bytes, tokens) split at whole units: the parts add up exactly
     return np.arange(lo - 1, hi), np.diff(at)
 
 
+def power_shape(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A power gauge's readings -> ``(times, cumulative J)`` (each held until the next reading), the ``shape`` of
+    :func:`spread` for the same device's energy counter."""
+    o = np.argsort(t, kind="stable")
+    t, p = t[o], p[o]
+    return t, np.concatenate([[0.0], np.cumsum(np.clip(p[:-1], 0.0, None) * np.diff(t))])
+
+
 def phase_shares(t: np.ndarray, d: np.ndarray, btimes: np.ndarray, bphase: np.ndarray, other: int,
-                 n_ph: int) -> np.ndarray:
+                 n_ph: int, shape: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Increments ``d`` over the intervals of ``t`` per phase: the phase timeline's boundary times ``btimes``
     and the phase index active from each on (``other`` before the first), :func:`spread` at the boundaries."""
-    seg, part = spread(t, d, btimes)
+    seg, part = spread(t, d, btimes, shape)
     ph = bphase[np.clip(seg, 0, None)] if len(btimes) else np.zeros(len(seg), dtype=np.int64)
     ph = np.where(seg >= 0, ph, other)
     return np.bincount(ph, weights=part, minlength=n_ph)[:n_ph]
@@ -139,8 +162,16 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
     ended = False
     summary: dict = {}
     samples = 0
+    # a device with both an energy counter and a power gauge: the power readings shape the counter's increments
+    energy_ch = {ch.device: ch.id for ch in header.channels if ch.metric == "energy_j"}
+    power_of = {ch.id: ch.device for ch in header.channels if ch.metric == "power_w" and ch.device in energy_ch}
+    power_pts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {d: [] for d in power_of.values()}
     for batch in iter_batches(path):
         t, c, _v, mk, end = split_special(batch)
+        for pid, pdev in power_of.items():
+            m = c == pid
+            if m.any():
+                power_pts[pdev].append((t[m], _v[m]))
         if len(t):
             t_min = min(t_min, float(t.min()))
             t_max = max(t_max, float(t.max()))
@@ -214,6 +245,11 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
                 ch_kv[ch.id] = True   # has kv_bytes_read once the channel has a reading interval (below)
         elif ch.metric in WORKLOAD:
             ch_q[ch.id] = ch.metric
+    shape_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for pdev, parts in power_pts.items():
+        if sum(len(a) for a, _ in parts) >= 2:
+            shape_of[energy_ch[pdev]] = power_shape(np.concatenate([a for a, _ in parts]),
+                                                    np.concatenate([b for _, b in parts]))
     last_t = np.full(n_ch, np.nan)
     last_v = np.full(n_ch, np.nan)
     int_edges = t_min + interval_s * np.arange(n_int + 1, dtype=np.float64)
@@ -254,8 +290,9 @@ def aggregate(path: str | Path, *, interval_s: float | None = None) -> Usage:
             if dev < 0:  # workload counters
                 workload[q] += float(d.sum())
                 continue
-            ph_add = phase_shares(tt, d, btimes, bphase, pidx[OTHER], n_ph)
-            seg, part = spread(tt, d, int_edges)
+            shape = shape_of.get(cid)
+            ph_add = phase_shares(tt, d, btimes, bphase, pidx[OTHER], n_ph, shape)
+            seg, part = spread(tt, d, int_edges, shape)
             ib = np.clip(seg, 0, n_int - 1)
             int_add = np.bincount(ib, weights=part, minlength=n_int)[:n_int]
             by_phase[q][dev] += ph_add

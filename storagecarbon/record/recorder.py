@@ -65,6 +65,9 @@ QUIET_ENV = {
     "LMCACHE_TRACK_USAGE": "false",
 }
 TIMEOUT_EXIT = 124
+PROFILE_ENV = "STORAGECARBON_RECORDER_PROFILE"
+"""Set to 1: the footer's ``recorder.profile`` gives the sampling thread's CPU per source (sensor reads, marker
+file, flushes); for benchmarks, since it adds two clock reads per sensor read."""
 
 
 @dataclass
@@ -189,7 +192,7 @@ class Recorder:
                  hz: float = 10.0, markers_file: str | Path | None = None, *, flush_s: float = 1.0,
                  fsync: bool = True, probed: dict[str, Probe] | None = None,
                  clock: Any = time.monotonic, wall_clock: Any = time.time, opener: Any = None,
-                 listeners: Sequence[Any] = (), hold_s: float = 1.0):
+                 listeners: Sequence[Any] = (), hold_s: float = 1.0, profile: bool | None = None):
         if not hz > 0:
             raise ValueError("hz must be > 0")
         self.path = Path(path)
@@ -221,6 +224,13 @@ class Recorder:
         self._active: list[tuple[Any, dict[tuple[str, str], int]]] = []
         self._paced: list[bool] = []
         self._next_read: list[float] = []   # per active sensor: no read() before this monotonic time
+        # a sensor whose read() returns the very list it returned last time read every channel as before: its
+        # channels are held in one step (the tick's time, per sensor), expanded per channel when a row is due
+        self._prev_rows: list[Any] = []
+        self._prev_got: list[set[int]] = []
+        self._hold_until: list[float] = []
+        self._same_t: dict[int, float] = {}
+        self._feeds: list[int] = []   # active sensors handed the marker file's new lines (feed_markers)
         self._tail: _MarkerTail | None = None
         self._last_flush = 0.0
         self.ticks = 0
@@ -241,6 +251,10 @@ class Recorder:
         self._refresh_due = False      # a live phase marker arrived: the next tick reads every source
         self._refresh_t = -math.inf    # when the last such refresh ran (at most one a second)
         self.refreshes = 0
+        # per-source CPU of the sampling thread (footer ``recorder.profile``); off by default: it adds two clock
+        # reads per sensor read. On with ``profile=True`` or ``$STORAGECARBON_RECORDER_PROFILE=1``.
+        self.profile = os.environ.get(PROFILE_ENV, "") not in ("", "0") if profile is None else bool(profile)
+        self._prof: dict[str, list[float]] = {}   # name -> [cpu_s, calls]
         self.write_error: TraceWriteError | None = None
         self.started = False
         self.stopped = False
@@ -309,6 +323,9 @@ class Recorder:
             self._active.append((s, mine))
             self._paced.append(hasattr(s, "next_read_s"))   # it says when it has something new (sensors/base.py)
             self._next_read.append(-math.inf)
+            self._prev_rows.append(None)
+            self._prev_got.append(set())
+            self._hold_until.append(-math.inf)
             take = getattr(s, "take_faults", None)
             if callable(take):
                 self._take_faults[s.name] = take
@@ -316,6 +333,12 @@ class Recorder:
                 s.use_channels(set(mine))  # a sensor may skip reads whose channels another sensor owns
         if self.markers_file is not None:
             self._tail = _MarkerTail(self.markers_file)
+            for i, (s, _) in enumerate(self._active):   # sensors of the marker file's lines: fed from one read
+                mf = getattr(s, "markers_file", None)
+                if callable(getattr(s, "use_marker_feed", None)) and mf is not None and \
+                        Path(mf).resolve() == self.markers_file.resolve():
+                    s.use_marker_feed()
+                    self._feeds.append(i)
         self.sample_now(fresh=True)  # the first sample reads every source
         self._thread = threading.Thread(target=self._run, name="storagecarbon-recorder", daemon=True)
         self._thread.start()
@@ -353,38 +376,57 @@ class Recorder:
             return
         c0, w0 = time.thread_time(), time.monotonic()
         now = float(self._clock())
-        if fresh or self.stopped or (self._refresh_due and now - self._refresh_t >= REFRESH_MIN_S):
-            self._refresh_due, self._refresh_t = False, now
-            self.refreshes += 1
-            for s, _ in self._active:
-                if callable(getattr(s, "refresh", None)):
-                    s.refresh()
-            self._next_read = [-math.inf] * len(self._active)
+        prof = self.profile
         with self._lock:
             if w.closed:
                 return
             try:
+                # markers first: a live phase marker refreshes every source on this very tick, and sensors fed
+                # from the marker file (the stat-logger plugin's totals) read its new lines now
+                p0 = time.thread_time() if prof else 0.0
+                drained = self._drain_markers() if self._markers_due.due(now) or self.stopped or fresh else []
+                if prof:
+                    self._profiled("(markers)", p0)
+                if fresh or self.stopped or (self._refresh_due and now - self._refresh_t >= REFRESH_MIN_S):
+                    self._refresh_due, self._refresh_t = False, now
+                    self.refreshes += 1
+                    for s, _ in self._active:
+                        if callable(getattr(s, "refresh", None)):
+                            s.refresh()
+                    self._next_read = [-math.inf] * len(self._active)
                 nxt = self._next_read
-                for i, (s, cmap) in enumerate(self._active):
+                read: list[int] = []
+                paced = self._paced
+                for i in range(len(nxt)):
                     if nxt[i] > w0:
                         continue   # nothing due for it on this tick (e.g. NVML between its metrics' reads)
-                    self._read_sensor(w, s, cmap)
-                    if self._paced[i]:   # when each paced sensor has something new next (a read may move another's)
-                        for j, (sj, _) in enumerate(self._active):
-                            if self._paced[j]:
+                    self._read_one(w, i, prof)
+                    read.append(i)
+                if any(paced[i] for i in read):   # when each paced sensor has something new next; a read may move another's (the
+                    # memory sensor has a new total once the process-tree sensor read the tree): read it now
+                    for j, (sj, _) in enumerate(self._active):
+                        if paced[j]:
+                            nxt[j] = sj.next_read_s
+                            if nxt[j] <= w0 and j not in read:
+                                self._read_one(w, j, prof)
                                 nxt[j] = sj.next_read_s
-                drained = self._drain_markers() if self._markers_due.due(now) or self.stopped or fresh else []
                 if drained or self.stopped:
                     self._write_held(w)
                 tick = self._out_rows
                 if tick is not None and (tick or drained):
                     self._out_rows = []
+                    p0 = time.thread_time() if self.profile else 0.0
                     self._notify(tick, drained)
+                    if self.profile:
+                        self._profiled("(listeners)", p0)
                 # the writer also flushes by itself when rows arrive (TraceWriter._last_flush): one
                 # flush (and fsync) a second, not two
                 if time.monotonic() - max(self._last_flush, w._last_flush) >= self.flush_s:
+                    p0 = time.thread_time() if self.profile else 0.0
                     w.flush()
                     self._last_flush = time.monotonic()
+                    if self.profile:
+                        self._profiled("(flush)", p0)
             except TraceWriteError as exc:
                 self._write_failed(exc)
                 return
@@ -394,6 +436,22 @@ class Recorder:
         self._cpu_max = max(self._cpu_max, cpu)
         self._wall_sum += wall
         self._wall_max = max(self._wall_max, wall)
+
+    def _read_one(self, w: TraceWriter, i: int, prof: bool) -> None:
+        s, cmap = self._active[i]
+        if prof:
+            p0 = time.thread_time()
+            self._read_sensor(w, s, cmap, i)
+            self._profiled(s.name, p0)
+        else:
+            self._read_sensor(w, s, cmap, i)
+
+    def _profiled(self, name: str, c0: float) -> None:
+        e = self._prof.get(name)
+        if e is None:
+            e = self._prof[name] = [0.0, 0]
+        e[0] += time.thread_time() - c0
+        e[1] += 1
 
     def _notify(self, tick: list[tuple[float, int, float]], drained: list[tuple[float, str, str]]) -> None:
         for fn in self.listeners:
@@ -409,17 +467,26 @@ class Recorder:
         if self._out_rows is not None:
             self._out_rows.append((t_s, ch, value))
 
-    def _read_sensor(self, w: TraceWriter, s: Any, cmap: dict[tuple[str, str], int]) -> None:
+    def _read_sensor(self, w: TraceWriter, s: Any, cmap: dict[tuple[str, str], int], i: int) -> None:
         t_s = self._now()
         try:
             rows = s.read()
         except Exception as exc:  # noqa: BLE001 - record once, keep sampling
+            self._prev_rows[i] = None
             why = f"{type(exc).__name__}: {exc}"
             e = self.errors.setdefault(s.name, {"count": 0, "first": why, "first_t_s": round(t_s, 3)})
             e["count"] += 1
             for ch in cmap.values():
                 self._open_gap(w, ch, t_s, s.name, why)
             return
+        if rows is self._prev_rows[i] and t_s < self._hold_until[i] and not self._gap_open:
+            # the same list as last time (sensors/base.py): every channel reads as before and none is due for
+            # its once-every-hold_s row: hold them all at this tick
+            self._same_t[i] = t_s
+            self.held_rows += len(self._prev_got[i])
+            return
+        if self._same_t:
+            self._expand_same()
         got: set[int] = set()
         for row in rows:
             try:
@@ -458,10 +525,23 @@ class Recorder:
             for ch in got:
                 if ch in self._gap_open:
                     self._close_gap(w, ch, t_s)
+        written = self._last
+        self._prev_rows[i], self._prev_got[i] = rows, got
+        self._hold_until[i] = min([written[ch][0] for ch in got if ch in written] or [-math.inf]) + self.hold_s
+
+    def _expand_same(self) -> None:
+        """Sensors held in one step become per-channel holds (before a row of theirs may be written)."""
+        for i, t in self._same_t.items():
+            for ch in self._prev_got[i]:
+                if ch in self._last:
+                    self._held[ch] = t
+        self._same_t.clear()
 
     def _write_held(self, w: TraceWriter, channels: Any = None) -> None:
         """Write the held (unwritten) last reading of ``channels`` (default: every channel), so a run of equal
         readings ends at its last tick before a marker, a gap or the end of the recording."""
+        if self._same_t:
+            self._expand_same()
         for ch in list(self._held) if channels is None else [c for c in channels if c in self._held]:
             t = self._held.pop(ch)
             self._row(w, t, ch, self._last[ch][1])
@@ -511,7 +591,11 @@ class Recorder:
         if self._tail is None or self._writer is None:
             return []
         out = []
-        for t_unix, event, label in self._tail.read():
+        lines = self._tail.read()
+        for i in self._feeds:
+            if self._active[i][0].feed_markers(lines):
+                self._next_read[i] = -math.inf
+        for t_unix, event, label in lines:
             if not math.isfinite(t_unix):
                 self._tail.bad_lines += 1
                 continue
@@ -533,6 +617,7 @@ class Recorder:
                 try:
                     self._write_held(self._writer)
                     self._last.clear()   # the next tick's readings are written: the phase starts at a row
+                    self._prev_rows = [None] * len(self._prev_rows)
                     self._writer.marker(t, event.replace(":", "_"), label)
                 except TraceWriteError as exc:
                     self._write_failed(exc)
@@ -554,6 +639,9 @@ class Recorder:
             "gaps": (self.gaps + list(self._gap_open.values()))[:1000],
             "counter_resets": self.counter_resets,
             "clock": "t_s on the monotonic clock; t0_unix from the wall clock at the start",
+            **({"profile": {k: {"cpu_s": round(v[0], 6), "calls": v[1], "cpu_s_per_tick": v[0] / n}
+                            for k, v in sorted(self._prof.items(), key=lambda kv: -kv[1][0])}}
+               if self.profile else {}),
         }
 
     def stop(self, summary: dict[str, Any] | None = None, finish: Any = None) -> dict[str, Any]:

@@ -29,7 +29,10 @@ A sensor that fails mid-run never writes a made-up value. Failures become *label
 A sensor that reads its sources at a lower rate than the recorder ticks may say so with a
 ``next_read_s`` attribute or property (monotonic seconds): the recorder does not call ``read()`` before
 that time (a tick then costs nothing for it), except after ``refresh()``. Without it, ``read()`` is called
-on every tick.
+on every tick. A ``read()`` that returns the very list object it returned last time says "every channel reads
+as before, and nothing failed": the recorder then holds all of them in one step instead of comparing row by row
+(a sensor that caches its rows between changes, such as the disk counters between IOs, costs a tick almost
+nothing). A caller must therefore not modify the list ``read()`` returns.
 
 The recorder writes ``gap_start`` / ``gap_end`` and ``counter_reset`` markers named
 ``<device>.<metric>`` (plus the reason) and lists every gap in the trace footer; other channels go on.

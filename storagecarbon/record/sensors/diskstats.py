@@ -178,7 +178,7 @@ class DiskstatsSensor(SensorBase):
             try:
                 texts = [os.pread(fd, 4096, 0) for fd in self._sys_fds.values()]
                 if texts == self._sys_last and self._sys_rows is not None:
-                    return list(self._sys_rows)   # no IO since the last tick: the same counters
+                    return self._sys_rows   # no IO since the last tick: the same rows (sensors/base.py)
                 for b, d in zip(self._sys_fds, texts):
                     raw[b] = d.split()  # sysfs stat: the diskstats fields after the name
             except OSError:  # a disk went away: /proc/diskstats from now on, which reports it missing

@@ -20,14 +20,14 @@ counter that goes down is a restart and counts from zero again) and emits:
   when a scan is costly (the directory may hold many chunk files: the interval is stretched to
   1000 x the scan's CPU time); the gauge holds in between.
 
-Cost per tick: one ``stat`` per known tap file, which is read again only when it changed (mtime,
-size or inode; writers replace it atomically); the folder is listed for new tap files (new
-processes: their counters are cumulative, so nothing is lost) at most every ``discover_s``, and
-every tick until the first one appears. While no tap file has changed for ``quiet_after_s`` (2 s),
-the sensor reads (and answers rows) every 0.5 s instead of every tick, and on every tick again from
-their first change on, or at once after :meth:`refresh` (the recorder's first and final samples, live
-phase markers; the disk folder is not rescanned for it): an idle engine's taps cost a fifth, and the bytes of a burst that starts between two
-looks are counted at the next one, spread over the time since the last look.
+Cost: one ``stat`` per known tap file per look, and a read only when it changed (mtime, size or inode;
+writers replace it atomically; a tap publishes at most every 0.1 s). While a tap file changed in the last
+``quiet_after_s`` (2 s) the sensor looks every 0.2 s, otherwise once a second, and at once after
+:meth:`refresh` (the recorder's first and final samples, live phase markers; the disk folder is not rescanned
+for it). The folder is listed for new tap files (new processes: their counters are cumulative, so nothing is
+lost) every ``discover_s`` (1 s), and a new file is read at the next tick. The bytes of a burst that starts
+between two looks are counted at the next one, spread over the time since the last look. A look that finds
+every value as before returns the same rows (recorder protocol, ``base.py``).
 
 No tap file yet means no reading yet (no rows), never zeros. GPU<->host transfer bytes and token
 counts have no channel in the metric vocabulary; they go to the footer summary.
@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import ChannelSpec, Every, KeepLast, Probe, Row, SensorBase
+from .base import ChannelSpec, Every, Probe, Row, SensorBase
 
 COUNTERS = ("cpu_bytes_written", "cpu_bytes_read", "disk_bytes_written", "disk_bytes_read",
             "remote_bytes_written", "remote_bytes_read", "bytes_d2h", "bytes_h2d",
@@ -94,7 +94,10 @@ class LMCacheTapSensor(SensorBase):
         self.remote_device = remote_device
         self.disk_path = Path(disk_path) if disk_path else None
         self.du_interval_s = du_interval_s
-        self._acc = {c: KeepLast() for c in COUNTERS}
+        # per tap file its last counters, and per counter what files' restarts folded in (KeepLast's rule,
+        # one dict per file instead of one object per counter: a look costs a few dict operations)
+        self._raw: dict[str, dict[str, float]] = {}
+        self._base: dict[str, float] = {}
         self._seen_files: set[str] = set()
         self._bad_reads = 0
         self._du_t = -1e9
@@ -108,9 +111,12 @@ class LMCacheTapSensor(SensorBase):
         self._listed_t = -1e9
         self.discover_s = 1.0             # new tap files (new processes) are looked for this often
         self.quiet_after_s = 2.0          # no tap changed for this long: look every quiet_every_s only
-        self._quiet_due = Every(0.5)
+        self._quiet_due = Every(1.0)      # quiet: a look a second
+        self._active_due = Every(0.5)     # changing: two looks a second (a tap publishes at most ten times)
         self._changed_t = -1e9
         self.chunk_size = None
+        self._rows: list[Row] | None = None   # the last rows, returned again while nothing changed (base.py)
+        self._du_missing_t = -1e9             # the KV folder did not exist then (looked for every du interval)
 
     def probe(self) -> Probe:
         if self.tap_dir is None:
@@ -135,7 +141,10 @@ class LMCacheTapSensor(SensorBase):
             return None
         now = time.monotonic()
         if self._du is None or now - self._du_t >= self._du_every_s:
+            if now - self._du_missing_t < self.du_interval_s:
+                return None   # not there a moment ago: looked for again at the scan's cadence
             if not self.disk_path.is_dir():
+                self._du_missing_t = now
                 return None
             c0 = time.thread_time()
             self._du = float(dir_size_bytes(self.disk_path))
@@ -168,9 +177,9 @@ class LMCacheTapSensor(SensorBase):
         if not self._taps or now - self._listed_t >= self.discover_s:
             self._list_taps()
             self._listed_t = now
-        if not (now - self._changed_t < self.quiet_after_s or len(self._sig) < len(self._taps)  # a new tap file
-                or self._quiet_due.due(now)):
-            return []   # quiet: no reading this tick (the last one holds until the next look)
+        if len(self._sig) >= len(self._taps) and not (   # a new tap file is read at once
+                self._active_due.due(now) if now - self._changed_t < self.quiet_after_s else self._quiet_due.due(now)):
+            return []   # not due: no reading this tick (the last one holds until the next look)
         changed = False
         for name, path in self._taps.items():
             try:
@@ -182,24 +191,35 @@ class LMCacheTapSensor(SensorBase):
                 continue  # unchanged since the last read (taps are replaced atomically)
             changed = True
             try:
-                with open(path, "rb") as fh:
-                    tap = parse_tap(fh.read())
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    data = os.read(fd, 1 << 20)   # a tap file is a few hundred bytes
+                finally:
+                    os.close(fd)
+                tap = parse_tap(data)
             except (OSError, ValueError):  # being rewritten or removed: keep last values
                 self._bad_reads += 1
                 continue
             self._sig[name] = sig
             self._changed_t = now
             self._seen_files.add(name)
-            for k, v in tap["counters"].items():
-                self._acc[k].update(name, v)
+            old, new = self._raw.get(name), tap["counters"]
+            if old is not None:
+                for k, v in new.items():
+                    o = old.get(k)
+                    if o is not None and v < o:   # this file's counter went down (counters reset): keep what it had
+                        self._base[k] = self._base.get(k, 0.0) + o
+            self._raw[name] = new
             if tap.get("disk_path"):  # the path LMCache really uses wins over the configured one
                 dp = str(tap["disk_path"])
-                self.disk_path = Path(dp[len("file://"):] if dp.startswith("file://") else dp)
+                path = Path(dp[len("file://"):] if dp.startswith("file://") else dp)
+                if path != self.disk_path:
+                    self.disk_path, self._du, self._du_missing_t = path, None, -1e9
             self.chunk_size = tap.get("chunk_size") or self.chunk_size
         rows: list[Row] = []
         if self._seen_files:
             if changed or self._tot is None:
-                self._tot = {c: self._acc[c].total() for c in COUNTERS}
+                self._tot = self._totals()
             tot = self._tot
             for dev, pre in ((self.disk_device, "disk"), (self.dram_device, "cpu"), (self.remote_device, "remote")):
                 if dev:
@@ -209,23 +229,36 @@ class LMCacheTapSensor(SensorBase):
             du = self._disk_usage()
             if du is not None:
                 rows.append((self.disk_device, "resident_bytes", du))
+        if rows == self._rows:
+            return self._rows   # every channel as before: the same list (recorder protocol, base.py)
+        self._rows = rows
         return rows
+
+    def _totals(self) -> dict[str, float]:
+        """Per counter: the sum over tap files (a vanished file keeps its last values) and their folded resets."""
+        raws = list(self._raw.values())
+        return {c: self._base.get(c, 0.0) + sum(r.get(c, 0.0) for r in raws) for c in COUNTERS}
 
     @property
     def next_read_s(self) -> float:
         """Every tick while the taps change (or none was found yet); else the next quiet look (recorder protocol)."""
-        if not self._taps or time.monotonic() - self._changed_t < self.quiet_after_s or len(self._sig) < len(self._taps):
+        if not self._taps:   # no tap file yet: the folder is listed for one every discover_s
+            return self._listed_t + self.discover_s
+        if len(self._sig) < len(self._taps):
             return -math.inf
-        return min(self._quiet_due.next_s, self._listed_t + self.discover_s)
+        due = self._active_due if time.monotonic() - self._changed_t < self.quiet_after_s else self._quiet_due
+        return min(due.next_s, self._listed_t + self.discover_s)
 
     def refresh(self) -> None:
         """The next :meth:`read` looks at every tap file (the disk folder keeps its own, cost-bound cadence)."""
         self._quiet_due.refresh()
+        self._active_due.refresh()
+        self._du_missing_t = -1e9
 
     def summary(self) -> dict[str, Any]:
         return {
             "tap_files": sorted(self._seen_files),
-            "totals": {c: self._acc[c].total() for c in COUNTERS} if self._seen_files else None,
+            "totals": self._totals() if self._seen_files else None,
             "disk_path": str(self.disk_path) if self.disk_path else None,
             "disk_resident_bytes_last": self._du,
             "chunk_size": self.chunk_size,

@@ -7,10 +7,12 @@ faster; ``every_s=FULL_RATE`` reads every metric on every tick):
   Volta and newer) -> J, cumulative. **The expensive one**: 3.4 ms of CPU per call (median; max 16 ms) on
   the lent H200 with driver 580.159.04, 4.4 ms on the H100 before (``benchmarks/gpu/nvml_cost.py``,
   ``benchmarks/results/recorder_cost.md``), against 0.05-0.11 ms for the gauges below. A cumulative counter
-  loses no energy when read less often, so it is read every 5 s, and at once for the recorder's first and
-  final samples and after every live phase marker (``refresh``); between two reads, attribution spreads
-  the increment evenly over time (:func:`storagecarbon.carbon.usage.aggregate`);
-* ``power_w``: ``nvmlDeviceGetPowerUsage`` (mW) -> W, gauge, every 0.5 s: on Ampere (except GA100) and
+  loses no energy when read less often, so it is read every 30 s (0.11 ms of CPU a second at 3.4 ms a
+  read), and at once for the recorder's first and final samples and after every live phase marker
+  (``refresh``). Between two reads, attribution places the increment as the power readings of the same GPU
+  say (:func:`storagecarbon.carbon.usage.spread` with :func:`~storagecarbon.carbon.usage.power_shape`), so a
+  phase cut after the fact (``--window``, a serving window found from the metrics) still gets its energy;
+* ``power_w``: ``nvmlDeviceGetPowerUsage`` (mW) -> W, gauge, every 1 s: on Ampere (except GA100) and
   newer GPUs NVML returns the power averaged over 1 s (NVML API reference, ``nvmlDeviceGetPowerUsage``),
   so reading it faster adds no information;
 * ``resident_bytes``: ``nvmlDeviceGetMemoryInfo(...).used`` (B) -> HBM occupancy, gauge, every 1 s
@@ -42,7 +44,7 @@ from ...trace import DeviceEntry
 from .base import ChannelSpec, Every, Probe, Row, SensorBase
 
 KB = 1000.0  # NVML documents PCIe throughput in KB/s
-EVERY_S = {"energy_j": 5.0, "power_w": 0.5, "resident_bytes": 1.0, "utilization": 1.0}
+EVERY_S = {"energy_j": 30.0, "power_w": 1.0, "resident_bytes": 1.0, "utilization": 1.0}
 """Default cadence per metric, in seconds (see the module's docstring for why each)."""
 FULL_RATE = {m: 0.0 for m in EVERY_S}
 """Every metric on every tick: for the measurement harnesses (offline engine runs, calibration), whose

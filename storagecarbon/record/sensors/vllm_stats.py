@@ -17,9 +17,11 @@ then the totals; before that there is no reading (no rows), never zeros. The las
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+from ...engines.stat_logger import MARKER_EVENT, READY_EVENT, parse_stats_label
 from .base import ChannelSpec, Probe, Row, SensorBase
 
 DRAM_TIERS = {"cpu"}
@@ -42,6 +44,28 @@ class VllmStatsSensor(SensorBase):
         self._prev_iter: dict[int, int] = {}
         self._based = False
         self._reads_started: set[str] = set()
+        self._rows: list[Row] | None = None   # returned again while no new line came (recorder protocol, base.py)
+        self._fed: list[tuple[float, str, str]] | None = None   # lines from the recorder's own read of the file
+
+    def use_marker_feed(self) -> None:
+        """The recorder reads the marker file anyway: it hands this sensor the new lines (:meth:`feed_markers`)
+        instead of the sensor reading the file a second time, and the sensor is read only when lines came."""
+        self._fed = []
+
+    def feed_markers(self, lines: list[tuple[float, str, str]]) -> bool:
+        """New ``(t_unix, event, label)`` lines of the marker file; true when one of them is this sensor's."""
+        if self._fed is None:
+            return False
+        mine = [ln for ln in lines if ln[1] == MARKER_EVENT or ln[1] == READY_EVENT]
+        self._fed += mine
+        return bool(mine)
+
+    @property
+    def next_read_s(self) -> float:
+        """Fed by the recorder: due only when lines came (recorder protocol, see base)."""
+        if self._fed is None or self._fed or self._rows is None:
+            return -math.inf
+        return math.inf
 
     def probe(self) -> Probe:
         if not self.markers_file.parent.is_dir():
@@ -64,12 +88,16 @@ class VllmStatsSensor(SensorBase):
         return self.disk_device
 
     def read(self) -> list[Row]:
-        from ...engines.stat_logger import MARKER_EVENT, READY_EVENT, parse_stats_label
-        from ..recorder import _MarkerTail
-
-        if self._tail is None:
-            self._tail = _MarkerTail(self.markers_file)
-        for t_unix, event, label in self._tail.read():
+        if self._fed is not None:
+            new, self._fed = self._fed, []
+        else:
+            if self._tail is None:
+                from ..recorder import _MarkerTail
+                self._tail = _MarkerTail(self.markers_file)
+            new = self._tail.read()
+        if not new and self._rows is not None:
+            return self._rows   # no new line: every channel as before
+        for t_unix, event, label in new:
             if event == READY_EVENT and self.ready_unix is None:
                 self.ready_unix = t_unix
             if event != MARKER_EVENT:
@@ -94,6 +122,7 @@ class VllmStatsSensor(SensorBase):
             self._based = True
             base = [(dev, metric, 0.0) for dev, metric, _ in self.channels() if metric == "app_bytes_written"]
         if not self.last:
+            self._rows = []
             return base
         acc: dict[tuple[str, str], float] = {}
         for d in self.last.values():
@@ -109,6 +138,7 @@ class VllmStatsSensor(SensorBase):
             if metric == "app_bytes_read" and dev not in self._reads_started:
                 self._reads_started.add(dev)
                 rows.insert(0, (dev, metric, 0.0))   # the read counter's zero, then its first total
+        self._rows = [(dev, metric, v) for (dev, metric), v in acc.items()]   # without this read's one-off zeros
         return rows
 
     def totals(self) -> dict[str, Any] | None:
