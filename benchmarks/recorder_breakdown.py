@@ -88,6 +88,8 @@ def main() -> int:
         n = f"({calls[k]} reads, {cpu[k] / calls[k] * 1e6:.0f} µs each)" if not k.startswith("(") else ""
         print(f"  {k:16s} {v:6.0f} µs per tick {n}")
     print(f"  {'the rest':16s} {total - sum(per.values()):6.0f} µs (loop, row checks, writer, flush, timing itself)")
+    print(f"  the sampling thread's whole CPU, sleeping and waking included: {st['thread_cpu_s_per_tick'] * 1e6:.0f} µs "
+          f"per tick ({st['thread_ticks']} ticks)")
     return 0
 
 

@@ -348,10 +348,10 @@ def test_nvml_reads_each_metric_at_its_own_cadence_and_all_of_them_after_refresh
     for k in range(600):
         now[0] = 1000.0 + 0.1 * k + 0.001
         energy_rows += sum(m == "energy_j" for _, m, _ in s.read())
-    # THEN the energy counter (3.4 ms a read on an H200) is read every 30 s, the gauges every 1 s
+    # THEN the energy counter (3.4 ms a read on an H200) is read every 30 s, power every 1 s, the rest every 2 s
     assert energy_rows == 2 and calls["nvmlDeviceGetTotalEnergyConsumption"] == 2
     assert calls["nvmlDeviceGetPowerUsage"] == 60
-    assert calls["nvmlDeviceGetUtilizationRates"] == 60 and calls["nvmlDeviceGetMemoryInfo"] == 60
+    assert calls["nvmlDeviceGetUtilizationRates"] == 30 and calls["nvmlDeviceGetMemoryInfo"] == 30
     # AND after refresh() (the recorder's first and final samples, live phase markers) everything is read at once
     s.refresh()
     now[0] += 0.1
@@ -813,6 +813,48 @@ def test_diskstats_from_sysfs_matches_proc_diskstats(tmp_path):
     for k in ra:  # read a moment apart: the counters may have moved forward only
         assert rb[k] <= ra[k] <= rb[k] * 1.01 + 1e6
     a.close()
+
+
+def test_lmcache_tap_counters_page_is_read_without_parsing_the_json(tmp_path, monkeypatch):
+    import storagecarbon.record.sensors.lmcache_tap as lt
+    from storagecarbon.engines import lmcache_cpu, tap_page
+
+    # GIVEN the engine side's counters with a tap folder: it publishes the JSON and the counters page
+    tap = tmp_path / "tap"
+    monkeypatch.setenv("STORAGECARBON_TAP_DIR", str(tap))
+    c = lmcache_cpu.TapCounters()
+    c.set_info(disk_path=str(tmp_path / "kv"), chunk_size=256)
+    c.add("disk_bytes_written", 4096)
+    c.flush(force=True)
+    s = LMCacheTapSensor(tap, disk_device="ssd0", dram_device="dram")
+    parsed: list[int] = []
+    orig = lt.parse_tap
+    monkeypatch.setattr(lt, "parse_tap", lambda t: parsed.append(1) or orig(t))
+    # WHEN the sensor looks, the engine counts more, and it looks again
+    first = {(d, m): v for d, m, v in s.read()}
+    c.add("disk_bytes_written", 1000)
+    c.add("cpu_bytes_read", 7)
+    c.flush(force=True)
+    s.refresh()
+    second = {(d, m): v for d, m, v in s.read()}
+    # THEN the values come from the page, and the JSON was parsed once, for the metadata (disk path, chunk size)
+    assert first[("ssd0", "app_bytes_written")] == 4096 and second[("ssd0", "app_bytes_written")] == 5096
+    assert second[("dram", "app_bytes_read")] == 7
+    assert len(parsed) == 1 and s.chunk_size == 256 and s.disk_path == tmp_path / "kv"
+    # AND an unchanged page answers the very same rows (the recorder holds them in one step)
+    s.refresh()
+    rows = s.read()
+    s.refresh()
+    assert s.read() is rows
+    # AND a page being written (odd sequence number) is left for the next look
+    w = tap_page.PageWriter(str(tmp_path / "p.counters"))
+    r = tap_page.PageReader(str(tmp_path / "p.counters"))
+    w.write([1.0] * len(tap_page.KEYS), 3)
+    assert r.read() == (3, (1.0,) * len(tap_page.KEYS)) and r.read() is None
+    tap_page._SEQ.pack_into(w._mm, 8, 5)
+    assert r.read() is None
+    for m in (r, w, c._page, s):
+        m.close()
 
 
 def test_lmcache_taps_are_reparsed_only_when_replaced(tmp_path, monkeypatch):

@@ -15,14 +15,22 @@ if [ -z "${SKIP_NVML_COST:-}" ]; then
   python3 benchmarks/gpu/nvml_cost.py --n 20 --out /tmp/rc/nvml_cost.json > /tmp/rc/nvml_cost.txt 2>&1
   echo "nvml_cost rc=$? $(date +%T)"
 fi
+python3 benchmarks/recorder_wake_cost.py --burners 2 --n 50 > /tmp/rc/wake.txt 2>&1
 for b in 2 8; do
   python3 benchmarks/recorder_breakdown.py --seconds 20 --burners $b >> /tmp/rc/breakdown.txt 2>&1
 done
 echo "breakdown rc=$? $(date +%T)"
-timeout 420 python3 benchmarks/gpu/vllm_serve.py --out /tmp/rc/sv --runs l8b-lmcache,l8b-native --lanes 0 --hz 10 \
-  --timeout 190 > /tmp/rc/serve.log 2>&1
+timeout 330 python3 benchmarks/gpu/vllm_serve.py --out /tmp/rc/sv --runs l8b-lmcache,l8b-native --lanes 0 --hz 10 \
+  --timeout 160 > /tmp/rc/serve.log 2>&1
 echo "serve rc=$? $(date +%T)"
-rm -rf /tmp/rc/sv/*/lmcache-disk /tmp/rc/sv/*/work/model; gzip -f /tmp/rc/sv/*/trace.arrows /tmp/rc/sv/*/log.txt
+# the same LMCache run with the footer's per-source CPU (STORAGECARBON_RECORDER_PROFILE=1; it adds two clock reads per read)
+if [ -z "${SKIP_PROFILE_RUN:-}" ]; then
+  STORAGECARBON_RECORDER_PROFILE=1 timeout 150 python3 benchmarks/gpu/vllm_serve.py --out /tmp/rc/svp --runs l8b-lmcache \
+    --lanes 0 --hz 10 --timeout 140 > /tmp/rc/serve_profile.log 2>&1
+  echo "profiled serve rc=$? $(date +%T)"
+fi
+rm -rf /tmp/rc/sv*/*/lmcache-disk /tmp/rc/sv*/*/work/model; gzip -f /tmp/rc/sv*/*/trace.arrows /tmp/rc/sv*/*/log.txt
+python3 benchmarks/gpu/recorder_cost_table.py /tmp/rc/sv*/*/trace.arrows.gz > /tmp/rc/table.txt 2>&1; cat /tmp/rc/table.txt
 tar -czf "$OUT/rc.tar.gz" -C /tmp rc
-cat /tmp/rc/breakdown.txt
+cat /tmp/rc/wake.txt /tmp/rc/breakdown.txt
 ls -la "$OUT"

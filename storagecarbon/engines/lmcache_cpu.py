@@ -33,7 +33,8 @@ exact buffer lengths), ``remote_bytes_*`` (always 0: no remote tier is tapped ye
 ``hit_tokens`` (tokens LMCache retrieved into vLLM, as ``Retrieved N tokens``).
 If ``STORAGECARBON_TAP_DIR`` is set they are published to
 ``$STORAGECARBON_TAP_DIR/lmcache-<pid>.json`` (tmp file + ``os.replace``) at most every
-0.1 s while they change, and at exit.
+0.1 s while they change, and at exit; the counters also go to ``lmcache-<pid>.counters``, a page updated
+in place that the recorder reads without a system call (:mod:`storagecarbon.engines.tap_page`).
 """
 
 from __future__ import annotations
@@ -47,15 +48,13 @@ import threading
 import time
 from typing import Any
 
+from . import tap_page
+
 ENV_ENABLE = "STORAGECARBON_LMCACHE_CPU"
 ENV_TAP_DIR = "STORAGECARBON_TAP_DIR"
 # Test-only negative control: overwrite every KV chunk LMCache loads with noise.
 ENV_CORRUPT = "STORAGECARBON_LMCACHE_CPU_CORRUPT_LOADS"
-TAP_SCHEMA_KEYS = (
-    "cpu_bytes_written", "cpu_bytes_read", "disk_bytes_written", "disk_bytes_read",
-    "remote_bytes_written", "remote_bytes_read", "bytes_d2h", "bytes_h2d",
-    "stored_tokens", "hit_tokens",
-)
+TAP_SCHEMA_KEYS = tap_page.KEYS
 PUBLISH_INTERVAL_S = 0.1
 
 
@@ -83,6 +82,9 @@ class TapCounters:
         self._thread: threading.Thread | None = None
         self._write_lock = threading.Lock()  # serialises snapshot + replace (no stale overwrite)
         self._atexit = False
+        self._page: tap_page.PageWriter | None = None   # lmcache-<pid>.counters (this process's)
+        self._meta = 0                                   # metadata generation (disk path, chunk size)
+        self._page_failed = False
 
     def _reset_after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -91,6 +93,9 @@ class TapCounters:
         self._dirty = False
         self._thread = None
         self._atexit = False
+        self._page = None   # the parent's page stays the parent's: this process writes its own
+        self._meta = 0
+        self._page_failed = False
 
     def add(self, name: str, n: int) -> None:
         if n == 0:
@@ -106,6 +111,7 @@ class TapCounters:
                 self.disk_path = disk_path
             if chunk_size is not None:
                 self.chunk_size = int(chunk_size)
+            self._meta += 1
             self._dirty = True
         self._ensure_publisher()
 
@@ -140,6 +146,14 @@ class TapCounters:
             with open(tmp, "w") as f:
                 json.dump(snap, f, sort_keys=True)
             os.replace(tmp, path)
+            if not self._page_failed:
+                try:   # after the JSON: a reader that finds the page's metadata new reads a JSON at least as new
+                    if self._page is None or self._page.path != tap_page.page_path(path):
+                        self._page = tap_page.PageWriter(tap_page.page_path(path))
+                    self._page.write([float(snap["counters"][k]) for k in TAP_SCHEMA_KEYS], self._meta)
+                except (OSError, ValueError) as exc:   # the JSON still carries the counters
+                    self._page_failed = True
+                    _info("tap counters page not written (the JSON tap still is): %s", exc)
         return path
 
     def _ensure_publisher(self) -> None:

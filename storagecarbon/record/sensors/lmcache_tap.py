@@ -16,18 +16,20 @@ counter that goes down is a restart and counts from zero again) and emits:
   device (``cpu_bytes_*``) and, when given, a remote device (``remote_bytes_*``);
 * ``resident_bytes`` of the disk-tier device: the total size (``st_size``) of the files under the
   LMCache disk directory (the tap files' ``disk_path`` when given, else the configured one),
-  i.e. what ``du --apparent-size`` would say. Rescanned every ``du_interval_s``, or less often
+  i.e. what ``du --apparent-size`` would say. Rescanned every ``du_interval_s`` (5 s), or less often
   when a scan is costly (the directory may hold many chunk files: the interval is stretched to
   1000 x the scan's CPU time); the gauge holds in between.
 
-Cost: one ``stat`` per known tap file per look, and a read only when it changed (mtime, size or inode;
-writers replace it atomically; a tap publishes at most every 0.1 s). While a tap file changed in the last
-``quiet_after_s`` (2 s) the sensor looks every 0.2 s, otherwise once a second, and at once after
-:meth:`refresh` (the recorder's first and final samples, live phase markers; the disk folder is not rescanned
-for it). The folder is listed for new tap files (new processes: their counters are cumulative, so nothing is
-lost) every ``discover_s`` (1 s), and a new file is read at the next tick. The bytes of a burst that starts
-between two looks are counted at the next one, spread over the time since the last look. A look that finds
-every value as before returns the same rows (recorder protocol, ``base.py``).
+Cost: a look reads each tap's counters page (``lmcache-<pid>.counters``, :mod:`storagecarbon.engines.tap_page`),
+mapped once, so a look at an unchanged tap is one integer compared, with no system call; the JSON is read again
+only when the page says its metadata changed. A tap without a page (an older writer) is ``stat``-ed at each look
+and parsed when it was replaced (mtime, size or inode; writers replace it atomically). While a tap changed in the
+last ``quiet_after_s`` (2 s) the sensor looks every 0.2 s (a tap publishes at most every 0.1 s), otherwise once a
+second, and at once after :meth:`refresh` (the recorder's first and final samples, live phase markers; the disk
+folder is not rescanned for it). The folder is listed for new tap files (new processes: their counters are
+cumulative, so nothing is lost) every ``discover_s`` (1 s), and a new file is read at the next tick. The bytes of
+a burst that starts between two looks are counted at the next one, spread over the time since the last look. A
+look that finds every value as before returns the same rows (recorder protocol, ``base.py``).
 
 No tap file yet means no reading yet (no rows), never zeros. GPU<->host transfer bytes and token
 counts have no channel in the metric vocabulary; they go to the footer summary.
@@ -42,11 +44,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ...engines.tap_page import KEYS as COUNTERS
+from ...engines.tap_page import PageReader, page_path
 from .base import ChannelSpec, Every, Probe, Row, SensorBase
 
-COUNTERS = ("cpu_bytes_written", "cpu_bytes_read", "disk_bytes_written", "disk_bytes_read",
-            "remote_bytes_written", "remote_bytes_read", "bytes_d2h", "bytes_h2d",
-            "stored_tokens", "hit_tokens")
 TAP_ENV = "STORAGECARBON_TAP_DIR"
 
 
@@ -86,7 +87,7 @@ class LMCacheTapSensor(SensorBase):
 
     def __init__(self, tap_dir: str | Path | None = None, *, disk_device: str | None = "ssd0",
                  dram_device: str | None = "dram", remote_device: str | None = None,
-                 disk_path: str | Path | None = None, du_interval_s: float = 2.0):
+                 disk_path: str | Path | None = None, du_interval_s: float = 5.0):
         tap_dir = tap_dir if tap_dir is not None else os.environ.get(TAP_ENV)
         self.tap_dir = Path(tap_dir) if tap_dir else None
         self.disk_device = disk_device
@@ -112,10 +113,13 @@ class LMCacheTapSensor(SensorBase):
         self.discover_s = 1.0             # new tap files (new processes) are looked for this often
         self.quiet_after_s = 2.0          # no tap changed for this long: look every quiet_every_s only
         self._quiet_due = Every(1.0)      # quiet: a look a second
-        self._active_due = Every(0.5)     # changing: two looks a second (a tap publishes at most ten times)
+        self._active_due = Every(0.2)     # changing: five looks a second (a tap publishes at most ten times)
         self._changed_t = -1e9
         self.chunk_size = None
         self._rows: list[Row] | None = None   # the last rows, returned again while nothing changed (base.py)
+        self._pages: dict[str, PageReader] = {}   # tap file name -> its counters page, mapped once
+        self._no_page: set[str] = set()            # tap files without a page (looked for again at each listing)
+        self._meta: dict[str, int] = {}            # tap file name -> metadata generation of its page last read
         self._du_missing_t = -1e9             # the KV folder did not exist then (looked for every du interval)
 
     def probe(self) -> Probe:
@@ -177,45 +181,60 @@ class LMCacheTapSensor(SensorBase):
         if not self._taps or now - self._listed_t >= self.discover_s:
             self._list_taps()
             self._listed_t = now
+            self._no_page.clear()
         if len(self._sig) >= len(self._taps) and not (   # a new tap file is read at once
                 self._active_due.due(now) if now - self._changed_t < self.quiet_after_s else self._quiet_due.due(now)):
             return []   # not due: no reading this tick (the last one holds until the next look)
         changed = False
         for name, path in self._taps.items():
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue  # removed, or between a writer's unlink and rename: keep last values
-            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
-            if self._sig.get(name) == sig:
-                continue  # unchanged since the last read (taps are replaced atomically)
-            changed = True
-            try:
-                fd = os.open(path, os.O_RDONLY)
+            page = self._pages.get(name)
+            if page is None and name not in self._no_page:
                 try:
-                    data = os.read(fd, 1 << 20)   # a tap file is a few hundred bytes
-                finally:
-                    os.close(fd)
-                tap = parse_tap(data)
-            except (OSError, ValueError):  # being rewritten or removed: keep last values
-                self._bad_reads += 1
-                continue
-            self._sig[name] = sig
+                    page = self._pages[name] = PageReader(page_path(path))
+                except (OSError, ValueError):   # an older writer, or not created yet: the JSON path
+                    self._no_page.add(name)
+            if page is not None:   # no system call: one integer compared while the tap is unchanged
+                got = page.read()
+                if got is None:
+                    continue   # unchanged, or being written (the next look takes it)
+                meta, vals = got
+                tap = None
+                if self._meta.get(name) != meta:   # new metadata (disk path, chunk size): the JSON has it
+                    tap = self._read_json(path)
+                    if tap is not None:
+                        self._meta[name] = meta
+                new = dict(zip(COUNTERS, vals))
+                self._sig.setdefault(name, (0, 0, 0))
+            else:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue  # removed, or between a writer's unlink and rename: keep last values
+                sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+                if self._sig.get(name) == sig:
+                    continue  # unchanged since the last read (taps are replaced atomically)
+                tap = self._read_json(path)
+                if tap is None:
+                    continue
+                self._sig[name] = sig
+                new = tap["counters"]
+            changed = True
             self._changed_t = now
             self._seen_files.add(name)
-            old, new = self._raw.get(name), tap["counters"]
+            old = self._raw.get(name)
             if old is not None:
                 for k, v in new.items():
                     o = old.get(k)
                     if o is not None and v < o:   # this file's counter went down (counters reset): keep what it had
                         self._base[k] = self._base.get(k, 0.0) + o
             self._raw[name] = new
-            if tap.get("disk_path"):  # the path LMCache really uses wins over the configured one
-                dp = str(tap["disk_path"])
-                path = Path(dp[len("file://"):] if dp.startswith("file://") else dp)
-                if path != self.disk_path:
-                    self.disk_path, self._du, self._du_missing_t = path, None, -1e9
-            self.chunk_size = tap.get("chunk_size") or self.chunk_size
+            if tap is not None:
+                if tap.get("disk_path"):  # the path LMCache really uses wins over the configured one
+                    dp = str(tap["disk_path"])
+                    dpath = Path(dp[len("file://"):] if dp.startswith("file://") else dp)
+                    if dpath != self.disk_path:
+                        self.disk_path, self._du, self._du_missing_t = dpath, None, -1e9
+                self.chunk_size = tap.get("chunk_size") or self.chunk_size
         rows: list[Row] = []
         if self._seen_files:
             if changed or self._tot is None:
@@ -233,6 +252,23 @@ class LMCacheTapSensor(SensorBase):
             return self._rows   # every channel as before: the same list (recorder protocol, base.py)
         self._rows = rows
         return rows
+
+    def _read_json(self, path: str) -> dict[str, Any] | None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                data = os.read(fd, 1 << 20)   # a tap file is a few hundred bytes
+            finally:
+                os.close(fd)
+            return parse_tap(data)
+        except (OSError, ValueError):  # being rewritten or removed: keep last values
+            self._bad_reads += 1
+            return None
+
+    def close(self) -> None:
+        for page in self._pages.values():
+            page.close()
+        self._pages.clear()
 
     def _totals(self) -> dict[str, float]:
         """Per counter: the sum over tap files (a vanished file keeps its last values) and their folded resets."""

@@ -110,7 +110,7 @@ class ProcTree:
       exits is dropped when its descriptor answers ESRCH;
     * members' ``stat`` (CPU time, RSS, membership) is read every ``stat_interval_s``, and at once
       after :meth:`invalidate` (the recorder's first and final samples, ``sample_now(fresh=True)``);
-      ``io`` every tick when its channels are used. When a member's ``io`` answers ESRCH (it was
+      ``io`` every 0.5 s when its channels are used (2 s for the footer's totals when not). When a member's ``io`` answers ESRCH (it was
       reaped), :class:`ProcIOSensor` re-reads every member at once, so a parent that absorbed its
       child's counters is never counted next to the child.
 
@@ -121,7 +121,7 @@ class ProcTree:
 
     def __init__(self, root_pid: int | None = None, *, session: int | None = None,
                  proc_root: str | Path = "/proc", max_age_s: float = 0.02, rescan_s: float = 2.0,
-                 max_rescan_s: float = 10.0, stat_interval_s: float = 1.0):
+                 max_rescan_s: float = 10.0, stat_interval_s: float = 2.0):
         self.root_pid = root_pid
         self.session = session
         self.proc_root = Path(proc_root)
@@ -469,7 +469,8 @@ class ProcIOSensor(SensorBase):
         self.counters = counters
         self._io = _TreeTotals(IO_FIELDS)
         self._cpu = _TreeTotals(("cpu_s",))
-        self._io_every_s = 0.0  # every tick
+        self._io_every_s = 0.5  # members' io: twice a second (a counter: the bytes between reads are spread)
+        self._owns_io = True
         self._cpu_version = -1
         self._io_version = -1
         self._io_t = -1e9
@@ -500,7 +501,7 @@ class ProcIOSensor(SensorBase):
         members = self.tree.members()
         io: dict[tuple[int, int], tuple[int, ...]] = {}
         now = time.monotonic()
-        if self._io_every_s == 0.0 or now - self._io_t >= self._io_every_s:
+        if now - self._io_t >= self._io_every_s:
             self._io_t = now
             io, gone = self._read_io(members)
             if gone:  # a member was reaped: its parent's counters now hold its share; re-read all
@@ -514,7 +515,7 @@ class ProcIOSensor(SensorBase):
         t_cpu = self._cpu.update_values({m.key: (m.cpu_total_s,) for m in members}, members) \
             if self.tree.version != self._cpu_version else self._cpu._out
         rows: list[Row] = []
-        if self.disk_device and self._io_every_s == 0.0:
+        if self.disk_device and self._owns_io:
             rows += [(self.disk_device, "app_bytes_read", t_io[self._rk]),
                      (self.disk_device, "app_bytes_written", t_io[self._wk])]
         if self.host_device and self.tree.version != self._cpu_version:
@@ -525,7 +526,7 @@ class ProcIOSensor(SensorBase):
     @property
     def next_read_s(self) -> float:
         """Nothing new before the next ``io`` read or members' ``stat`` read (recorder protocol, see base)."""
-        if self._io_every_s == 0.0 or self.tree.root_pid is None or self.tree.version != self._cpu_version:
+        if self.tree.root_pid is None or self.tree.version != self._cpu_version:
             return -math.inf
         return min(self._io_t + self._io_every_s, self.tree.next_stat_s)
 
@@ -536,10 +537,10 @@ class ProcIOSensor(SensorBase):
 
     def use_channels(self, kept: set[tuple[str, str]]) -> None:
         """Told by the recorder which of its channels it owns: when another sensor (LMCache's
-        taps) owns the disk's app bytes, ``io`` is read once a second, for the footer totals only."""
+        taps) owns the disk's app bytes, ``io`` is read every 2 s, for the footer totals only."""
         if self.disk_device and (self.disk_device, "app_bytes_written") not in kept \
                 and (self.disk_device, "app_bytes_read") not in kept:
-            self._io_every_s = 1.0
+            self._io_every_s, self._owns_io = 2.0, False
 
     def _read_io(self, members: list[ProcStat]) -> tuple[dict[tuple[int, int], tuple[int, ...]], bool]:
         io: dict[tuple[int, int], tuple[int, ...]] = {}
