@@ -248,6 +248,7 @@ class Recorder:
         self.rows = 0
         self.markers = 0
         self._cpu_sum = 0.0
+        self._cpu_per_s: list[float] = []   # the sampling work's CPU per whole second of the recording (footer)
         self._cpu_max = 0.0
         self._wall_sum = 0.0
         self._wall_max = 0.0
@@ -459,6 +460,12 @@ class Recorder:
                 return
             self.ticks += 1
         cpu, wall = time.thread_time() - c0, time.monotonic() - w0
+        sec = int(w0 - self._t0_mono)
+        per_s = self._cpu_per_s
+        if 0 <= sec < 400_000:
+            if sec >= len(per_s):
+                per_s.extend([0.0] * (sec + 1 - len(per_s)))
+            per_s[sec] += cpu
         self._cpu_sum += cpu
         self._cpu_max = max(self._cpu_max, cpu)
         self._wall_sum += wall
@@ -662,6 +669,9 @@ class Recorder:
             "sample_cpu_s_mean": self._cpu_sum / n, "sample_cpu_s_max": self._cpu_max,
             "sample_wall_s_mean": self._wall_sum / n, "sample_wall_s_max": self._wall_max,
             "thread_cpu_s": self._thread_cpu, "thread_ticks": self._thread_ticks,
+            # µs of sampling CPU in each second from the start: a phase's own cost (e.g. the serving window's,
+            # without a server's start-up) is the sum over its seconds / its ticks
+            "sample_cpu_us_per_s": [round(c * 1e6) for c in self._cpu_per_s],
             "thread_cpu_s_per_tick": self._thread_cpu / self._thread_ticks if self._thread_ticks else None,
             "bad_marker_lines": self._tail.bad_lines if self._tail else 0,
             "sensor_errors": self.errors,
