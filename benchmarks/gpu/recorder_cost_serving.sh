@@ -9,7 +9,9 @@ OUT=${1:?OUT}
 cd "$(dirname "$0")/../.."
 source benchmarks/gpu/box_env.sh || exit $?
 mkdir -p /tmp/rs
-timeout 500 python3 benchmarks/gpu/vllm_serve.py --out /tmp/rs/sv --runs l8b-lmcache,l8b-native --lanes 0 --hz 10 \
+# RUNS=l8b-lmcache STORAGECARBON_RECORDER_PROFILE=1 ...: one run, with the footer's per-source CPU before, during and
+# after the load (recorder.profile_by_part)
+timeout 500 python3 benchmarks/gpu/vllm_serve.py --out /tmp/rs/sv --runs ${RUNS:-l8b-lmcache,l8b-native} --lanes 0 --hz 10 \
   --requests 96 --output 256 --concurrency 16 --timeout 240 > /tmp/rs/serve.log 2>&1
 echo "serve rc=$? $(date +%T)"
 rm -rf /tmp/rs/sv/*/lmcache-disk /tmp/rs/sv/*/work/model; gzip -f /tmp/rs/sv/*/trace.arrows /tmp/rs/sv/*/log.txt

@@ -40,6 +40,9 @@ def main(paths: list[str]) -> int:
             rest -= v["cpu_s_per_tick"]
             print(f"  {k:16s} {v['cpu_s_per_tick'] * 1e6:6.1f}  {v['calls']:6d}  {v['cpu_s'] / max(v['calls'], 1) * 1e6:8.1f}")
         print(f"  {'the rest':16s} {rest * 1e6:6.1f}")
+        for seg, tab in (r.get("profile_by_part") or {}).items():
+            print(f"  {seg} ({tab['ticks']} ticks), µs per tick: " + ", ".join(
+                f"{k} {v * 1e6:.0f}" for k, v in tab.items() if k != "ticks"))
     return 0
 
 

@@ -266,6 +266,9 @@ class Recorder:
         # reads per sensor read. On with ``profile=True`` or ``$STORAGECARBON_RECORDER_PROFILE=1``.
         self.profile = os.environ.get(PROFILE_ENV, "") not in ("", "0") if profile is None else bool(profile)
         self._prof: dict[str, list[float]] = {}   # name -> [cpu_s, calls]
+        self._prof_seg = "before_load"            # the profile is also kept per part of the run: before the load's
+        self._prof_segs: dict[str, dict[str, list[float]]] = {}   # start, during it, after its end (live markers)
+        self._seg_ticks: dict[str, int] = {}
         self.write_error: TraceWriteError | None = None
         self.started = False
         self.stopped = False
@@ -459,7 +462,13 @@ class Recorder:
                 self._write_failed(exc)
                 return
             self.ticks += 1
+            if self.profile:
+                self._seg_ticks[self._prof_seg] = self._seg_ticks.get(self._prof_seg, 0) + 1
         cpu, wall = time.thread_time() - c0, time.monotonic() - w0
+        if self.profile:
+            e = self._prof_segs.setdefault(self._prof_seg, {}).setdefault("(whole tick)", [0.0, 0])
+            e[0] += cpu
+            e[1] += 1
         sec = int(w0 - self._t0_mono)
         per_s = self._cpu_per_s
         if 0 <= sec < 400_000:
@@ -481,11 +490,13 @@ class Recorder:
             self._read_sensor(w, s, cmap, i)
 
     def _profiled(self, name: str, c0: float) -> None:
-        e = self._prof.get(name)
-        if e is None:
-            e = self._prof[name] = [0.0, 0]
-        e[0] += time.thread_time() - c0
-        e[1] += 1
+        dt = time.thread_time() - c0
+        for table in (self._prof, self._prof_segs.setdefault(self._prof_seg, {})):
+            e = table.get(name)
+            if e is None:
+                e = table[name] = [0.0, 0]
+            e[0] += dt
+            e[1] += 1
 
     def _notify(self, tick: list[tuple[float, int, float]], drained: list[tuple[float, str, str]]) -> None:
         for fn in self.listeners:
@@ -635,6 +646,8 @@ class Recorder:
                 continue
             m = (self._t_of_unix(t_unix), event.replace(":", "_"), label)
             self._refresh_due |= refreshes(event)
+            if self.profile and event in ("load_start", "load_end"):
+                self._prof_seg = "load" if event == "load_start" else "after_load"
             self._writer.marker(*m)
             self.marker_log.append(m)
             self.markers += 1
@@ -681,6 +694,10 @@ class Recorder:
             **({"profile": {k: {"cpu_s": round(v[0], 6), "calls": v[1], "cpu_s_per_tick": v[0] / n}
                             for k, v in sorted(self._prof.items(), key=lambda kv: -kv[1][0])}}
                if self.profile else {}),
+            **({"profile_by_part": {seg: {"ticks": self._seg_ticks.get(seg, 0),
+                                          **{k: round(v[0] / max(self._seg_ticks.get(seg, 0), 1), 9)
+                                             for k, v in sorted(tab.items(), key=lambda kv: -kv[1][0])}}
+                                    for seg, tab in self._prof_segs.items()}} if self.profile else {}),
         }
 
     def stop(self, summary: dict[str, Any] | None = None, finish: Any = None) -> dict[str, Any]:
