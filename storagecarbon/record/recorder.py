@@ -421,9 +421,11 @@ class Recorder:
                 if fresh or self.stopped or (self._refresh_due and now - self._refresh_t >= REFRESH_MIN_S):
                     self._refresh_due, self._refresh_t = False, now
                     self.refreshes += 1
-                    for s, _ in self._active:
-                        if callable(getattr(s, "refresh", None)):
-                            s.refresh()
+                    full = fresh or self.stopped   # first and final samples: every source; a live marker: a
+                    for s, _ in self._active:       # sensor may leave out what is costly and not needed at a cut
+                        fn = getattr(s, "refresh" if full else "refresh_at_marker", None) or getattr(s, "refresh", None)
+                        if callable(fn):
+                            fn()
                     self._next_read = [-math.inf] * len(self._active)
                 nxt = self._next_read
                 read: list[int] = []
