@@ -4,8 +4,9 @@
 (``source="measured"``, sensor availability with reasons, host inventory, tool versions), then one
 thread samples the sensors at absolute deadlines ``t_k = t0 + k / hz``: each tick calls every sensor
 that has something due (a sensor that reads some sources at a lower rate, such as NVML's energy counter
-every 5 s, says when through ``next_read_s``; docs/methodology.md, "Sampling cadence"); the first and
-final samples, and the tick after a live phase marker (:func:`refreshes`), read every source. A tick that
+every 30 s, says when through ``next_read_s``; docs/methodology.md, "Sampling cadence"); the first and
+final samples read every source, and the tick after a live phase marker (:func:`refreshes`) every source a
+sensor does not leave out at a cut (``refresh_at_marker``: NVML's energy counter, placed by the power readings). A tick that
 runs late skips the deadlines it missed instead of bursting, and counts them as overruns. Rows are
 stamped on the monotonic clock, ``t_s = monotonic() - monotonic_at_start`` (taken just before each
 sensor's read), so a wall-clock jump (NTP step, manual change) never makes sample times go back or
