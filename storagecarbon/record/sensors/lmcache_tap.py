@@ -24,7 +24,7 @@ Cost: a look reads each tap's counters page (``lmcache-<pid>.counters``, :mod:`s
 mapped once, so a look at an unchanged tap is one integer compared, with no system call; the JSON is read again
 only when the page says its metadata changed. A tap without a page (an older writer) is ``stat``-ed at each look
 and parsed when it was replaced (mtime, size or inode; writers replace it atomically). While a tap changed in the
-last ``quiet_after_s`` (2 s) the sensor looks every 0.2 s (a tap publishes at most every 0.1 s), otherwise once a
+last ``quiet_after_s`` (2 s) the sensor looks every 0.5 s (a tap publishes at most every 0.1 s), otherwise once a
 second, and at once after :meth:`refresh` (the recorder's first and final samples, live phase markers; the disk
 folder is not rescanned for it). The folder is listed for new tap files (new processes: their counters are
 cumulative, so nothing is lost) every ``discover_s`` (1 s), and a new file is read at the next tick. The bytes of
@@ -113,7 +113,7 @@ class LMCacheTapSensor(SensorBase):
         self.discover_s = 1.0             # new tap files (new processes) are looked for this often
         self.quiet_after_s = 2.0          # no tap changed for this long: look every quiet_every_s only
         self._quiet_due = Every(1.0)      # quiet: a look a second
-        self._active_due = Every(0.2)     # changing: five looks a second (a tap publishes at most ten times)
+        self._active_due = Every(0.5)     # changing: two looks a second (a tap publishes at most ten times)
         self._changed_t = -1e9
         self.chunk_size = None
         self._rows: list[Row] | None = None   # the last rows, returned again while nothing changed (base.py)

@@ -15,9 +15,9 @@ faster; ``every_s=FULL_RATE`` reads every metric on every tick):
 * ``power_w``: ``nvmlDeviceGetPowerUsage`` (mW) -> W, gauge, every 1 s: on Ampere (except GA100) and
   newer GPUs NVML returns the power averaged over 1 s (NVML API reference, ``nvmlDeviceGetPowerUsage``),
   so reading it faster adds no information;
-* ``resident_bytes``: ``nvmlDeviceGetMemoryInfo(...).used`` (B) -> HBM occupancy, gauge, every 2 s
+* ``resident_bytes``: ``nvmlDeviceGetMemoryInfo(...).used`` (B) -> HBM occupancy, gauge, every 5 s
   (vLLM allocates its KV cache once; a phase marker refreshes it);
-* ``utilization``: ``nvmlDeviceGetUtilizationRates(...).gpu`` (%) -> 0..1, gauge, every 2 s (NVML's own
+* ``utilization``: ``nvmlDeviceGetUtilizationRates(...).gpu`` (%) -> 0..1, gauge, every 5 s (NVML's own
   sample period is 1/6 s to 1 s; no attribution uses it, the HTML chart shows it);
 * ``pcie_tx_bps`` / ``pcie_rx_bps`` (only with ``pcie=True``; off by default: no attribution or report uses
   them): ``nvmlDeviceGetPcieThroughput`` (KB/s) -> B/s, gauges. Each such call samples the link for about
@@ -44,7 +44,7 @@ from ...trace import DeviceEntry
 from .base import ChannelSpec, Every, Probe, Row, SensorBase
 
 KB = 1000.0  # NVML documents PCIe throughput in KB/s
-EVERY_S = {"energy_j": 30.0, "power_w": 1.0, "resident_bytes": 2.0, "utilization": 2.0}
+EVERY_S = {"energy_j": 30.0, "power_w": 1.0, "resident_bytes": 5.0, "utilization": 5.0}
 """Default cadence per metric, in seconds (see the module's docstring for why each)."""
 FULL_RATE = {m: 0.0 for m in EVERY_S}
 """Every metric on every tick: for the measurement harnesses (offline engine runs, calibration), whose

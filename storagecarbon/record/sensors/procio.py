@@ -110,7 +110,7 @@ class ProcTree:
       exits is dropped when its descriptor answers ESRCH;
     * members' ``stat`` (CPU time, RSS, membership) is read every ``stat_interval_s``, and at once
       after :meth:`invalidate` (the recorder's first and final samples, ``sample_now(fresh=True)``);
-      ``io`` every 0.5 s when its channels are used (2 s for the footer's totals when not). When a member's ``io`` answers ESRCH (it was
+      ``io`` every 0.5 s when its channels are used (5 s for the footer's totals when not). When a member's ``io`` answers ESRCH (it was
       reaped), :class:`ProcIOSensor` re-reads every member at once, so a parent that absorbed its
       child's counters is never counted next to the child.
 
@@ -537,10 +537,10 @@ class ProcIOSensor(SensorBase):
 
     def use_channels(self, kept: set[tuple[str, str]]) -> None:
         """Told by the recorder which of its channels it owns: when another sensor (LMCache's
-        taps) owns the disk's app bytes, ``io`` is read every 2 s, for the footer totals only."""
+        taps) owns the disk's app bytes, ``io`` is read every 5 s, for the footer totals only."""
         if self.disk_device and (self.disk_device, "app_bytes_written") not in kept \
                 and (self.disk_device, "app_bytes_read") not in kept:
-            self._io_every_s, self._owns_io = 2.0, False
+            self._io_every_s, self._owns_io = 5.0, False
 
     def _read_io(self, members: list[ProcStat]) -> tuple[dict[tuple[int, int], tuple[int, ...]], bool]:
         io: dict[tuple[int, int], tuple[int, ...]] = {}

@@ -22,7 +22,7 @@ Optionally, LMCache's usage gauges (``lmcache:local_cache_usage`` = CPU tier byt
 ``/metrics``) map to ``resident_bytes`` of devices named in ``lmcache_resident``.
 
 Cost: vLLM's exposition is ~55 kB of text (~600 lines), and the reference parser takes ~8 ms of CPU for all
-of it (this project's 2-vCPU VM). So the sensor scrapes every ``every_s`` (1 s; and at once after a live phase
+of it (this project's 2-vCPU VM). So the sensor scrapes every ``every_s`` (2 s; and at once after a live phase
 marker, :meth:`refresh`) over one connection kept open (:func:`http_response`: a few system calls, where
 ``urllib`` costs ~0.9 ms a scrape), finds the three counters' lines in the bytes (:func:`counter_rows`, a scan
 in C; the reference parser is the fallback for a line it cannot read), and parses the latency histograms only
@@ -357,7 +357,7 @@ class VllmMetricsSensor(SensorBase):
 
     def __init__(self, url: str, *, device: str = WORKLOAD_DEVICE, timeout_s: float = 0.5,
                  lmcache_url: str | None = None, lmcache_resident: dict[str, str] | None = None,
-                 counts_from_zero: bool = False, every_s: float = 1.0):
+                 counts_from_zero: bool = False, every_s: float = 2.0):
         self.url = url
         self.counts_from_zero = counts_from_zero
         self.device = device
