@@ -420,6 +420,37 @@ def test_unchanged_readings_are_held_back_without_changing_usage(tmp_path):
     assert held.summary["recorder"]["rows_held_back"] > 0
 
 
+class _SameSeq(_Seq):
+    """The same readings, but an unchanged reading returns the very list of the last read (sensors/base.py)."""
+
+    def __init__(self, values):
+        super().__init__(values)
+        self._last = None
+
+    def read(self):
+        rows = super().read()
+        if rows == self._last:
+            return self._last
+        self._last = rows
+        return rows
+
+
+def test_a_sensor_that_answers_its_last_list_is_held_in_one_step_with_the_same_trace(tmp_path, monkeypatch):
+    # GIVEN the readings of the test above, from a sensor that answers its last list when nothing changed
+    vals = [(0, 5)] * 4 + [(100, 5)] * 3 + [(100, 7)] * 14 + [(250, 7)] * 2
+    plain, _ = _record_seq(tmp_path, "p.arrows", vals, 1.0, marker_at=10)
+    expanded = []
+    orig = Recorder._expand_same
+    monkeypatch.setattr(Recorder, "_expand_same", lambda self: expanded.append(dict(self._same_t)) or orig(self))
+    monkeypatch.setattr(sys.modules[__name__], "_Seq", _SameSeq)
+    same, _ = _record_seq(tmp_path, "s.arrows", vals, 1.0, marker_at=10)
+    # THEN the recorder took the one-step path, and wrote exactly the rows (times, values) the row-by-row path wrote
+    assert expanded and all(expanded)
+    assert same.summary["recorder"]["rows_held_back"] == plain.summary["recorder"]["rows_held_back"] > 0
+    assert same.t_s.tolist() == plain.t_s.tolist() and same.value.tolist() == plain.value.tolist()
+    assert same.channel.tolist() == plain.channel.tolist()
+
+
 def test_finish_adds_what_only_the_end_knows_before_the_trace_closes(tmp_path):
     # GIVEN a recording with a live marker, and a finish callback deriving a phase from it
     seen = {}
@@ -541,3 +572,18 @@ def test_a_sensor_with_nothing_due_is_not_called_until_refreshed(tmp_path):
     assert s.reads == 2
     rec.stop()
     assert s.reads == 3
+
+
+def test_the_footer_has_the_sampling_threads_own_cpu_and_a_stop_is_prompt(tmp_path):
+    # GIVEN a recorder sampling nothing at 20 Hz for half a second
+    rec = Recorder(tmp_path / "t.arrows", {"devices": []}, [], hz=20, fsync=False)
+    rec.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    st = rec.stop()
+    # THEN stopping waits for at most one tick, and the footer has the thread's whole CPU (sleeps included) and
+    # the sampling CPU per second of the run
+    assert time.monotonic() - t0 < 0.3
+    assert st["thread_ticks"] >= 5 and st["thread_cpu_s"] > 0 and st["thread_cpu_s_per_tick"] > 0
+    assert len(st["sample_cpu_us_per_s"]) == 1 and st["sample_cpu_us_per_s"][0] > 0
+    assert read_trace(tmp_path / "t.arrows").summary["recorder"]["thread_ticks"] == st["thread_ticks"]

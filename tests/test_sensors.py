@@ -358,6 +358,10 @@ def test_nvml_reads_each_metric_at_its_own_cadence_and_all_of_them_after_refresh
     assert {m for _, m, _ in s.read()} == {"energy_j", "power_w", "resident_bytes", "utilization"}
     assert {m for _, m, _ in s.read()} == set()          # and then the cadence goes on
     assert s.summary()["every_s"]["energy_j"] == 30.0
+    # AND after a live marker every gauge is read, but not the energy counter (the power readings place it)
+    s.refresh_at_marker()
+    now[0] += 0.1
+    assert {m for _, m, _ in s.read()} == {"power_w", "resident_bytes", "utilization"}
 
 
 def test_nvml_records_only_the_commands_visible_gpus(monkeypatch):
@@ -485,6 +489,47 @@ def test_http_response_reads_length_chunked_and_close_delimited_bodies():
     b.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
     with pytest.raises(OSError, match="503"):
         http_response(a)
+
+
+def test_metrics_are_scraped_over_one_kept_open_connection(tmp_path):
+    import http.server
+    import threading
+
+    # GIVEN a loopback HTTP/1.1 server answering a vLLM exposition, counting the connections it accepts
+    body = (DATA / "vllm_metrics.prom").read_bytes()
+    conns = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self):
+            conns.append(1)
+            super().setup()
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        s = VllmMetricsSensor(f"http://127.0.0.1:{srv.server_address[1]}/metrics")
+        # WHEN it scrapes three times
+        got = []
+        for _ in range(3):
+            s.refresh()
+            got.append({m: v for _, m, v in s.read()})
+        # THEN the counters are those of the exposition, over one connection
+        assert got[-1] == {"prompt_tokens": 87.0, "generated_tokens": 48.0, "requests_done": 3.0}
+        assert s.scrapes == 3 and len(conns) == 1
+        s.close()
+    finally:
+        srv.shutdown()
 
 
 def test_prometheus_edge_cases():

@@ -232,6 +232,37 @@ def test_emitter_writes_markers_the_sensor_reads(tmp_path, monkeypatch):
     assert sensor.summary()["ready_unix"] is not None and sensor.summary()["first_active_unix"] is not None
 
 
+def test_the_recorder_hands_the_plugin_lines_to_its_sensor_from_one_read(tmp_path, monkeypatch):
+    from storagecarbon.record.recorder import Recorder
+    from storagecarbon.record.sensors.vllm_stats import VllmStatsSensor
+    from storagecarbon.trace import DeviceEntry, read_trace
+
+    # GIVEN a recorder whose marker file is the plugin's, and the plugin's sensor on the same file
+    markers = tmp_path / "markers.jsonl"
+    markers.touch()
+    monkeypatch.setenv("STORAGECARBON_MARKERS", str(markers))
+    sensor = VllmStatsSensor(markers, dram_device="dram", disk_device="ssd0")
+    rec = Recorder(tmp_path / "t.arrows", {"devices": [DeviceEntry("dram", "dram", None),
+                                                       DeviceEntry("ssd0", "ssd", None)]},
+                   [sensor], hz=10, fsync=False, markers_file=markers)
+    rec._run = lambda: None   # ticks driven here
+    rec.start()
+    # WHEN the plugin writes its totals twice, a tick apart
+    em = _Emitter(engine_index=0, interval_s=0.0)
+    em.ready({"vllm": "test"})
+    em.record(_sched(kv_connector_stats={LMCACHE_KEY: {"cpu_bytes_written": 10}}), _Obj(num_generation_tokens=3))
+    rec.sample_now(fresh=True)
+    em.record(_sched(kv_connector_stats={LMCACHE_KEY: {"cpu_bytes_written": 15}}), _Obj(num_generation_tokens=3))
+    rec.sample_now(fresh=True)
+    rec.stop()
+    # THEN the sensor never opened the file itself, and the trace has its totals and the lines as markers
+    t = read_trace(tmp_path / "t.arrows")
+    assert sensor._tail is None and sensor.lines == 2
+    v = t.series("dram", "app_bytes_written")[1].tolist()
+    assert v[:3] == [0.0, 10.0, 25.0] and set(v[3:]) <= {25.0}   # per-step bytes, summed into totals
+    assert sum(1 for m in t.markers if m[1] == MARKER_EVENT) == 2
+
+
 def test_plugin_entry_point_declared():
     text = (REPO / "pyproject.toml").read_text()
     assert '[project.entry-points."vllm.stat_logger_plugins"]' in text
