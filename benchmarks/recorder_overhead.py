@@ -112,6 +112,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if recs:
         out["sample_cpu_s_mean"] = statistics.mean(r["sample_cpu_s_mean"] for r in recs)
         out["sample_cpu_s_max"] = max(r["sample_cpu_s_max"] for r in recs)
+        th = [r["thread_cpu_s_per_tick"] for r in recs if r.get("thread_cpu_s_per_tick") is not None]
+        if th:   # the whole sampling thread, sleeps and wake-ups included
+            out["thread_cpu_s_per_tick_mean"] = statistics.mean(th)
         out["ticks"] = [r["ticks"] for r in recs]
         out["overruns"] = [r["overruns"] for r in recs]
     return out
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     a.out.write_text(json.dumps(out, indent=1, default=str))
     for k, s in summary.items():
         extra = (f"  sample CPU {s['sample_cpu_s_mean'] * 1e3:.2f} ms mean / {s['sample_cpu_s_max'] * 1e3:.2f} ms max,"
+                 f" the thread's {s.get('thread_cpu_s_per_tick_mean', float('nan')) * 1e3:.2f} ms per tick,"
                  f" overruns {s['overruns']}") if "sample_cpu_s_mean" in s else ""
         slow = f" (slow-down {s['slowdown_vs_off']:+.1%})" if s["slowdown_vs_off"] is not None else ""
         print(f"{k:>6}: {s['tokens_per_s_median']:.2f} tok/s median{slow}{extra}")

@@ -370,6 +370,8 @@ class Recorder:
                 if delay > 0:
                     if delay <= SLEEP_MAX_S:
                         time.sleep(delay)
+                        if stop.is_set():
+                            break   # stopped while asleep: the final sample is stop()'s
                     elif wake.acquire(True, delay):
                         break
                 self.sample_now()
@@ -474,7 +476,7 @@ class Recorder:
             e[1] += 1
         sec = int(w0 - self._t0_mono)
         per_s = self._cpu_per_s
-        if 0 <= sec < 400_000:
+        if 0 <= sec < 86_400:   # the first day of a recording (the footer keeps one number a second)
             if sec >= len(per_s):
                 per_s.extend([0.0] * (sec + 1 - len(per_s)))
             per_s[sec] += cpu
