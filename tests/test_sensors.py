@@ -898,6 +898,15 @@ def test_lmcache_tap_counters_page_is_read_without_parsing_the_json(tmp_path, mo
     assert r.read() == (3, (1.0,) * len(tap_page.KEYS)) and r.read() is None
     tap_page._SEQ.pack_into(w._mm, 8, 5)
     assert r.read() is None
+    # AND a page its writer left mid-write (a crash inside the write) is given up after three looks: the JSON,
+    # written before the page, has the last counters
+    c.add("disk_bytes_written", 4)
+    c.flush(force=True)                              # JSON and page: 5100
+    tap_page._SEQ.pack_into(c._page._mm, 8, 99)      # the page stuck odd
+    for _ in range(4):
+        s.refresh()
+        rows = {(d, m): v for d, m, v in s.read()}
+    assert rows[("ssd0", "app_bytes_written")] == 5100 and s._pages_given_up
     for m in (r, w, c._page, s):
         m.close()
 

@@ -10,8 +10,10 @@ every look starts with cold caches).
 Layout: :data:`MAGIC` (8 B), ``seq`` (u64), ``meta`` (u64), then one f64 per counter of :data:`KEYS`, in that
 order. ``seq`` is odd while the writer updates the values and even once they are stable (a sequence lock):
 a reader that sees an odd ``seq``, or a ``seq`` that moved while it copied the values, leaves them for its
-next look. ``meta`` goes up when the JSON's metadata (LMCache's disk path, chunk size) changed, so the
-reader reads the JSON again only then. Stdlib only: the engine process imports it.
+next look (``busy`` counts such looks: the recorder goes back to the JSON after three, as a writer that died in
+the middle of a write leaves the page odd for good; the JSON is written before the page). ``meta`` goes up when
+the JSON's metadata (LMCache's disk path, chunk size) changed, so the reader reads the JSON again only then.
+Stdlib only: the engine process imports it.
 """
 
 from __future__ import annotations
@@ -82,19 +84,25 @@ class PageReader:
             self._mm.close()
             raise ValueError(f"{path}: not a counters page")
         self.seq = -1
+        self.busy = 0   # consecutive looks that found the page being written
 
     def read(self) -> tuple[int, tuple[float, ...]] | None:
         """``(meta, values in KEYS order)`` when the page changed since the last answer and is stable; else
         ``None`` (unchanged, or being written: the next look takes it)."""
         mm = self._mm
         seq = _SEQ.unpack_from(mm, 8)[0]
-        if seq == self.seq or seq & 1:
+        if seq == self.seq:
+            self.busy = 0
+            return None
+        if seq & 1:
+            self.busy += 1   # a writer that died in the middle of a write leaves it odd for good
             return None
         meta = _SEQ.unpack_from(mm, 16)[0]
         vals = _VALS.unpack_from(mm, _HEAD.size)
         if _SEQ.unpack_from(mm, 8)[0] != seq:
+            self.busy += 1
             return None
-        self.seq = seq
+        self.seq, self.busy = seq, 0
         return meta, vals
 
     def close(self) -> None:

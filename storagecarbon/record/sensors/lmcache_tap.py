@@ -22,7 +22,8 @@ counter that goes down is a restart and counts from zero again) and emits:
 
 Cost: a look reads each tap's counters page (``lmcache-<pid>.counters``, :mod:`storagecarbon.engines.tap_page`),
 mapped once, so a look at an unchanged tap is one integer compared, with no system call; the JSON is read again
-only when the page says its metadata changed. A tap without a page (an older writer) is ``stat``-ed at each look
+only when the page says its metadata changed, or for good after three looks found the page mid-write (a writer
+that died there). A tap without a page (an older writer) is ``stat``-ed at each look
 and parsed when it was replaced (mtime, size or inode; writers replace it atomically). While a tap changed in the
 last ``quiet_after_s`` (2 s) the sensor looks every 0.5 s (a tap publishes at most every 0.1 s), otherwise once a
 second, and at once after :meth:`refresh` (the recorder's first and final samples, live phase markers; the disk
@@ -119,6 +120,7 @@ class LMCacheTapSensor(SensorBase):
         self._rows: list[Row] | None = None   # the last rows, returned again while nothing changed (base.py)
         self._pages: dict[str, PageReader] = {}   # tap file name -> its counters page, mapped once
         self._no_page: set[str] = set()            # tap files without a page (looked for again at each listing)
+        self._pages_given_up: set[str] = set()     # pages left mid-write by a writer that died: the JSON is read
         self._meta: dict[str, int] = {}            # tap file name -> metadata generation of its page last read
         self._du_missing_t = -1e9             # the KV folder did not exist then (looked for every du interval)
 
@@ -188,11 +190,16 @@ class LMCacheTapSensor(SensorBase):
         changed = False
         for name, path in self._taps.items():
             page = self._pages.get(name)
-            if page is None and name not in self._no_page:
+            if page is None and name not in self._no_page and name not in self._pages_given_up:
                 try:
                     page = self._pages[name] = PageReader(page_path(path))
                 except (OSError, ValueError):   # an older writer, or not created yet: the JSON path
                     self._no_page.add(name)
+            if page is not None and page.busy >= 3:   # found mid-write three looks in a row: its writer died
+                page.close()                          # there; the JSON (written first) has its last counters
+                del self._pages[name]
+                self._pages_given_up.add(name)
+                page = None
             if page is not None:   # no system call: one integer compared while the tap is unchanged
                 got = page.read()
                 if got is None:
