@@ -526,14 +526,20 @@ def test_a_live_phase_marker_makes_the_next_tick_read_every_source(tmp_path):
     rec.marker("request_end", "r1")
     _tick(rec, clock, 3, dt=0.1)
     assert s.refreshes == 2
-    # AND a burst of phase markers refreshes at most once a second
+    # AND the stat-logger plugin's data lines do not, and a burst of phase markers refreshes at most every 0.2 s
+    rec.marker("vllm_stats", "{}")
+    _tick(rec, clock, 1, dt=0.1)
+    assert s.refreshes == 2
     rec.marker("phase_end", "serving")
     _tick(rec, clock, 1, dt=0.1)
-    assert s.refreshes == 2                        # 0.4 s after the last refresh: waits
-    _tick(rec, clock, 6, dt=0.1)
     assert s.refreshes == 3
+    rec.marker("phase_start", "shutdown")
+    _tick(rec, clock, 1, dt=0.1)
+    assert s.refreshes == 3                        # 0.1 s after the last refresh: waits
+    _tick(rec, clock, 1, dt=0.1)
+    assert s.refreshes == 4
     st = rec.stop()                                # and the final sample reads everything
-    assert s.refreshes == 4 and st["refreshes"] == 4
+    assert s.refreshes == 5 and st["refreshes"] == 5
 
 
 class _Paced(_Fresh):

@@ -86,7 +86,7 @@ class Ending:
     sensors: dict[str, Any]                   # each sensor's summary (the footer's ``sensors``)
 
 
-REFRESH_MIN_S = 1.0
+REFRESH_MIN_S = 0.2
 SLEEP_MAX_S = 0.25
 """The sampling thread waits for its next tick with ``time.sleep`` when it is this close (the cheapest wait)."""
 MARKERS_EVERY_S = 0.2
@@ -95,10 +95,11 @@ MARKERS_EVERY_S = 0.2
 
 def refreshes(event: str) -> bool:
     """Whether a live marker makes the next tick read every source, including those read at a lower rate
-    (NVML's energy counter, process CPU time and RSS, the LMCache disk folder): every marker but the
-    per-request ones (``request_*``), at most once every :data:`REFRESH_MIN_S`, so that a phase that starts
-    on a live marker starts at a fresh reading of every counter."""
-    return not event.startswith("request")
+    (process CPU time and RSS, vLLM's metrics, NVML's gauges): every marker but the per-request ones
+    (``request_*``) and the stat-logger plugin's data lines (``vllm_stats``, ``vllm_engine_ready``), at most once
+    every :data:`REFRESH_MIN_S`, so that a phase that starts on a live marker starts at a fresh reading of every
+    counter, and the last scrape of a server that stops after the load's end comes after that end."""
+    return not event.startswith("request") and event not in ("vllm_stats", "vllm_engine_ready")
 
 
 def emit_marker(event: str, label: str = "", *, path: str | Path | None = None, t_unix: float | None = None) -> bool:
