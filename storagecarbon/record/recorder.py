@@ -422,7 +422,8 @@ class Recorder:
                 drained = self._drain_markers() if self._markers_due.due(now) or self.stopped or fresh else []
                 if prof:
                     self._profiled("(markers)", p0)
-                if fresh or self.stopped or (self._refresh_due and now - self._refresh_t >= REFRESH_MIN_S):
+                refreshed = fresh or self.stopped or (self._refresh_due and now - self._refresh_t >= REFRESH_MIN_S)
+                if refreshed:
                     self._refresh_due, self._refresh_t = False, now
                     self.refreshes += 1
                     full = fresh or self.stopped   # first and final samples: every source; a live marker: a
@@ -447,8 +448,8 @@ class Recorder:
                             if nxt[j] <= w0 and j not in read:
                                 self._read_one(w, j, prof)
                                 nxt[j] = sj.next_read_s
-                if drained or self.stopped:
-                    self._write_held(w)
+                if drained or refreshed:   # a run of equal readings ends at a marker and at a refresh's fresh
+                    self._write_held(w)    # reading (written, so a crash right after keeps it)
                 tick = self._out_rows
                 if tick is not None and (tick or drained):
                     self._out_rows = []
