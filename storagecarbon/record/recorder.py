@@ -20,7 +20,8 @@ and the file reads back with ``truncated=True`` (it is fsynced every 5 s and at 
 
 A channel's reading is written when its value changes, and otherwise at least every ``hold_s`` (1 s): a
 run of equal readings keeps its first and its last row (the last one is written when the value changes,
-a marker arrives, the channel's sensor fails, or the recording stops). Counters' deltas and gauges'
+a marker arrives, every source is refreshed after a live marker, the channel's sensor fails, or the recording
+stops). Counters' deltas and gauges'
 levels between rows are therefore those of every tick, and phase boundaries keep the tick's resolution;
 the rows a constant channel would repeat ten times a second are not written. ``hold_s=0`` writes every
 reading.
