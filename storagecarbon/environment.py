@@ -55,6 +55,11 @@ def probe_all() -> dict[str, Any]:
             sensors[name] = {"available": bool(p.available), "reason": p.reason}
         except Exception as exc:  # a probe must never crash `env`
             sensors[name] = {"available": False, "reason": f"probe failed: {exc.__class__.__name__}: {exc}"}
+    from .record.ticker import available as ticker_available
+
+    ok, why = ticker_available()
+    sensors["native ticker"] = {"available": ok, "reason": why if not ok else
+                                f"{why}: disk and RAPL counters read at the sampling rate in C"}
     sensors["tier map"] = {"available": bool(blocks), "reason": f"{os.getcwd()} is on {here.block or '?'}"
                            f" ({getattr(here, 'model', None) or 'no vendor model string'}"
                            f"{', virtual disk' if getattr(here, 'virtual', False) else ''})"}

@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -197,7 +198,8 @@ class Recorder:
                  hz: float = 10.0, markers_file: str | Path | None = None, *, flush_s: float = 1.0,
                  fsync: bool = True, probed: dict[str, Probe] | None = None,
                  clock: Any = time.monotonic, wall_clock: Any = time.time, opener: Any = None,
-                 listeners: Sequence[Any] = (), hold_s: float = 1.0, profile: bool | None = None):
+                 listeners: Sequence[Any] = (), hold_s: float = 1.0, profile: bool | None = None,
+                 native: bool | None = None):
         if not hz > 0:
             raise ValueError("hz must be > 0")
         self.path = Path(path)
@@ -272,6 +274,22 @@ class Recorder:
         self._prof_seg = "before_load"            # the profile is also kept per part of the run: before the load's
         self._prof_segs: dict[str, dict[str, list[float]]] = {}   # start, during it, after its end (live markers)
         self._seg_ticks: dict[str, int] = {}
+        # the native ticker (record/ticker.py): sources read on every tick (disk counters, RAPL) are read in C, and
+        # this thread wakes only when one of its own sources is due, a marker arrives, or a flush is due
+        self.native = native               # None: where it can run (and $STORAGECARBON_NATIVE is not 0)
+        self.sampler = "python"
+        self.sampler_why = ""
+        self._ticker: Any = None
+        self._tk_sensors: list[tuple[int, int, int]] = []   # (active index, its first file, past its last file)
+        self._tk_idx: set[int] = set()
+        self._tk_t: dict[int, float] = {}    # active index -> t_s of its latest reading fed from the ticker
+        self._tk_cpu = 0.0                   # the ticker thread's CPU, as of the last drain
+        self._tk_final: dict[str, Any] = {}
+        self._py_wakes = 0                   # sample_now calls of the native-mode loop (not samples)
+        self._prof_tk_ticks = 0
+        self._wake_r = self._wake_w = -1     # pipe: a stop (and the ticker, without inotify) wakes the thread
+        self._ino = -1                       # inotify on the marker file
+        self._marker_signal = False
         self.write_error: TraceWriteError | None = None
         self.started = False
         self.stopped = False
@@ -328,11 +346,6 @@ class Recorder:
             t0_unix=self.t0_unix, sensors=sensors_hdr, scenario=_scenario_echo(self.header_base.get("scenario")),
             host=host, tool_versions=versions, notes=notes,
         )
-        self.header.sensors["recorder"] = {"available": True, "reason": f"{self.hz:g} Hz, flush every {self.flush_s:g} s, "
-                                                              f"an unchanged reading written every {self.hold_s:g} s"}
-        self._writer = TraceWriter(self.path, self.header, flush_s=self.flush_s, fsync=self.fsync,
-                                   opener=self._opener)
-        self._last_flush = time.monotonic()
         cid = {(c.device, c.metric): c.id for c in channels}
         self._ch_name = {c.id: f"{c.device}.{c.metric}" for c in channels}
         for s in active:
@@ -348,6 +361,17 @@ class Recorder:
                 self._take_faults[s.name] = take
             if callable(getattr(s, "use_channels", None)):
                 s.use_channels(set(mine))  # a sensor may skip reads whose channels another sensor owns
+        self._choose_sampler()
+        self.header.sensors["recorder"] = {
+            "available": True, "sampler": self.sampler,
+            "reason": f"{self.hz:g} Hz, flush every {self.flush_s:g} s, an unchanged reading written every "
+                      f"{self.hold_s:g} s; " + (f"sources read on every tick are read by the native ticker "
+                                               f"({', '.join(self._active[i][0].name for i in sorted(self._tk_idx))})"
+                                               if self.sampler == "native" else
+                                               f"sampled in Python ({self.sampler_why})")}
+        self._writer = TraceWriter(self.path, self.header, flush_s=self.flush_s, fsync=self.fsync,
+                                   opener=self._opener)
+        self._last_flush = time.monotonic()
         if self.markers_file is not None:
             self._tail = _MarkerTail(self.markers_file)
             for i, (s, _) in enumerate(self._active):   # sensors of the marker file's lines: fed from one read
@@ -357,40 +381,235 @@ class Recorder:
                     s.use_marker_feed()
                     self._feeds.append(i)
         self.sample_now(fresh=True)  # the first sample reads every source
+        if self._ticker is not None:
+            self._ticker.start(self._t0_mono + 1.0 / self.hz)
         self._thread = threading.Thread(target=self._run, name="storagecarbon-recorder", daemon=True)
         self._thread.start()
         return self
 
+    def _choose_sampler(self) -> None:
+        """The native ticker when every source is either read on every tick from counter files (``ticker_files``)
+        or paced (``next_read_s``), the clock is the real monotonic clock and the ticker builds; else Python."""
+        why = ""
+        files: list[tuple[int, list[int]]] = []
+        if self.native is False:
+            why = "native ticker off for this recorder"
+        elif self._clock is not time.monotonic:
+            why = "a test clock"
+        else:
+            for i, (s, _) in enumerate(self._active):
+                fn = getattr(s, "ticker_files", None)
+                got = fn() if callable(fn) else None
+                if got:
+                    files.append((i, list(got)))
+                elif not self._paced[i]:
+                    why = f"{s.name} is read on every tick"
+                    break
+            else:
+                if not files:
+                    why = "no source is read on every tick"
+        if not why:
+            from . import ticker as native_ticker
+
+            ok, reason = native_ticker.available()
+            if not ok:
+                why = f"native ticker {reason}"
+            else:
+                ino = -1
+                if self.markers_file is not None:
+                    try:   # the recorder's marker file exists from the start, so it can be watched
+                        os.close(os.open(self.markers_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+                        ino = native_ticker.watch_file(self.markers_file)
+                    except OSError:
+                        ino = -1
+                r, w_ = os.pipe()
+                os.set_blocking(r, False)
+                os.set_blocking(w_, False)
+                flat: list[int] = []
+                for i, fds in files:
+                    self._tk_sensors.append((i, len(flat), len(flat) + len(fds)))
+                    self._tk_idx.add(i)
+                    flat += fds
+                try:
+                    self._ticker = native_ticker.Ticker(
+                        flat, 1.0 / self.hz, self.hold_s, wake_fd=w_,
+                        marker_path=str(self.markers_file) if self.markers_file is not None and ino < 0 else None)
+                except (RuntimeError, MemoryError) as exc:
+                    why = f"native ticker failed: {exc}"
+                    for fd in (r, w_) + ((ino,) if ino >= 0 else ()):
+                        os.close(fd)
+                    self._tk_sensors, self._tk_idx = [], set()
+                else:
+                    self._wake_r, self._wake_w, self._ino = r, w_, ino
+                    self.sampler = "native"
+        self.sampler_why = why
+
+    def _ticker_failed(self, why: str) -> None:
+        """A counter file failed in the ticker: stop it; its sensors read in Python from now on (and the sampling
+        thread ticks at ``hz`` again)."""
+        tk, self._ticker = self._ticker, None
+        if tk is not None:
+            tk.stop()
+            self._tk_cpu_final(tk)
+        self.sampler_why = f"native ticker stopped: {why}"
+        for i in self._tk_idx:
+            self._next_read[i] = -math.inf
+        self._tk_idx = set()
+
+    def _tk_cpu_final(self, tk: Any) -> None:
+        self._tk_add_cpu(tk.cpu_s())
+        self._tk_final = tk.stats()
+        tk.close()
+
+    def _tk_add_cpu(self, cpu: float) -> None:
+        d = cpu - self._tk_cpu
+        if d <= 0:
+            return
+        self._tk_cpu = cpu
+        if self.profile:
+            for table in (self._prof, self._prof_segs.setdefault(self._prof_seg, {})):
+                e = table.setdefault("(native ticker)", [0.0, 0])
+                e[0] += d
+                e[1] += 1
+        sec = int(time.monotonic() - self._t0_mono)
+        per_s = self._cpu_per_s
+        if 0 <= sec < 86_400:
+            if sec >= len(per_s):
+                per_s.extend([0.0] * (sec + 1 - len(per_s)))
+            per_s[sec] += d
+
+    def _drain_ticker(self, w: TraceWriter) -> None:
+        """Feed the ticker's kept ticks to their sensors, in time order, at the ticks' own times."""
+        tk = self._ticker
+        slots, last = tk.drain()
+        t0 = self._t0_mono
+        for t, tprev, per in slots:
+            for i, a, b in self._tk_sensors:
+                nums = per[a:b]
+                if any(n is None for n in nums):
+                    s = self._active[i][0]
+                    self._ticker_failed(f"a counter file of {s.name} could not be read")
+                    return
+                ts = t - t0
+                tl = self._tk_t.get(i, -math.inf)
+                if ts <= tl:
+                    continue    # read directly since (a refresh): this older reading adds nothing
+                prev = self._prev_rows[i]
+                if tprev >= 0 and prev is not None and tprev - t0 > tl:
+                    # the readings before this change lasted until the tick before it
+                    self._read_sensor(w, self._active[i][0], self._active[i][1], i, tprev - t0, rows=prev)
+                self._read_sensor(w, self._active[i][0], self._active[i][1], i, ts, nums=nums)
+                self._tk_t[i] = ts
+        if last >= 0:
+            tl_s = last - t0
+            for i, _, _ in self._tk_sensors:
+                prev = self._prev_rows[i]
+                if prev is not None and tl_s > self._tk_t.get(i, -math.inf):
+                    self._read_sensor(w, self._active[i][0], self._active[i][1], i, tl_s, rows=prev)
+                    self._tk_t[i] = tl_s
+        self._tk_add_cpu(tk.cpu_s())
+        if self.profile:   # per part of the run: samples are the ticker's ticks
+            nt = int(tk.stats()["ticks"])
+            self._seg_ticks[self._prof_seg] = self._seg_ticks.get(self._prof_seg, 0) + nt - self._prof_tk_ticks
+            self._prof_tk_ticks = nt
+
+    def _python_due(self) -> float:
+        """When the native-mode loop must run next (monotonic s): a paced source, a flush, a refresh."""
+        due = math.inf
+        nxt = self._next_read
+        for i in range(len(nxt)):
+            if nxt[i] < due:
+                due = nxt[i]
+        w = self._writer
+        if w is not None:
+            due = min(due, max(self._last_flush, w._last_flush) + self.flush_s)
+        if self._refresh_due:
+            due = min(due, self._refresh_t + REFRESH_MIN_S)
+        return due
+
     def _run(self) -> None:
-        period = 1.0 / self.hz
-        k = 1
         c0 = time.thread_time()
-        wake, stop = self._wake, self._stop
         try:
-            while not stop.is_set():
-                delay = self._t0_mono + k * period - time.monotonic()
-                if delay > 0:
-                    if delay <= SLEEP_MAX_S:
-                        time.sleep(delay)
-                        if stop.is_set():
-                            break   # stopped while asleep: the final sample is stop()'s
-                    elif wake.acquire(True, delay):
-                        break
-                self.sample_now()
-                self._thread_ticks += 1
-                elapsed_ticks = int((time.monotonic() - self._t0_mono) / period)
-                nxt = k + 1
-                if elapsed_ticks >= nxt:  # late: skip the deadlines already missed
-                    self.overruns += elapsed_ticks - nxt + 1
-                    nxt = elapsed_ticks + 1
-                k = nxt
+            if self._ticker is not None:
+                self._run_native()
+            if not self._stop.is_set() and self._writer is not None and not self._writer.closed:
+                self._run_python()
         finally:
             # the whole thread's CPU, sleeping and waking included (the per-tick figures time sample_now only)
             self._thread_cpu = time.thread_time() - c0
 
+    def _run_native(self) -> None:
+        """Wake when a paced source or a flush is due, or a marker arrives (inotify, at most every
+        MARKERS_EVERY_S), or at a stop; the ticker reads the per-tick sources meanwhile."""
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        ino = self._ino
+        ino_on = ino >= 0
+        if ino_on:
+            poller.register(ino, select.POLLIN)
+        markers_ok = 0.0
+        stop = self._stop
+        while not stop.is_set() and self._ticker is not None:
+            now = time.monotonic()
+            due = self._python_due()
+            if ino >= 0 and not ino_on and now >= markers_ok:
+                poller.register(ino, select.POLLIN)
+                ino_on = True
+            until = due if ino_on or ino < 0 else min(due, markers_ok)
+            ev = poller.poll(min(max(0.0, until - now), 3600.0) * 1000.0)
+            if stop.is_set():
+                break
+            for fd, _ in ev:
+                if fd == ino:
+                    try:
+                        os.read(ino, 65536)
+                    except OSError:
+                        pass
+                    poller.unregister(ino)
+                    ino_on = False
+                    markers_ok = time.monotonic() + MARKERS_EVERY_S
+                    self._marker_signal = True
+                else:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except OSError:
+                        pass
+                    self._marker_signal = True
+            if self._marker_signal or time.monotonic() >= due - Every.SLACK_S:
+                self._py_wakes += 1
+                self.sample_now()
+
+    def _run_python(self) -> None:
+        period = 1.0 / self.hz
+        # after the native ticker stopped: from the next deadline on
+        k = int((time.monotonic() - self._t0_mono) / period) + 1 if self._tk_sensors else 1
+        wake, stop = self._wake, self._stop
+        while not stop.is_set():
+            delay = self._t0_mono + k * period - time.monotonic()
+            if delay > 0:
+                if delay <= SLEEP_MAX_S:
+                    time.sleep(delay)
+                    if stop.is_set():
+                        break   # stopped while asleep: the final sample is stop()'s
+                elif wake.acquire(True, delay):
+                    break
+            self.sample_now()
+            self._thread_ticks += 1
+            elapsed_ticks = int((time.monotonic() - self._t0_mono) / period)
+            nxt = k + 1
+            if elapsed_ticks >= nxt:  # late: skip the deadlines already missed
+                self.overruns += elapsed_ticks - nxt + 1
+                nxt = elapsed_ticks + 1
+            k = nxt
+
     def _halt(self) -> None:
         """Stop the sampling thread (it wakes at once)."""
         self._stop.set()
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"s")
+            except OSError:
+                pass
         try:
             self._wake.release()
         except RuntimeError:   # already released
@@ -420,9 +639,16 @@ class Recorder:
                 # markers first: a live phase marker refreshes every source on this very tick, and sensors fed
                 # from the marker file (the stat-logger plugin's totals) read its new lines now
                 p0 = time.thread_time() if prof else 0.0
-                drained = self._drain_markers() if self._markers_due.due(now) or self.stopped or fresh else []
+                drained = self._drain_markers() if self._markers_due.due(now) or self.stopped or fresh or \
+                    self._marker_signal else []
+                self._marker_signal = False
                 if prof:
                     self._profiled("(markers)", p0)
+                if self._ticker is not None:   # the native ticker's readings since the last wake, at their times
+                    p0 = time.thread_time() if prof else 0.0
+                    self._drain_ticker(w)
+                    if prof:
+                        self._profiled("(ticker)", p0)
                 refreshed = fresh or self.stopped or (self._refresh_due and now - self._refresh_t >= REFRESH_MIN_S)
                 if refreshed:
                     self._refresh_due, self._refresh_t = False, now
@@ -441,6 +667,9 @@ class Recorder:
                         continue   # nothing due for it on this tick (e.g. NVML between its metrics' reads)
                     self._read_one(w, i, prof)
                     read.append(i)
+                if self._tk_idx:   # the ticker reads these; directly only at a refresh
+                    for i in self._tk_idx:
+                        nxt[i] = math.inf
                 if any(paced[i] for i in read):   # when each paced sensor has something new next; a read may move another's (the
                     # memory sensor has a new total once the process-tree sensor read the tree): read it now
                     for j, (sj, _) in enumerate(self._active):
@@ -470,7 +699,7 @@ class Recorder:
                 self._write_failed(exc)
                 return
             self.ticks += 1
-            if self.profile:
+            if self.profile and self._ticker is None:
                 self._seg_ticks[self._prof_seg] = self._seg_ticks.get(self._prof_seg, 0) + 1
         cpu, wall = time.thread_time() - c0, time.monotonic() - w0
         if self.profile:
@@ -492,10 +721,12 @@ class Recorder:
         s, cmap = self._active[i]
         if prof:
             p0 = time.thread_time()
-            self._read_sensor(w, s, cmap, i)
+            t_s = self._read_sensor(w, s, cmap, i)
             self._profiled(s.name, p0)
         else:
-            self._read_sensor(w, s, cmap, i)
+            t_s = self._read_sensor(w, s, cmap, i)
+        if i in self._tk_idx:
+            self._tk_t[i] = t_s   # the ticker's readings from before this one are dropped
 
     def _profiled(self, name: str, c0: float) -> None:
         dt = time.thread_time() - c0
@@ -520,10 +751,15 @@ class Recorder:
         if self._out_rows is not None:
             self._out_rows.append((t_s, ch, value))
 
-    def _read_sensor(self, w: TraceWriter, s: Any, cmap: dict[tuple[str, str], int], i: int) -> None:
-        t_s = self._now()
+    def _read_sensor(self, w: TraceWriter, s: Any, cmap: dict[tuple[str, str], int], i: int,
+                     t_s: float | None = None, rows: Any = None, nums: Any = None) -> float:
+        """Read sensor ``i`` now (``s.read()``), or take its rows of an earlier tick of the native ticker at
+        ``t_s``: ``rows`` as they were, or ``s.rows_from_ticker(nums)``. Returns the reading's ``t_s``."""
+        if t_s is None:
+            t_s = self._now()
         try:
-            rows = s.read()
+            if rows is None:
+                rows = s.read() if nums is None else s.rows_from_ticker(nums)
         except Exception as exc:  # noqa: BLE001 - record once, keep sampling
             self._prev_rows[i] = None
             why = f"{type(exc).__name__}: {exc}"
@@ -531,13 +767,13 @@ class Recorder:
             e["count"] += 1
             for ch in cmap.values():
                 self._open_gap(w, ch, t_s, s.name, why)
-            return
+            return t_s
         if rows is self._prev_rows[i] and t_s < self._hold_until[i] and not self._gap_open:
             # the same list as last time (sensors/base.py): every channel reads as before and none is due for
             # its once-every-hold_s row: hold them all at this tick
             self._same_t[i] = t_s
             self.held_rows += len(self._prev_got[i])
-            return
+            return t_s
         if self._same_t:
             self._expand_same()
         got: set[int] = set()
@@ -581,6 +817,7 @@ class Recorder:
         written = self._last
         self._prev_rows[i], self._prev_got[i] = rows, got
         self._hold_until[i] = min([written[ch][0] for ch in got if ch in written] or [-math.inf]) + self.hold_s
+        return t_s
 
     def _expand_same(self) -> None:
         """Sensors held in one step become per-channel holds (before a row of theirs may be written)."""
@@ -682,18 +919,29 @@ class Recorder:
                 self._refresh_due |= refreshes(event)
 
     def stats(self) -> dict[str, Any]:
-        n = max(self.ticks, 1)
+        # with the native ticker, a sample is one of its ticks (plus the first and final samples), and the
+        # sampling CPU is this thread's work plus the ticker thread's whole CPU
+        tk = self._tk_final or (self._ticker.stats() if self._ticker is not None else {})
+        nt = int(tk.get("ticks", 0))
+        ticks = self.ticks - self._py_wakes + nt
+        thread_ticks = self._thread_ticks + nt
+        thread_cpu = self._thread_cpu + self._tk_cpu
+        n = max(ticks, 1)
         return {
-            "hz": self.hz, "ticks": self.ticks, "overruns": self.overruns, "rows": self.rows,
+            "hz": self.hz, "ticks": ticks, "overruns": self.overruns + int(tk.get("overruns", 0)), "rows": self.rows,
             "rows_held_back": self.held_rows, "hold_s": self.hold_s,
             "markers": self.markers, "refreshes": self.refreshes,
-            "sample_cpu_s_mean": self._cpu_sum / n, "sample_cpu_s_max": self._cpu_max,
-            "sample_wall_s_mean": self._wall_sum / n, "sample_wall_s_max": self._wall_max,
-            "thread_cpu_s": self._thread_cpu, "thread_ticks": self._thread_ticks,
+            "sampler": self.sampler, **({"sampler_note": self.sampler_why} if self.sampler_why else {}),
+            **({"native": {**tk, "cpu_s": self._tk_cpu, "python_wakes": self._py_wakes,
+                           "python_cpu_s": self._cpu_sum, "python_thread_cpu_s": self._thread_cpu}}
+               if self.sampler == "native" else {}),
+            "sample_cpu_s_mean": (self._cpu_sum + self._tk_cpu) / n, "sample_cpu_s_max": self._cpu_max,
+            "sample_wall_s_mean": self._wall_sum / max(self.ticks, 1), "sample_wall_s_max": self._wall_max,
+            "thread_cpu_s": thread_cpu, "thread_ticks": thread_ticks,
             # µs of sampling CPU in each second from the start: a phase's own cost (e.g. the serving window's,
             # without a server's start-up) is the sum over its seconds / its ticks
             "sample_cpu_us_per_s": [round(c * 1e6) for c in self._cpu_per_s],
-            "thread_cpu_s_per_tick": self._thread_cpu / self._thread_ticks if self._thread_ticks else None,
+            "thread_cpu_s_per_tick": thread_cpu / thread_ticks if thread_ticks else None,
             "bad_marker_lines": self._tail.bad_lines if self._tail else 0,
             "sensor_errors": self.errors,
             "gaps": (self.gaps + list(self._gap_open.values()))[:1000],
@@ -722,9 +970,18 @@ class Recorder:
             return self.stats()
         if self._thread is not None:
             self._thread.join()
+        if self._ticker is not None:
+            self._ticker.stop()   # its last readings are drained by the final sample
         try:
             self.sample_now()
         finally:
+            if self._ticker is not None:
+                self._tk_cpu_final(self._ticker)
+                self._ticker = None
+            for fd in (self._wake_r, self._wake_w, self._ino):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = self._ino = -1
             sensor_summaries: dict[str, Any] = {}
             for s, _ in self._active:
                 try:

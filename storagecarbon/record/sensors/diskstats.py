@@ -89,7 +89,7 @@ class DiskstatsSensor(SensorBase):
     name = "diskstats"
 
     def __init__(self, devices: dict[str, list[str] | tuple[str, ...] | str], *,
-                 path: str | Path = "/proc/diskstats", long_bits: int = LONG_BITS):
+                 path: str | Path = "/proc/diskstats", long_bits: int = LONG_BITS, sys_dir: str | Path | None = None):
         self.map = {d: ([b] if isinstance(b, str) else list(b)) for d, b in devices.items()}
         self.path = Path(path)
         self.long_bits = long_bits
@@ -100,6 +100,10 @@ class DiskstatsSensor(SensorBase):
         self._sys_fds: dict[str, int] | None = None
         self._sys_last: list[bytes] | None = None   # the last raw stat texts and their rows (unchanged: no IO)
         self._sys_rows: list[Row] | None = None
+        self._tk_last: list[Any] | None = None       # the last numbers the native ticker handed over
+        # per-disk stat files: /sys/class/block/<disk>/stat when reading the real /proc/diskstats (or ``sys_dir``)
+        self.sys_dir = Path(sys_dir) if sys_dir is not None else (
+            Path("/sys/class/block") if self.path == Path("/proc/diskstats") else None)
 
     def probe(self) -> Probe:
         if not self.map:
@@ -172,31 +176,17 @@ class DiskstatsSensor(SensorBase):
         # descriptors re-read with pread; /proc/diskstats when a disk has no such file (or the
         # sensor reads another diskstats file, as in tests).
         if self._sys_fds is None:
-            self._sys_fds = self._open_sys() if self.path == Path("/proc/diskstats") else {}
+            self._sys_fds = self._open_sys() if self.sys_dir is not None else {}
         if self._sys_fds and len(self._sys_fds) == len(self._wanted):
-            raw: dict[str, list[bytes]] = {}
             try:
                 texts = [os.pread(fd, 4096, 0) for fd in self._sys_fds.values()]
+            except OSError:  # a disk went away: /proc/diskstats from now on, which reports it missing
+                self._close_sys()
+            else:
                 if texts == self._sys_last and self._sys_rows is not None:
                     return self._sys_rows   # no IO since the last tick: the same rows (sensors/base.py)
-                for b, d in zip(self._sys_fds, texts):
-                    raw[b] = d.split()  # sysfs stat: the diskstats fields after the name
-            except OSError:  # a disk went away: /proc/diskstats from now on, which reports it missing
-                for fd in self._sys_fds.values():
-                    os.close(fd)
-                self._sys_fds = {}
-            else:
-                rows: list[Row] = []
-                for dev, blocks in self.map.items():
-                    br = bw = busy = 0.0
-                    for b in blocks:
-                        f = raw[b]
-                        br += self._unfold(b, "sectors_read", int(f[2]), self.long_bits, dev, "bytes_read") * SECTOR_BYTES
-                        bw += self._unfold(b, "sectors_written", int(f[6]), self.long_bits, dev,
-                                           "bytes_written") * SECTOR_BYTES
-                        busy += self._unfold(b, "io_ticks_ms", int(f[9]), 32, dev, "busy_s") / 1000.0
-                    rows += [(dev, "bytes_read", br), (dev, "bytes_written", bw), (dev, "busy_s", busy)]
-                self._sys_last, self._sys_rows = texts, rows
+                rows = self._rows_from_fields([d.split() for d in texts])  # sysfs stat: the fields after the name
+                self._sys_last, self._tk_last, self._sys_rows = texts, None, rows
                 return rows
         if not str(self.path).startswith("/proc/"):
             return self.rows_from_text(self.path.read_text())  # a regular file may be replaced: open it anew
@@ -210,11 +200,47 @@ class DiskstatsSensor(SensorBase):
             size *= 4
         return self.rows_from_text(data.decode("ascii", "replace"))
 
+    def _rows_from_fields(self, fields: list[Any]) -> list[Row]:
+        """Rows from each disk's stat fields (``/sys/class/block/<disk>/stat`` order), disks as in ``_sys_fds``."""
+        raw = dict(zip(self._sys_fds or {}, fields))
+        rows: list[Row] = []
+        for dev, blocks in self.map.items():
+            br = bw = busy = 0.0
+            for b in blocks:
+                f = raw[b]
+                br += self._unfold(b, "sectors_read", int(f[2]), self.long_bits, dev, "bytes_read") * SECTOR_BYTES
+                bw += self._unfold(b, "sectors_written", int(f[6]), self.long_bits, dev,
+                                   "bytes_written") * SECTOR_BYTES
+                busy += self._unfold(b, "io_ticks_ms", int(f[9]), 32, dev, "busy_s") / 1000.0
+            rows += [(dev, "bytes_read", br), (dev, "bytes_written", bw), (dev, "busy_s", busy)]
+        return rows
+
+    # ---- the recorder's native ticker (record/ticker.py) reads the stat files on every tick
+    def ticker_files(self) -> list[int] | None:
+        """Descriptors of the per-disk stat files for the native ticker, or None (read through ``read()``)."""
+        if self._sys_fds is None:
+            self._sys_fds = self._open_sys() if self.sys_dir is not None else {}
+        return list(self._sys_fds.values()) if self._sys_fds and len(self._sys_fds) == len(self._wanted) else None
+
+    def rows_from_ticker(self, nums: list[Any]) -> list[Row]:
+        """Rows from one tick's numbers of the files of :meth:`ticker_files` (in that order)."""
+        if nums == self._tk_last and self._sys_rows is not None:
+            return self._sys_rows
+        rows = self._rows_from_fields(nums)
+        self._tk_last, self._sys_last, self._sys_rows = nums, None, rows
+        return rows
+
+    def _close_sys(self) -> None:
+        for fd in (self._sys_fds or {}).values():
+            os.close(fd)
+        self._sys_fds = {}
+
     def _open_sys(self) -> dict[str, int]:
         fds: dict[str, int] = {}
+        assert self.sys_dir is not None
         for b in sorted(self._wanted):
             try:
-                fds[b] = os.open(f"/sys/class/block/{b}/stat", os.O_RDONLY)
+                fds[b] = os.open(self.sys_dir / b / "stat", os.O_RDONLY)
             except OSError:
                 for fd in fds.values():
                     os.close(fd)

@@ -17,6 +17,7 @@ Not available when the directory does not exist (most VMs, both machines of this
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ class RaplSensor(SensorBase):
         self.root = Path(root)
         self.zones: list[RaplZone] = []
         self._ctr: dict[Path, MonotonicCounter] = {}
+        self._fds: list[int] | None = None
 
     def probe(self) -> Probe:
         if not self.root.is_dir():
@@ -89,9 +91,11 @@ class RaplSensor(SensorBase):
         return out
 
     def read(self) -> list[Row]:
+        return self._rows([float((z.path / "energy_uj").read_text()) for z in self.zones])
+
+    def _rows(self, raws: list[float]) -> list[Row]:
         pkg = dram = 0.0
-        for z in self.zones:
-            raw = float((z.path / "energy_uj").read_text())
+        for z, raw in zip(self.zones, raws):
             c = self._ctr.get(z.path)
             if c is None:
                 c = self._ctr[z.path] = MonotonicCounter(wrap_range=z.max_energy_range_uj)
@@ -104,6 +108,26 @@ class RaplSensor(SensorBase):
         if self.dram_device and any(z.kind == "dram" for z in self.zones):
             rows.append((self.dram_device, "energy_j", dram))
         return rows
+
+    # ---- the recorder's native ticker (record/ticker.py) reads the zones' energy_uj on every tick
+    def ticker_files(self) -> list[int] | None:
+        if self._fds is None:
+            self._fds = []
+            try:
+                for z in self.zones:
+                    self._fds.append(os.open(z.path / "energy_uj", os.O_RDONLY))
+            except OSError:
+                self.close()
+                self._fds = []
+        return list(self._fds) if self._fds and len(self._fds) == len(self.zones) else None
+
+    def rows_from_ticker(self, nums: list[Any]) -> list[Row]:
+        return self._rows([float(n[0]) for n in nums])
+
+    def close(self) -> None:
+        for fd in self._fds or []:
+            os.close(fd)
+        self._fds = None
 
     def summary(self) -> dict[str, Any]:
         return {"zones": [z.name for z in self.zones], "wraps": sum(c.wraps for c in self._ctr.values())}
