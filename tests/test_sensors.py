@@ -348,8 +348,9 @@ def test_nvml_reads_each_metric_at_its_own_cadence_and_all_of_them_after_refresh
     for k in range(600):
         now[0] = 1000.0 + 0.1 * k + 0.001
         energy_rows += sum(m == "energy_j" for _, m, _ in s.read())
-    # THEN the energy counter (3.4 ms a read on an H200) is read every 30 s, power every 1 s, the rest every 5 s
-    assert energy_rows == 2 and calls["nvmlDeviceGetTotalEnergyConsumption"] == 2
+    # THEN the energy counter (3.4 ms a read on an H200) is read every 30 s (on the clock's 30-s grid: at the
+    # start, 1020 and 1050), power every 1 s, the rest every 5 s
+    assert energy_rows == 3 and calls["nvmlDeviceGetTotalEnergyConsumption"] == 3
     assert calls["nvmlDeviceGetPowerUsage"] == 60
     assert calls["nvmlDeviceGetUtilizationRates"] == 12 and calls["nvmlDeviceGetMemoryInfo"] == 12
     # AND after refresh() (the recorder's first and final samples, live phase markers) everything is read at once

@@ -442,6 +442,8 @@ class Recorder:
                 else:
                     self._wake_r, self._wake_w, self._ino = r, w_, ino
                     self.sampler = "native"
+                    if ino >= 0:   # inotify wakes the thread for a marker; the file is also looked at once a second
+                        self._markers_due = Every(1.0)
         self.sampler_why = why
 
     def _ticker_failed(self, why: str) -> None:
@@ -478,8 +480,9 @@ class Recorder:
                 per_s.extend([0.0] * (sec + 1 - len(per_s)))
             per_s[sec] += d
 
-    def _drain_ticker(self, w: TraceWriter) -> None:
-        """Feed the ticker's kept ticks to their sensors, in time order, at the ticks' own times."""
+    def _drain_ticker(self, w: TraceWriter, tail: bool) -> None:
+        """Feed the ticker's kept ticks to their sensors, in time order, at the ticks' own times. ``tail`` (a marker
+        or a refresh follows): the readings also hold until the latest tick, so a run of equal readings ends there."""
         tk = self._ticker
         slots, last = tk.drain()
         t0 = self._t0_mono
@@ -500,18 +503,28 @@ class Recorder:
                     self._read_sensor(w, self._active[i][0], self._active[i][1], i, tprev - t0, rows=prev)
                 self._read_sensor(w, self._active[i][0], self._active[i][1], i, ts, nums=nums)
                 self._tk_t[i] = ts
-        if last >= 0:
+        if tail and last >= 0:
             tl_s = last - t0
             for i, _, _ in self._tk_sensors:
                 prev = self._prev_rows[i]
                 if prev is not None and tl_s > self._tk_t.get(i, -math.inf):
                     self._read_sensor(w, self._active[i][0], self._active[i][1], i, tl_s, rows=prev)
                     self._tk_t[i] = tl_s
-        self._tk_add_cpu(tk.cpu_s())
+        self._tk_add_cpu(tk.last_cpu_s)
         if self.profile:   # per part of the run: samples are the ticker's ticks
-            nt = int(tk.stats()["ticks"])
+            nt = tk.ticks
             self._seg_ticks[self._prof_seg] = self._seg_ticks.get(self._prof_seg, 0) + nt - self._prof_tk_ticks
             self._prof_tk_ticks = nt
+
+    def _flush_due(self) -> float:
+        """When the trace is flushed next: ``flush_s`` after the last flush; with the native ticker, at the next
+        multiple of ``flush_s`` on the monotonic clock, with the sources' reads (``Every``), so the flush costs no
+        wake-up of its own (the interval between flushes never exceeds ``flush_s``)."""
+        w = self._writer
+        last = max(self._last_flush, w._last_flush) if w is not None else self._last_flush
+        if self._ticker is None or self.flush_s <= 0:
+            return last + self.flush_s
+        return (math.floor(last / self.flush_s) + 1) * self.flush_s
 
     def _python_due(self) -> float:
         """When the native-mode loop must run next (monotonic s): a paced source, a flush, a refresh."""
@@ -520,9 +533,7 @@ class Recorder:
         for i in range(len(nxt)):
             if nxt[i] < due:
                 due = nxt[i]
-        w = self._writer
-        if w is not None:
-            due = min(due, max(self._last_flush, w._last_flush) + self.flush_s)
+        due = min(due, self._flush_due())
         if self._refresh_due:
             due = min(due, self._refresh_t + REFRESH_MIN_S)
         return due
@@ -549,9 +560,12 @@ class Recorder:
             poller.register(ino, select.POLLIN)
         markers_ok = 0.0
         stop = self._stop
+        period = 1.0 / self.hz
+        woke = -math.inf
         while not stop.is_set() and self._ticker is not None:
             now = time.monotonic()
-            due = self._python_due()
+            # at most one wake a tick, whatever a source says (one that is due on every tick is read at hz)
+            due = max(self._python_due(), woke + period)
             if ino >= 0 and not ino_on and now >= markers_ok:
                 poller.register(ino, select.POLLIN)
                 ino_on = True
@@ -576,6 +590,7 @@ class Recorder:
                         pass
                     self._marker_signal = True
             if self._marker_signal or time.monotonic() >= due - Every.SLACK_S:
+                woke = time.monotonic()
                 self._py_wakes += 1
                 self.sample_now()
 
@@ -644,12 +659,12 @@ class Recorder:
                 self._marker_signal = False
                 if prof:
                     self._profiled("(markers)", p0)
+                refreshed = fresh or self.stopped or (self._refresh_due and now - self._refresh_t >= REFRESH_MIN_S)
                 if self._ticker is not None:   # the native ticker's readings since the last wake, at their times
                     p0 = time.thread_time() if prof else 0.0
-                    self._drain_ticker(w)
+                    self._drain_ticker(w, bool(drained) or refreshed)
                     if prof:
                         self._profiled("(ticker)", p0)
-                refreshed = fresh or self.stopped or (self._refresh_due and now - self._refresh_t >= REFRESH_MIN_S)
                 if refreshed:
                     self._refresh_due, self._refresh_t = False, now
                     self.refreshes += 1
@@ -689,7 +704,7 @@ class Recorder:
                         self._profiled("(listeners)", p0)
                 # the writer also flushes by itself when rows arrive (TraceWriter._last_flush): one
                 # flush (and fsync) a second, not two
-                if time.monotonic() - max(self._last_flush, w._last_flush) >= self.flush_s:
+                if time.monotonic() >= self._flush_due() - Every.SLACK_S:
                     p0 = time.thread_time() if self.profile else 0.0
                     w.flush()
                     self._last_flush = time.monotonic()

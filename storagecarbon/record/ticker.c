@@ -169,6 +169,8 @@ static void *loop(void *arg) {
     return NULL;
 }
 
+double sc_ticker_cpu(sc_ticker *h);
+
 sc_ticker *sc_ticker_new(double period, double hold, int nfiles, const int *fds, const char *marker_path,
                          int wake_fd, int cap) {
     sc_ticker *h = calloc(1, sizeof *h);
@@ -217,10 +219,11 @@ void sc_ticker_stop(sc_ticker *h) {
     h->running = 0;
 }
 
-/* Copy up to `max` kept ticks out (oldest first). *last_tick gets the latest tick's time when its numbers are
- * those of the last kept tick (-1 when a tick found no room since). A kept tick's t_prev is the tick before it
- * (whose numbers are those of the kept tick before), or -1 when it is the first or ticks were dropped between. */
-int sc_ticker_drain(sc_ticker *h, double *t, double *tprev, uint64_t *vals, int32_t *nums, int max, double *last_tick) {
+/* Copy up to `max` kept ticks out (oldest first). A kept tick's t_prev is the tick before it (whose numbers are those
+ * of the kept tick before), or -1 when it is the first or ticks were dropped between. out[8]: the latest tick's time
+ * when its numbers are those of the last kept tick (-1 when a tick found no room since), the thread's CPU so far (s),
+ * ticks, overruns, kept, dropped, read errors, wakes sent. One call per wake of the Python side. */
+int sc_ticker_drain(sc_ticker *h, double *t, double *tprev, uint64_t *vals, int32_t *nums, int max, double *out) {
     pthread_mutex_lock(&h->mu);
     int n = h->count < max ? h->count : max;
     size_t nv = (size_t)h->nfiles * SC_MAXV;
@@ -233,8 +236,11 @@ int sc_ticker_drain(sc_ticker *h, double *t, double *tprev, uint64_t *vals, int3
     }
     h->head = (h->head + n) % h->cap;
     h->count -= n;
-    *last_tick = h->drop_pending ? -1.0 : h->last_tick;
+    out[0] = h->drop_pending ? -1.0 : h->last_tick;
+    out[2] = (double)h->ticks; out[3] = (double)h->overruns; out[4] = (double)h->kept; out[5] = (double)h->dropped;
+    out[6] = (double)h->errors; out[7] = (double)h->wakes_sent;
     pthread_mutex_unlock(&h->mu);
+    out[1] = sc_ticker_cpu(h);
     return n;
 }
 
@@ -245,14 +251,6 @@ double sc_ticker_cpu(sc_ticker *h) {
     struct timespec ts;
     if (pthread_getcpuclockid(h->th, &cid) != 0 || clock_gettime(cid, &ts) != 0) return -1.0;
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* ticks, overruns, kept, dropped, read errors, wakes sent */
-void sc_ticker_stats(sc_ticker *h, uint64_t *out) {
-    pthread_mutex_lock(&h->mu);
-    out[0] = h->ticks; out[1] = h->overruns; out[2] = h->kept; out[3] = h->dropped; out[4] = h->errors;
-    out[5] = h->wakes_sent;
-    pthread_mutex_unlock(&h->mu);
 }
 
 int sc_ticker_maxv(void) { return SC_MAXV; }

@@ -94,7 +94,6 @@ def _load() -> Any:
     lib.sc_ticker_drain.argtypes = [vp, vp, vp, vp, vp, c_int, vp]
     lib.sc_ticker_cpu.restype = c_double
     lib.sc_ticker_cpu.argtypes = [vp]
-    lib.sc_ticker_stats.argtypes = [vp, vp]
     if lib.sc_ticker_maxv() != MAXV:
         _why = "ticker.c and ticker.py disagree on MAXV"
         return None
@@ -153,10 +152,10 @@ class Ticker:
         self._tp = (ctypes.c_double * capacity)()
         self._vals = (ctypes.c_uint64 * (capacity * n * MAXV))()
         self._nums = (ctypes.c_int32 * (capacity * n))()
-        self._last = ctypes.c_double()
-        self._stats = (ctypes.c_uint64 * 6)()
+        self._out = (ctypes.c_double * 8)()
         self._ptrs = (ctypes.addressof(self._t), ctypes.addressof(self._tp), ctypes.addressof(self._vals),
-                      ctypes.addressof(self._nums), ctypes.addressof(self._last))
+                      ctypes.addressof(self._nums), ctypes.addressof(self._out))
+        self.last_cpu_s = 0.0
         self.running = False
         self._cpu_closed = 0.0
 
@@ -166,23 +165,27 @@ class Ticker:
         self.running = True
 
     def drain(self) -> tuple[list[tuple[float, float, list[tuple[int, ...] | None]]], float]:
+        """The kept ticks since the last drain, and the latest tick's time (-1: unknown); one C call, which also
+        refreshes :attr:`last_cpu_s` and :meth:`stats`."""
         if not self._h:
             return [], -1.0
-        t, tp, vals, nums, last = self._ptrs
-        n = self._lib.sc_ticker_drain(self._h, t, tp, vals, nums, self.capacity, last)
+        t, tp, vals, nums, out = self._ptrs
+        n = self._lib.sc_ticker_drain(self._h, t, tp, vals, nums, self.capacity, out)
+        o = self._out
+        self.last_cpu_s = o[1]
         if not n:
-            return [], self._last.value
+            return [], o[0]
         nf = self.nfiles
         v, k_ = self._vals, self._nums
-        out = []
+        slots = []
         for s in range(n):
             per: list[tuple[int, ...] | None] = []
             for f in range(nf):
                 m = k_[s * nf + f]
                 base = (s * nf + f) * MAXV
                 per.append(None if m < 0 else tuple(v[base:base + m]))
-            out.append((self._t[s], self._tp[s], per))
-        return out, self._last.value
+            slots.append((self._t[s], self._tp[s], per))
+        return slots, o[0]
 
     def cpu_s(self) -> float:
         """The ticker thread's CPU so far (s), sleeps and wake-ups included."""
@@ -192,10 +195,15 @@ class Ticker:
 
     def stats(self) -> dict[str, int]:
         if self._h:
-            self._lib.sc_ticker_stats(self._h, self._stats)
-        s = list(self._stats)
-        return {"ticks": s[0], "overruns": s[1], "kept": s[2], "dropped": s[3], "read_errors": s[4],
-                "marker_wakes": s[5]}
+            self._lib.sc_ticker_drain(self._h, *self._ptrs[:4], 0, self._ptrs[4])
+        o = [int(x) for x in self._out[2:8]]
+        return {"ticks": o[0], "overruns": o[1], "kept": o[2], "dropped": o[3], "read_errors": o[4],
+                "marker_wakes": o[5]}
+
+    @property
+    def ticks(self) -> int:
+        """Ticks so far, as of the last drain."""
+        return int(self._out[2])
 
     def stop(self) -> None:
         if self.running:

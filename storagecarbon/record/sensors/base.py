@@ -205,8 +205,9 @@ class Every:
 
     The one rule for sensors that read some sources less often than the recorder ticks (a source that cannot
     change faster, or whose read costs milliseconds): the schedule is anchored (``interval_s`` apart, not
-    ``interval_s`` after each late tick), with 5 ms of slack for tick jitter; after a long pause it starts
-    again from now. The recorder calls its sensors' ``refresh()`` for its first and final samples and after
+    ``interval_s`` after each late tick), with 5 ms of slack for tick jitter; after a long pause, or a refresh, it
+    starts again at the next multiple of ``interval_s`` on the monotonic clock, so sources read every 0.5, 1, 2 or 5 s
+    fall due together. The recorder calls its sensors' ``refresh()`` for its first and final samples and after
     live phase markers, so those always read every source."""
 
     __slots__ = ("interval_s", "_next")
@@ -219,8 +220,13 @@ class Every:
     def due(self, now: float) -> bool:
         if now + self.SLACK_S < self._next:
             return False
-        nxt = self._next + self.interval_s
-        self._next = nxt if nxt > now else now + self.interval_s
+        iv = self.interval_s
+        nxt = self._next + iv
+        if nxt <= now:
+            # (re)start on the clock's grid of the interval (multiples of it): every source of the same or a
+            # multiple interval falls due on the same instants, so one wake-up of the sampling thread serves them
+            nxt = (math.floor(now / iv) + 1) * iv if iv > 0 else now
+        self._next = nxt
         return True
 
     def refresh(self) -> None:

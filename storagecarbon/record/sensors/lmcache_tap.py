@@ -110,8 +110,8 @@ class LMCacheTapSensor(SensorBase):
         self._dir_mtime: int | None = None
         self._listed_unix = 0.0
         self._taps: dict[str, str] = {}   # tap file name -> path
-        self._listed_t = -1e9
         self.discover_s = 1.0             # new tap files (new processes) are looked for this often
+        self._list_due = Every(self.discover_s)
         self.quiet_after_s = 2.0          # no tap changed for this long: look every quiet_every_s only
         self._quiet_due = Every(1.0)      # quiet: a look a second
         self._active_due = Every(0.5)     # changing: two looks a second (a tap publishes at most ten times)
@@ -180,9 +180,8 @@ class LMCacheTapSensor(SensorBase):
     def read(self) -> list[Row]:
         assert self.tap_dir is not None
         now = time.monotonic()
-        if not self._taps or now - self._listed_t >= self.discover_s:
+        if self._list_due.due(now) or not self._taps:
             self._list_taps()
-            self._listed_t = now
             self._no_page.clear()
         if len(self._sig) >= len(self._taps) and not (   # a new tap file is read at once
                 self._active_due.due(now) if now - self._changed_t < self.quiet_after_s else self._quiet_due.due(now)):
@@ -286,11 +285,11 @@ class LMCacheTapSensor(SensorBase):
     def next_read_s(self) -> float:
         """Every tick while the taps change (or none was found yet); else the next quiet look (recorder protocol)."""
         if not self._taps:   # no tap file yet: the folder is listed for one every discover_s
-            return self._listed_t + self.discover_s
+            return self._list_due.next_s
         if len(self._sig) < len(self._taps):
             return -math.inf
         due = self._active_due if time.monotonic() - self._changed_t < self.quiet_after_s else self._quiet_due
-        return min(due.next_s, self._listed_t + self.discover_s)
+        return min(due.next_s, self._list_due.next_s)
 
     def refresh(self) -> None:
         """The next :meth:`read` looks at every tap file (the disk folder keeps its own, cost-bound cadence)."""

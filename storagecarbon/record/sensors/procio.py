@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from ...trace import DeviceEntry
-from .base import ChannelSpec, Probe, Row, SensorBase
+from .base import ChannelSpec, Every, Probe, Row, SensorBase
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -130,7 +130,7 @@ class ProcTree:
         self.rescan_s = rescan_s
         self.max_rescan_s = max_rescan_s
         self.stat_interval_s = stat_interval_s
-        self._stat_t = -1e9
+        self._stat_due = Every(stat_interval_s)
         self.version = 0  # bumped by every fresh read of the members
         self._snap: list[ProcStat] = []
         self._snap_t = -1.0
@@ -159,11 +159,11 @@ class ProcTree:
     @property
     def next_stat_s(self) -> float:
         """When :meth:`members` reads the members' ``stat`` again (monotonic s)."""
-        return self._stat_t + self.stat_interval_s
+        return self._stat_due.next_s
 
     def invalidate(self) -> None:
         """The next :meth:`members` reads every member again (e.g. for a final sample)."""
-        self._stat_t = -1e9
+        self._stat_due.refresh()
         self._snap_t = -1.0
 
     def close(self) -> None:
@@ -289,11 +289,10 @@ class ProcTree:
         if self.root_pid is None:
             return []
         now = time.monotonic()
-        if not refresh and (now - self._snap_t <= self.max_age_s or now - self._stat_t < self.stat_interval_s):
+        if not refresh and (now - self._snap_t <= self.max_age_s or not self._stat_due.due(now)):
             return self._snap
         stats: dict[int, ProcStat] = {}
         scanned = self._scan_due(now)
-        self._stat_t = now
         if scanned:
             self._scan_lastpid = self._last_pid()  # before the scan: a pid allocated during it rescans
             texts: dict[int, str] = self._full_scan()
@@ -469,11 +468,10 @@ class ProcIOSensor(SensorBase):
         self.counters = counters
         self._io = _TreeTotals(IO_FIELDS)
         self._cpu = _TreeTotals(("cpu_s",))
-        self._io_every_s = 0.5  # members' io: twice a second (a counter: the bytes between reads are spread)
+        self._io_due = Every(0.5)  # members' io: twice a second (a counter: the bytes between reads are spread)
         self._owns_io = True
         self._cpu_version = -1
         self._io_version = -1
-        self._io_t = -1e9
         rk, wk = ("read_bytes", "write_bytes") if counters == "storage" else ("rchar", "wchar")
         self._rk, self._wk = IO_FIELDS.index(rk), IO_FIELDS.index(wk)
         self.denied: set[int] = set()
@@ -501,8 +499,7 @@ class ProcIOSensor(SensorBase):
         members = self.tree.members()
         io: dict[tuple[int, int], tuple[int, ...]] = {}
         now = time.monotonic()
-        if now - self._io_t >= self._io_every_s:
-            self._io_t = now
+        if self._io_due.due(now):
             io, gone = self._read_io(members)
             if gone:  # a member was reaped: its parent's counters now hold its share; re-read all
                 members = self.tree.members(refresh=True)
@@ -528,19 +525,19 @@ class ProcIOSensor(SensorBase):
         """Nothing new before the next ``io`` read or members' ``stat`` read (recorder protocol, see base)."""
         if self.tree.root_pid is None or self.tree.version != self._cpu_version:
             return -math.inf
-        return min(self._io_t + self._io_every_s, self.tree.next_stat_s)
+        return min(self._io_due.next_s, self.tree.next_stat_s)
 
     def refresh(self) -> None:
         """Read everything fresh on the next :meth:`read` (the recorder's first and final samples)."""
         self.tree.invalidate()
-        self._io_t = -1e9
+        self._io_due.refresh()
 
     def use_channels(self, kept: set[tuple[str, str]]) -> None:
         """Told by the recorder which of its channels it owns: when another sensor (LMCache's
         taps) owns the disk's app bytes, ``io`` is read every 5 s, for the footer totals only."""
         if self.disk_device and (self.disk_device, "app_bytes_written") not in kept \
                 and (self.disk_device, "app_bytes_read") not in kept:
-            self._io_every_s, self._owns_io = 5.0, False
+            self._io_due, self._owns_io = Every(5.0), False
 
     def _read_io(self, members: list[ProcStat]) -> tuple[dict[tuple[int, int], tuple[int, ...]], bool]:
         io: dict[tuple[int, int], tuple[int, ...]] = {}
