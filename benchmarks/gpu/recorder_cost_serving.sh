@@ -9,6 +9,7 @@ OUT=${1:?OUT}
 cd "$(dirname "$0")/../.."
 source benchmarks/gpu/box_env.sh || exit $?
 mkdir -p /tmp/rs
+(command -v cc gcc; python3 -m storagecarbon.record.ticker) 2>&1 | tee /tmp/rs/ticker.txt
 # RUNS=l8b-lmcache STORAGECARBON_RECORDER_PROFILE=1 ...: one run, with the footer's per-source CPU before, during and
 # after the load (recorder.profile_by_part)
 timeout 500 python3 benchmarks/gpu/vllm_serve.py --out /tmp/rs/sv --runs ${RUNS:-l8b-lmcache,l8b-native} --lanes 0 --hz 10 \

@@ -254,6 +254,7 @@ class Recorder:
         self.markers = 0
         self._cpu_sum = 0.0
         self._cpu_per_s: list[float] = []   # the sampling work's CPU per whole second of the recording (footer)
+        self._thr_per_s: list[float] = []   # native sampler: both threads' whole CPU per second (footer)
         self._cpu_max = 0.0
         self._wall_sum = 0.0
         self._wall_max = 0.0
@@ -463,22 +464,25 @@ class Recorder:
         self._tk_final = tk.stats()
         tk.close()
 
+    def _per_second(self, per_s: list[float], d: float) -> None:
+        sec = int(time.monotonic() - self._t0_mono)
+        if 0 <= sec < 86_400:   # the first day of a recording (the footer keeps one number a second)
+            if sec >= len(per_s):
+                per_s.extend([0.0] * (sec + 1 - len(per_s)))
+            per_s[sec] += d
+
     def _tk_add_cpu(self, cpu: float) -> None:
         d = cpu - self._tk_cpu
         if d <= 0:
             return
         self._tk_cpu = cpu
+        self._per_second(self._thr_per_s, d)
         if self.profile:
             for table in (self._prof, self._prof_segs.setdefault(self._prof_seg, {})):
                 e = table.setdefault("(native ticker)", [0.0, 0])
                 e[0] += d
                 e[1] += 1
-        sec = int(time.monotonic() - self._t0_mono)
-        per_s = self._cpu_per_s
-        if 0 <= sec < 86_400:
-            if sec >= len(per_s):
-                per_s.extend([0.0] * (sec + 1 - len(per_s)))
-            per_s[sec] += d
+        self._per_second(self._cpu_per_s, d)
 
     def _drain_ticker(self, w: TraceWriter, tail: bool) -> None:
         """Feed the ticker's kept ticks to their sensors, in time order, at the ticks' own times. ``tail`` (a marker
@@ -562,6 +566,7 @@ class Recorder:
         stop = self._stop
         period = 1.0 / self.hz
         woke = -math.inf
+        c_prev = time.thread_time()
         while not stop.is_set() and self._ticker is not None:
             now = time.monotonic()
             # at most one wake a tick, whatever a source says (one that is due on every tick is read at hz)
@@ -593,6 +598,9 @@ class Recorder:
                 woke = time.monotonic()
                 self._py_wakes += 1
                 self.sample_now()
+            c = time.thread_time()   # this thread's whole CPU, waits and wake-ups included, per second
+            self._per_second(self._thr_per_s, c - c_prev)
+            c_prev = c
 
     def _run_python(self) -> None:
         period = 1.0 / self.hz
@@ -956,6 +964,7 @@ class Recorder:
             # µs of sampling CPU in each second from the start: a phase's own cost (e.g. the serving window's,
             # without a server's start-up) is the sum over its seconds / its ticks
             "sample_cpu_us_per_s": [round(c * 1e6) for c in self._cpu_per_s],
+            **({"thread_cpu_us_per_s": [round(c * 1e6) for c in self._thr_per_s]} if self.sampler == "native" else {}),
             "thread_cpu_s_per_tick": thread_cpu / thread_ticks if thread_ticks else None,
             "bad_marker_lines": self._tail.bad_lines if self._tail else 0,
             "sensor_errors": self.errors,
