@@ -46,6 +46,8 @@ from ..record.launch import kill_group, start_group
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 EXIT_FAILED_REQUESTS = 1
 EXIT_SERVER = 3
+LOAD_END_GRACE_S = 1.0
+"""After ``load_end``, the server is stopped this much later, so a recorder's fresh read of its counters comes first."""
 
 
 def _post(url: str, body: dict[str, Any] | None, timeout_s: float) -> tuple[int, bytes]:
@@ -157,7 +159,10 @@ def run_load(base: str, *, requests: int, prompt_tokens: int, shared_prefix: int
                 break
             time.sleep(0.05)
     t_end = time.time()
-    emit_marker("load_end", f"{sent_ok} ok")
+    if emit_marker("load_end", f"{sent_ok} ok"):
+        # a recorder reads every source again after a phase marker, within LOAD_END_GRACE_S (the native sampler reads
+        # markers within 1 s while markers stream in): the server keeps serving /metrics until it has
+        time.sleep(LOAD_END_GRACE_S)
     out.update({"start_unix": t_start, "end_unix": t_end, "ok": sent_ok,
                 "failed": sum(p["failed"] for p in out["passes"])})
     return out

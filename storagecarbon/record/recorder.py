@@ -93,6 +93,9 @@ SLEEP_MAX_S = 0.25
 """The sampling thread waits for its next tick with ``time.sleep`` when it is this close (the cheapest wait)."""
 MARKERS_EVERY_S = 0.2
 """The marker file is read this often (a marker carries its own time: reading it later moves nothing)."""
+MARKERS_GRID_S = 0.5
+"""Native sampler: after a marker woke the thread, the next markers are read at the first wake after the next multiple
+of this (at most this late, or a second when no source is due sooner)."""
 
 
 def refreshes(event: str) -> bool:
@@ -157,14 +160,19 @@ class _MarkerTail:
         buf = self.partial + data
         lines = buf.split(b"\n")
         self.partial = lines.pop()
+        lines = [ln for ln in lines if ln.strip()]
+        try:   # the lines as one JSON array: one parse for many markers (per-request markers come in bursts)
+            ds = json.loads(b"[" + b",".join(lines) + b"]") if len(lines) > 1 else None
+        except ValueError:
+            ds = None
+        if ds is not None and len(ds) != len(lines):   # a malformed line with a comma: one by one
+            ds = None
         out = []
-        for ln in lines:
-            if not ln.strip():
-                continue
+        for k, ln in enumerate(lines):
             try:
-                d = json.loads(ln)
+                d = ds[k] if ds is not None else json.loads(ln)
                 out.append((float(d["t_unix"]), str(d["event"]), str(d.get("label", ""))))
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
                 self.bad_lines += 1
         return out
 
@@ -554,8 +562,10 @@ class Recorder:
             self._thread_cpu = time.thread_time() - c0
 
     def _run_native(self) -> None:
-        """Wake when a paced source or a flush is due, or a marker arrives (inotify, at most every
-        MARKERS_EVERY_S), or at a stop; the ticker reads the per-tick sources meanwhile."""
+        """Wake when a paced source or a flush is due, or a marker arrives, or at a stop; the ticker reads the
+        per-tick sources meanwhile. A marker wakes the thread at once (inotify); after that, the watch is off until
+        the next multiple of MARKERS_GRID_S, and markers written meanwhile are read at the first wake after it (the
+        sources' own wakes fall on the same grid), so a stream of per-request markers costs no wake-ups of its own."""
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         ino = self._ino
@@ -571,22 +581,24 @@ class Recorder:
             now = time.monotonic()
             # at most one wake a tick, whatever a source says (one that is due on every tick is read at hz)
             due = max(self._python_due(), woke + period)
-            if ino >= 0 and not ino_on and now >= markers_ok:
-                poller.register(ino, select.POLLIN)
-                ino_on = True
-            until = due if ino_on or ino < 0 else min(due, markers_ok)
-            ev = poller.poll(min(max(0.0, until - now), 3600.0) * 1000.0)
+            ev = poller.poll(min(max(0.0, due - now), 3600.0) * 1000.0)
             if stop.is_set():
                 break
+            if ino >= 0 and not ino_on and time.monotonic() >= markers_ok:
+                poller.register(ino, select.POLLIN)   # markers written while the watch was off join this wake
+                ino_on = True
+                ev = ev + poller.poll(0)
             for fd, _ in ev:
                 if fd == ino:
+                    if not ino_on:
+                        continue
                     try:
                         os.read(ino, 65536)
                     except OSError:
                         pass
                     poller.unregister(ino)
                     ino_on = False
-                    markers_ok = time.monotonic() + MARKERS_EVERY_S
+                    markers_ok = (math.floor(time.monotonic() / MARKERS_GRID_S) + 1) * MARKERS_GRID_S
                     self._marker_signal = True
                 else:
                     try:
@@ -903,16 +915,19 @@ class Recorder:
         """Copy new lines of the marker file into the trace; returns them as ``(t_s, event, label)``."""
         if self._tail is None or self._writer is None:
             return []
-        out = []
+        out: list[tuple[float, str, str]] = []
         lines = self._tail.read()
         for i in self._feeds:
             if self._active[i][0].feed_markers(lines):
                 self._next_read[i] = -math.inf
+        if not lines:
+            return out
+        off = self._now() - float(self._wall())   # a wall-clock time placed on the sample clock by its age
         for t_unix, event, label in lines:
             if not math.isfinite(t_unix):
                 self._tail.bad_lines += 1
                 continue
-            m = (self._t_of_unix(t_unix), event.replace(":", "_"), label)
+            m = (off + t_unix, event.replace(":", "_") if ":" in event else event, label)
             self._refresh_due |= refreshes(event)
             if self.profile and event in ("load_start", "load_end"):
                 self._prof_seg = "load" if event == "load_start" else "after_load"
