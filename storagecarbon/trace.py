@@ -307,25 +307,26 @@ def _pad8(n: int) -> int:
     return (n + 7) & ~7
 
 
-class _UnlabelledBatch:
-    """The IPC message of a record batch with no label (the common flush: samples only), written from the rows'
-    flat arrays without building Arrow objects (pyarrow's batch building costs ~170 µs of cold CPU a flush on the
-    machines measured, benchmarks/results/recorder_cost.md). The message's metadata is pyarrow's own for one row,
-    with its row counts, buffer offsets and lengths set for ``n`` rows; :func:`_unlabelled_batch` checks the result
-    byte for byte against pyarrow for many ``n`` before it is used, else the writer keeps pyarrow's path."""
+class _BatchMessage:
+    """The IPC message of one record batch, written from the rows' flat arrays and the few labels without building
+    Arrow objects: pyarrow's batch building costs ~170 µs of cold CPU a flush in the recorder's thread on the
+    machines measured (benchmarks/results/recorder_cost.md); this costs ~40. The metadata is pyarrow's own for one
+    row, with the values that depend on the rows (row count, label nulls, each body buffer's offset and length, the
+    body's length) set for the batch; where each sits is found by matching them against pyarrow for several batches,
+    and :func:`_batch_message` checks the result byte for byte against pyarrow for many batches before it is used
+    (else the writer keeps pyarrow's path)."""
+
+    PROBES = ((1, 0, 0), (3, 0, 0), (5, 1, 7), (9, 2, 13), (17, 3, 40), (33, 5, 3), (65, 0, 0), (66, 1, 1))
 
     def __init__(self) -> None:
-        ref = self._pyarrow(1)
+        ref = self.pyarrow(1, 0, 0)
         self.meta_len = struct.unpack_from("<i", ref, 4)[0]
         self.template = bytearray(ref[: 8 + self.meta_len])
-        self._cache: dict[int, tuple[bytes, bytes, bytes]] = {}
-        # where each of the values that depend on n sits in the metadata: an 8-aligned int64 (flatbuffers keep them
-        # aligned) that equals one of them for every n tried, and is not the same for all of them
-        ns = (1, 3, 5, 9, 17, 33, 65)
-        refs = [self._pyarrow(n) for n in ns]
-        vals = [self._values(n) for n in ns]
-        self.slots: list[tuple[int, int]] = []   # (byte offset, index into _values)
-        for off in range(8, 8 + self.meta_len - 7, 8):
+        self._cache: dict[tuple[int, int, int], bytes] = {}
+        refs = [self.pyarrow(*p) for p in self.PROBES]
+        vals = [self._values(*p) for p in self.PROBES]
+        self.slots: list[tuple[int, int]] = []   # (byte offset in the metadata, index into _values)
+        for off in range(8, 8 + self.meta_len - 7, 8):   # flatbuffers keep 8-byte fields 8-aligned
             got = [struct.unpack_from("<q", r, off)[0] for r in refs]
             if len(set(got)) == 1:
                 continue
@@ -334,58 +335,107 @@ class _UnlabelledBatch:
                 self.slots.append((off, idx[0]))
 
     @staticmethod
-    def _pyarrow(n: int) -> bytes:
-        zeros = np.zeros(n)
-        b = pa.record_batch([pa.array(zeros), pa.array(np.zeros(n, dtype=np.int32)), pa.array(zeros),
-                             pa.nulls(n, pa.string())], schema=SCHEMA)
+    def _labels(n: int, k: int, size: int) -> list[tuple[int, str]]:
+        """k labels of ``size`` bytes in all, on rows spread over n (for the probes and the check)."""
+        out, left = [], size
+        for j in range(k):
+            ln = left if j == k - 1 else min(left, size // k)
+            out.append((j * n // k, "x" * ln))
+            left -= ln
+        return out
+
+    @classmethod
+    def pyarrow(cls, n: int, k: int, size: int, labels: list[tuple[int, str]] | None = None) -> bytes:
+        lab: list[str | None] = [None] * n
+        for i, text in labels if labels is not None else cls._labels(n, k, size):
+            lab[i] = text
+        z = np.zeros(n)
+        b = pa.record_batch([pa.array(z), pa.array(np.zeros(n, dtype=np.int32)), pa.array(z),
+                             pa.array(lab, pa.string())], schema=SCHEMA)
         return bytes(b.serialize().to_pybytes())
 
     @staticmethod
-    def _values(n: int) -> list[int]:
-        """Rows, label nulls, and each body buffer's offset and length, then the body's length."""
-        lens = [0, 8 * n, 0, 4 * n, 0, 8 * n, (n + 7) // 8, 4 * (n + 1), 0]
+    def _values(n: int, k: int, size: int) -> list[int]:
+        """Rows, label nulls, each body buffer's offset and length, the body's length."""
+        lens = [0, 8 * n, 0, 4 * n, 0, 8 * n, (n + 7) // 8, 4 * (n + 1), size]
         offs, at = [], 0
         for ln in lens:
             offs.append(at)
             at += _pad8(ln)
-        return [n, n, *[x for pair in zip(offs, lens) for x in pair], at]
+        return [n, n - k, *[x for pair in zip(offs, lens) for x in pair], at]
 
-    def _meta(self, n: int) -> tuple[bytes, bytes, bytes]:
-        """The metadata for n rows and the body's two zero paddings (cached: a flush's row count repeats)."""
-        got = self._cache.get(n)
+    def _meta(self, n: int, k: int, size: int) -> bytes:
+        key = (n, k, size)
+        got = self._cache.get(key)
         if got is None:
-            vals = self._values(n)
+            vals = self._values(n, k, size)
             meta = bytearray(self.template)
             for off, i in self.slots:
                 struct.pack_into("<q", meta, off, vals[i])
-            got = (bytes(meta), b"\0" * (_pad8(4 * n) - 4 * n), b"\0" * (_pad8((n + 7) // 8) + _pad8(4 * (n + 1))))
-            if len(self._cache) < 512:
-                self._cache[n] = got
+            got = bytes(meta)
+            if len(self._cache) < 512:   # a flush's row count repeats
+                self._cache[key] = got
         return got
 
-    def message(self, t: array, c: array, v: array) -> bytes:
-        meta, pad_c, tail = self._meta(len(t))
-        return b"".join((meta, t.tobytes(), c.tobytes(), pad_c, v.tobytes(), tail))
+    def message(self, t: array, c: array, v: array, labels: list[tuple[int, str]]) -> bytes | None:
+        """The message, or None when pyarrow's layout would differ (every row labelled: no validity bitmap)."""
+        n, k = len(t), len(labels)
+        if k >= n:
+            return None
+        nb = (n + 7) // 8
+        valid = bytearray(_pad8(nb))
+        offsets = array("i", bytes(4 * (n + 1)))
+        data = b""
+        if k:
+            texts = [text.encode() for _, text in labels]
+            data = b"".join(texts)
+            at, prev = 0, 0
+            for (i, _), raw in zip(labels, texts):
+                valid[i >> 3] |= 1 << (i & 7)
+                for j in range(prev + 1, i + 1):
+                    offsets[j] = at
+                at += len(raw)
+                prev = i
+                offsets[i + 1] = at
+            for j in range(prev + 2, n + 1):
+                offsets[j] = at
+        meta = self._meta(n, k, len(data))
+        return b"".join((meta, t.tobytes(), c.tobytes(), bytes(_pad8(4 * n) - 4 * n), v.tobytes(), valid,
+                         offsets.tobytes(), bytes(_pad8(4 * (n + 1)) - 4 * (n + 1)), data,
+                         bytes(_pad8(len(data)) - len(data))))
 
 
-_UNLABELLED: Any = None
+_FAST: Any = None
 
 
-def _unlabelled_batch() -> Any:
-    """The fast path for unlabelled batches, once checked against pyarrow (False when it does not match)."""
-    global _UNLABELLED
-    if _UNLABELLED is None:
+def _batch_message() -> Any:
+    """The checked fast path for record batches (False when it does not match pyarrow here)."""
+    global _FAST
+    if _FAST is None:
         try:
-            fast = _UnlabelledBatch()
+            fast = _BatchMessage()
             ok = bool(fast.slots)
-            for n in (1, 2, 7, 8, 9, 63, 64, 65, 1000):
-                t = array("d", np.zeros(n).tolist())
-                c = array("i", [0] * n)
-                ok = ok and fast.message(t, c, t) == _UnlabelledBatch._pyarrow(n)
-            _UNLABELLED = fast if ok else False
+            for n, k, size in ((1, 0, 0), (2, 1, 5), (7, 0, 0), (8, 3, 0), (9, 2, 100), (63, 1, 64), (64, 0, 0),
+                               (65, 7, 9), (1000, 10, 500)):
+                labels = fast._labels(n, k, size)
+                t = array("d", np.arange(n, dtype=np.float64).tolist())
+                c = array("i", range(n))
+                ok = ok and fast.message(t, c, t, labels) == _pyarrow_message(t, c, labels)
+            _FAST = fast if ok else False
         except Exception:  # noqa: BLE001 - pyarrow's layout changed: its own path
-            _UNLABELLED = False
-    return _UNLABELLED
+            _FAST = False
+    return _FAST
+
+
+def _pyarrow_message(t: array, c: array, labels: list[tuple[int, str]]) -> bytes:
+    """pyarrow's own message for these rows (the reference of the check)."""
+    n = len(t)
+    lab: list[str | None] = [None] * n
+    for i, text in labels:
+        lab[i] = text
+    b = pa.record_batch([pa.array(np.frombuffer(t.tobytes())), pa.array(np.frombuffer(c.tobytes(), dtype=np.int32)),
+                         pa.array(np.frombuffer(t.tobytes())), pa.array(lab, pa.string())], schema=SCHEMA)
+    return bytes(b.serialize().to_pybytes())
 
 
 class TraceWriter:
@@ -403,7 +453,7 @@ class TraceWriter:
     def __init__(self, path: str | Path, header: TraceHeader, *, flush_s: float = 1.0, fsync: bool = True,
                  opener: Any = None, fsync_s: float = 5.0):
         _warm_arrow()
-        _unlabelled_batch()
+        _batch_message()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.header = header
@@ -499,11 +549,10 @@ class TraceWriter:
     def flush(self) -> None:
         if self.closed:
             return
-        if self._t and not self._l and self._rows and _unlabelled_batch():   # (pyarrow writes the schema with the
-            # first batch, so the first flush is its own)
+        msg = _FAST.message(self._t, self._c, self._v, self._l) if self._t and self._rows and _FAST else None
+        if msg is not None:   # (pyarrow writes the schema with the first batch, so the first flush is its own)
             n = len(self._t)
-            msg = _UNLABELLED.message(self._t, self._c, self._v)
-            self._t, self._c, self._v = array("d"), array("i"), array("d")
+            self._t, self._c, self._v, self._l = array("d"), array("i"), array("d"), []
             try:
                 self._file.write(msg)
                 self._sync()

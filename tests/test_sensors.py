@@ -930,3 +930,35 @@ def test_lmcache_taps_are_reparsed_only_when_replaced(tmp_path, monkeypatch):
     tmp.replace(tap / "lmcache-1.json")  # as the connector publishes
     s.refresh()   # looked at again before its 0.2-s cadence
     assert {m: v for _d, m, v in s.read()}["app_bytes_written"] == 250
+
+
+def test_lmcache_taps_whose_bytes_the_plugin_owns_are_read_once_then_only_the_kv_folder(tmp_path, monkeypatch):
+    from storagecarbon.engines import lmcache_cpu
+
+    # GIVEN a tap (with the KV folder LMCache really uses) and a sensor told that the stat-logger plugin owns the
+    # per-tier byte channels: only the disk tier's resident bytes are its own
+    tap = tmp_path / "tap"
+    monkeypatch.setenv("STORAGECARBON_TAP_DIR", str(tap))
+    kv = tmp_path / "kv"
+    kv.mkdir()
+    (kv / "chunk0").write_bytes(b"x" * 3000)
+    c = lmcache_cpu.TapCounters()
+    c.set_info(disk_path=str(kv), chunk_size=256)
+    c.add("disk_bytes_written", 4096)
+    c.flush(force=True)
+    s = LMCacheTapSensor(tap, disk_device="ssd0", dram_device="dram", disk_path=tmp_path / "configured")
+    s.use_channels({("ssd0", "resident_bytes")})
+    # WHEN it reads, the engine counts more, and it reads again
+    first = {(d, m): v for d, m, v in s.read()}
+    c.add("disk_bytes_written", 1000)
+    c.flush(force=True)
+    looked = []
+    monkeypatch.setattr(s, "_read_json", lambda p: looked.append(p))
+    (kv / "chunk1").write_bytes(b"y" * 1000)
+    s.refresh()
+    s._du_due.refresh()
+    second = {(d, m): v for d, m, v in s.read()}
+    # THEN the tap was read once, for the KV folder's path, and the folder's size is read at its own cadence
+    assert s.disk_path == kv and first[("ssd0", "resident_bytes")] == 3000
+    assert second == {("ssd0", "resident_bytes"): 4000} and not looked
+    assert s.next_read_s > time.monotonic() + 0.5

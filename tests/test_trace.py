@@ -161,20 +161,22 @@ def test_a_sparse_counter_is_spread_evenly_over_phases_and_intervals(tmp_path):
     assert np.array_equal(part, np.round(part)) and part.sum() == d.sum()
 
 
-def test_samples_only_flushes_are_written_without_pyarrow_and_read_back_the_same(tmp_path, monkeypatch):
-    # GIVEN the writer's fast path for flushes without labels (pyarrow's batch building costs ~170 µs of cold CPU a
+def test_flushes_are_written_without_building_arrow_batches_and_read_back_the_same(tmp_path, monkeypatch):
+    # GIVEN the writer's fast path for flushes (pyarrow's batch building costs ~170 µs of cold CPU a
     # flush in the recorder's thread), checked at import against pyarrow's own bytes for many row counts
     import storagecarbon.trace as trace_mod
 
-    assert trace_mod._unlabelled_batch(), "pyarrow's IPC layout changed: the recorder's flushes lost their fast path"
+    assert trace_mod._batch_message(), "pyarrow's IPC layout changed: the recorder's flushes lost their fast path"
 
     def write(p, fast):
         if not fast:
-            monkeypatch.setattr(trace_mod, "_UNLABELLED", False)
+            monkeypatch.setattr(trace_mod, "_FAST", False)
         with TraceWriter(p, _header(), fsync=False) as w:
-            for k in range(6):   # flushes of 1..70 rows, some with a marker (pyarrow's path), one empty
+            for k in range(6):   # flushes of 1..70 rows, with markers (labels), one of a marker alone (pyarrow's path)
+                if k in (2, 3):
+                    w.marker(k, "phase_start", "x" * k)
                 if k == 2:
-                    w.marker(k, "phase_start", "x")
+                    w.marker(k + 0.5, "vllm_stats", '{"kv": "é"}')
                 for i in range([1, 7, 64, 0, 70, 9][k]):
                     w.sample(k + i * 1e-3, i % 3, float(i * k))
                 w.flush()

@@ -145,14 +145,17 @@ class _MarkerTail:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDONLY)
-            if os.fstat(self._fd).st_size <= self.pos:
+            size = os.fstat(self._fd).st_size
+            if size <= self.pos:
                 return []
             chunks: list[bytes] = []
-            while True:
-                c = os.pread(self._fd, 1 << 20, self.pos + sum(map(len, chunks)))
+            got = 0
+            while got < size - self.pos:   # what fstat saw (more, written since, is read next time)
+                c = os.pread(self._fd, size - self.pos - got, self.pos + got)
                 if not c:
                     break
                 chunks.append(c)
+                got += len(c)
             data = b"".join(chunks)
         except OSError:
             return []

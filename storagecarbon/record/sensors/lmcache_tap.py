@@ -102,9 +102,9 @@ class LMCacheTapSensor(SensorBase):
         self._base: dict[str, float] = {}
         self._seen_files: set[str] = set()
         self._bad_reads = 0
-        self._du_t = -1e9
         self._du = None
-        self._du_every_s = du_interval_s
+        self._du_due = Every(du_interval_s)   # the KV folder's size (a slower Every when a scan is costly)
+        self._owns_bytes = True               # the per-tier byte channels are this sensor's (else the plugin's)
         self._sig: dict[str, tuple[int, int, int]] = {}
         self._tot: dict[str, float] | None = None
         self._dir_mtime: int | None = None
@@ -146,7 +146,8 @@ class LMCacheTapSensor(SensorBase):
         if self.disk_path is None:
             return None
         now = time.monotonic()
-        if self._du is None or now - self._du_t >= self._du_every_s:
+        due = self._du_due.due(now)
+        if self._du is None or due:
             if now - self._du_missing_t < self.du_interval_s:
                 return None   # not there a moment ago: looked for again at the scan's cadence
             if not self.disk_path.is_dir():
@@ -154,10 +155,12 @@ class LMCacheTapSensor(SensorBase):
                 return None
             c0 = time.thread_time()
             self._du = float(dir_size_bytes(self.disk_path))
-            self._du_t = now
             # a directory of many chunk files costs a stat each: rescan less often, so that the
             # scan stays under 0.1 % of a core (the gauge holds in between)
-            self._du_every_s = max(self.du_interval_s, 1000.0 * (time.thread_time() - c0))
+            every = max(self.du_interval_s, 1000.0 * (time.thread_time() - c0))
+            if every > self._du_due.interval_s * 1.5 or every < self._du_due.interval_s / 1.5:
+                self._du_due = Every(every)
+                self._du_due.due(now)
         return self._du
 
     def _list_taps(self) -> None:
@@ -183,7 +186,16 @@ class LMCacheTapSensor(SensorBase):
         if self._list_due.due(now) or not self._taps:
             self._list_taps()
             self._no_page.clear()
-        if len(self._sig) >= len(self._taps) and not (   # a new tap file is read at once
+        new_tap = len(self._sig) < len(self._taps)   # a new tap file is read at once
+        if not self._owns_bytes and not new_tap:
+            # the stat-logger plugin owns the per-tier bytes: the taps are read once each (for the KV folder's
+            # path), and then only the folder's size is this sensor's
+            du_rows = self._du_rows()
+            if du_rows == self._rows:
+                return self._rows
+            self._rows = du_rows
+            return du_rows
+        if not new_tap and not (
                 self._active_due.due(now) if now - self._changed_t < self.quiet_after_s else self._quiet_due.due(now)):
             return []   # not due: no reading this tick (the last one holds until the next look)
         changed = False
@@ -250,14 +262,20 @@ class LMCacheTapSensor(SensorBase):
                 if dev:
                     rows += [(dev, "app_bytes_written", tot[f"{pre}_bytes_written"]),
                              (dev, "app_bytes_read", tot[f"{pre}_bytes_read"])]
-        if self.disk_device:
-            du = self._disk_usage()
-            if du is not None:
-                rows.append((self.disk_device, "resident_bytes", du))
+        rows += self._du_rows()
         if rows == self._rows:
             return self._rows   # every channel as before: the same list (recorder protocol, base.py)
         self._rows = rows
         return rows
+
+    def _du_rows(self) -> list[Row]:
+        du = self._disk_usage() if self.disk_device else None
+        return [(self.disk_device, "resident_bytes", du)] if du is not None and self.disk_device else []
+
+    def use_channels(self, kept: set[tuple[str, str]]) -> None:
+        """Told by the recorder which of its channels it owns: when none of the per-tier byte channels are (the
+        stat-logger plugin's are), the tap files are not looked at again after their first read."""
+        self._owns_bytes = any(m in ("app_bytes_written", "app_bytes_read") for _, m in kept)
 
     def _read_json(self, path: str) -> dict[str, Any] | None:
         try:
@@ -288,6 +306,8 @@ class LMCacheTapSensor(SensorBase):
             return self._list_due.next_s
         if len(self._sig) < len(self._taps):
             return -math.inf
+        if not self._owns_bytes:
+            return min(self._list_due.next_s, self._du_due.next_s if self.disk_path is not None else math.inf)
         due = self._active_due if time.monotonic() - self._changed_t < self.quiet_after_s else self._quiet_due
         return min(due.next_s, self._list_due.next_s)
 
