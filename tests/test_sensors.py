@@ -955,10 +955,14 @@ def test_lmcache_taps_whose_bytes_the_plugin_owns_are_read_once_then_only_the_kv
     looked = []
     monkeypatch.setattr(s, "_read_json", lambda p: looked.append(p))
     (kv / "chunk1").write_bytes(b"y" * 1000)
-    s.refresh()
+    s.refresh_at_marker()
     s._du_due.refresh()
     second = {(d, m): v for d, m, v in s.read()}
     # THEN the tap was read once, for the KV folder's path, and the folder's size is read at its own cadence
     assert s.disk_path == kv and first[("ssd0", "resident_bytes")] == 3000
     assert second == {("ssd0", "resident_bytes"): 4000} and not looked
-    assert s.next_read_s > time.monotonic() + 0.5
+    assert s.next_read_s == min(s._list_due.next_s, s._du_due.next_s)   # no look at the taps between
+    # AND the final sample (refresh) looks at the taps again, so the footer's totals are the final ones
+    s.refresh()
+    s.read()
+    assert s.summary()["totals"]["disk_bytes_written"] == 5096

@@ -105,6 +105,7 @@ class LMCacheTapSensor(SensorBase):
         self._du = None
         self._du_due = Every(du_interval_s)   # the KV folder's size (a slower Every when a scan is costly)
         self._owns_bytes = True               # the per-tier byte channels are this sensor's (else the plugin's)
+        self._look_all = False                # the next read looks at every tap (first and final samples)
         self._sig: dict[str, tuple[int, int, int]] = {}
         self._tot: dict[str, float] | None = None
         self._dir_mtime: int | None = None
@@ -187,7 +188,7 @@ class LMCacheTapSensor(SensorBase):
             self._list_taps()
             self._no_page.clear()
         new_tap = len(self._sig) < len(self._taps)   # a new tap file is read at once
-        if not self._owns_bytes and not new_tap:
+        if not self._owns_bytes and not new_tap and not self._look_all:
             # the stat-logger plugin owns the per-tier bytes: the taps are read once each (for the KV folder's
             # path), and then only the folder's size is this sensor's
             du_rows = self._du_rows()
@@ -195,7 +196,8 @@ class LMCacheTapSensor(SensorBase):
                 return self._rows
             self._rows = du_rows
             return du_rows
-        if not new_tap and not (
+        look_all, self._look_all = self._look_all, False
+        if not new_tap and not look_all and not (
                 self._active_due.due(now) if now - self._changed_t < self.quiet_after_s else self._quiet_due.due(now)):
             return []   # not due: no reading this tick (the last one holds until the next look)
         changed = False
@@ -312,7 +314,13 @@ class LMCacheTapSensor(SensorBase):
         return min(due.next_s, self._list_due.next_s)
 
     def refresh(self) -> None:
-        """The next :meth:`read` looks at every tap file (the disk folder keeps its own, cost-bound cadence)."""
+        """The next :meth:`read` looks at every tap file (the disk folder keeps its own, cost-bound cadence); also
+        when the plugin owns the bytes, so the footer's totals (checked against the plugin's) are the final ones."""
+        self.refresh_at_marker()
+        self._look_all = True
+
+    def refresh_at_marker(self) -> None:
+        """After a live marker: as :meth:`refresh`, but taps whose bytes the plugin owns are not looked at."""
         self._quiet_due.refresh()
         self._active_due.refresh()
         self._du_missing_t = -1e9
