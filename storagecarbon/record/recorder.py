@@ -744,12 +744,7 @@ class Recorder:
             e = self._prof_segs.setdefault(self._prof_seg, {}).setdefault("(whole tick)", [0.0, 0])
             e[0] += cpu
             e[1] += 1
-        sec = int(w0 - self._t0_mono)
-        per_s = self._cpu_per_s
-        if 0 <= sec < 86_400:   # the first day of a recording (the footer keeps one number a second)
-            if sec >= len(per_s):
-                per_s.extend([0.0] * (sec + 1 - len(per_s)))
-            per_s[sec] += cpu
+        self._per_second(self._cpu_per_s, cpu)
         self._cpu_sum += cpu
         self._cpu_max = max(self._cpu_max, cpu)
         self._wall_sum += wall
