@@ -178,3 +178,24 @@ def test_a_stop_is_prompt_and_the_footer_counts_both_threads(tmp_path):
     assert st["thread_cpu_s"] == pytest.approx(n["cpu_s"] + n["python_thread_cpu_s"])
     assert sum(st["sample_cpu_us_per_s"]) == pytest.approx((n["cpu_s"] + n["python_cpu_s"]) * 1e6, rel=0.05, abs=50)
     assert read_trace(tmp_path / "t.arrows").series("ssd0", "bytes_written")[1][-1] == 64 * 512
+
+
+def test_a_disk_gone_keeps_the_descriptors_lent_to_the_ticker_open_until_close(tmp_path, monkeypatch):
+    # GIVEN a disk sensor whose stat file's descriptor is lent to the ticker
+    _disk(tmp_path)
+    ds = DiskstatsSensor({"ssd0": ["vdz"]}, path=tmp_path / "diskstats", sys_dir=tmp_path / "block")
+    (fd,) = ds.ticker_files()
+    # WHEN a direct read finds the disk gone (the pread fails)
+    import storagecarbon.record.sensors.diskstats as dmod
+
+    real = os.pread
+    monkeypatch.setattr(dmod.os, "pread", lambda f, n, o: (_ for _ in ()).throw(OSError(19, "No such device"))
+                        if f == fd else real(f, n, o))
+    ds.read()
+    monkeypatch.undo()
+    # THEN the descriptor stays open (a new open() cannot reuse its number while the ticker may read it) until close
+    os.fstat(fd)
+    assert ds.ticker_files() is None
+    ds.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)

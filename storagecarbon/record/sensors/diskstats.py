@@ -101,6 +101,8 @@ class DiskstatsSensor(SensorBase):
         self._sys_last: list[bytes] | None = None   # the last raw stat texts and their rows (unchanged: no IO)
         self._sys_rows: list[Row] | None = None
         self._tk_last: list[Any] | None = None       # the last numbers the native ticker handed over
+        self._lent = False                           # the stat files' descriptors are read by the native ticker
+        self._retired: list[int] = []                # lent descriptors of a disk gone: closed by close()
         # per-disk stat files: /sys/class/block/<disk>/stat when reading the real /proc/diskstats (or ``sys_dir``)
         self.sys_dir = Path(sys_dir) if sys_dir is not None else (
             Path("/sys/class/block") if self.path == Path("/proc/diskstats") else None)
@@ -220,7 +222,10 @@ class DiskstatsSensor(SensorBase):
         """Descriptors of the per-disk stat files for the native ticker, or None (read through ``read()``)."""
         if self._sys_fds is None:
             self._sys_fds = self._open_sys() if self.sys_dir is not None else {}
-        return list(self._sys_fds.values()) if self._sys_fds and len(self._sys_fds) == len(self._wanted) else None
+        if self._sys_fds and len(self._sys_fds) == len(self._wanted):
+            self._lent = True
+            return list(self._sys_fds.values())
+        return None
 
     def rows_from_ticker(self, nums: list[Any]) -> list[Row]:
         """Rows from one tick's numbers of the files of :meth:`ticker_files` (in that order)."""
@@ -231,8 +236,13 @@ class DiskstatsSensor(SensorBase):
         return rows
 
     def _close_sys(self) -> None:
+        # descriptors lent to the native ticker stay open until close() (after the ticker stopped): closed now, their
+        # numbers could be reused by the next open() and the ticker would read another file
         for fd in (self._sys_fds or {}).values():
-            os.close(fd)
+            if self._lent:
+                self._retired.append(fd)
+            else:
+                os.close(fd)
         self._sys_fds = {}
 
     def _open_sys(self) -> dict[str, int]:
@@ -248,9 +258,9 @@ class DiskstatsSensor(SensorBase):
         return fds
 
     def close(self) -> None:
-        for fd in ([self._fd] if self._fd is not None else []) + list((self._sys_fds or {}).values()):
+        for fd in ([self._fd] if self._fd is not None else []) + list((self._sys_fds or {}).values()) + self._retired:
             os.close(fd)
-        self._fd, self._sys_fds = None, None
+        self._fd, self._sys_fds, self._retired = None, None, []
 
     def summary(self) -> dict[str, Any]:
         return {
