@@ -10,7 +10,9 @@ last scrape of ``/metrics`` sees the final counters): 0 when every request succe
 died or never became ready. Under ``storagecarbon record`` it marks, through
 ``$STORAGECARBON_MARKERS`` (:func:`storagecarbon.record.recorder.emit_marker`), the serving phases the
 report uses: ``server_ready`` (``/health`` answered), ``load_start`` / ``load_end`` (first request
-sent / last answer received, after vLLM's request counter has caught up) and ``server_stop``.
+sent / last answer received, after vLLM's request counter has caught up; ``bench_end`` after ``vllm bench serve``)
+and ``server_stop``. The recorder reads every source again after ``load_end`` / ``bench_end`` (it reads markers
+within 1.2 s), so ``--linger`` (2 s) must stay above that for the final counters to be scraped.
 
 Prompts are token ids (exact lengths): ``--shared-prefix`` tokens common to every request, then
 ``--prompt-tokens - shared`` distinct ones (the same generator as the offline engine runs,
@@ -46,8 +48,6 @@ from ..record.launch import kill_group, start_group
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 EXIT_FAILED_REQUESTS = 1
 EXIT_SERVER = 3
-LOAD_END_GRACE_S = 1.0
-"""After ``load_end``, the server is stopped this much later, so a recorder's fresh read of its counters comes first."""
 
 
 def _post(url: str, body: dict[str, Any] | None, timeout_s: float) -> tuple[int, bytes]:
@@ -159,10 +159,7 @@ def run_load(base: str, *, requests: int, prompt_tokens: int, shared_prefix: int
                 break
             time.sleep(0.05)
     t_end = time.time()
-    if emit_marker("load_end", f"{sent_ok} ok"):
-        # a recorder reads every source again after a phase marker, within LOAD_END_GRACE_S (the native sampler reads
-        # markers within 1 s while markers stream in): the server keeps serving /metrics until it has
-        time.sleep(LOAD_END_GRACE_S)
+    emit_marker("load_end", f"{sent_ok} ok")
     out.update({"start_unix": t_start, "end_unix": t_end, "ok": sent_ok,
                 "failed": sum(p["failed"] for p in out["passes"])})
     return out
@@ -220,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ready-timeout", type=float, default=300.0, help="s to wait for /health")
     ap.add_argument("--stop-grace", type=float, default=20.0, help="s between SIGTERM and SIGKILL of the server")
-    ap.add_argument("--linger", type=float, default=1.5,
+    ap.add_argument("--linger", type=float, default=2.0,
                     help="s to keep the server up after the load, so a recorder scrapes its final counters")
     ap.add_argument("--result", help="write the load's result JSON here")
     ap.add_argument("--bench", metavar="ARGS", help="run `vllm bench serve --base-url URL --model M ARGS` as the load")
@@ -249,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_SERVER
         emit_marker("server_ready", base)
         if a.bench is not None:
-            return run_bench(base, a.bench)
+            rc = run_bench(base, a.bench)
+            emit_marker("bench_end", f"exit {rc}")   # a phase marker: a recorder reads every source again
+            return rc
         res = run_load(base, requests=a.requests, prompt_tokens=a.prompt_tokens, shared_prefix=a.shared_prefix,
                        output_tokens=a.output_tokens, concurrency=a.concurrency, passes=a.passes,
                        reset_prefix_cache=a.reset_prefix_cache, seed=a.seed)
